@@ -1,1 +1,12 @@
-
+//! shimcompat: a conformance suite for containerd shims, driven at the shim boundary.
+//!
+//! The path a run takes: candidate -> resolve -> host -> bundle -> shim -> cases -> report (see shared/design.md).
+pub mod bundle;
+pub mod candidate;
+pub mod cases;
+pub mod context;
+pub mod host;
+pub mod report;
+pub mod run;
+pub mod select;
+pub mod shim;

@@ -1,0 +1,338 @@
+//! Bundles and fifos: what containerd prepares before it runs a shim's `start`.
+//!
+//! A bundle directory is named after the task id (the runc shim's `delete` derives the bundle from it), holds
+//! `config.json` (built with oci-spec types), an empty `rootfs/` mount point, and the `log` fifo, opened for reading
+//! before `start` and drained into a per-case log file. The root filesystem itself is shared, read-only, and holds
+//! only the static payload.
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::Mode;
+use oci_spec::runtime::{Process, Root, Spec};
+use tokio::io::AsyncReadExt;
+
+/// The payload, built static by build.rs and embedded so the harness binary is self-contained.
+pub static PAYLOAD: &[u8] = include_bytes!(env!("SHIMCOMPAT_PAYLOAD"));
+
+/// Where the payload lives inside the container.
+pub const PAYLOAD_PATH: &str = "/payload";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("{context}: {source}")]
+    Spec { context: String, source: oci_spec::OciSpecError },
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BundleError {
+    let context = context.into();
+    move |source| BundleError::Io { context, source }
+}
+
+/// Writes the shared rootfs: the payload and the mount points a runtime needs in a read-only root.
+pub fn prepare_rootfs(dir: &Path) -> Result<(), BundleError> {
+    for sub in ["proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(io_error(format!("creating {}", dir.join(sub).display())))?;
+    }
+    let payload = dir.join(PAYLOAD_PATH.trim_start_matches('/'));
+    std::fs::write(&payload, PAYLOAD).map_err(io_error(format!("writing {}", payload.display())))?;
+    std::fs::set_permissions(&payload, std::fs::Permissions::from_mode(0o755))
+        .map_err(io_error(format!("chmod {}", payload.display())))?;
+    // Rootfs dirs must be traversable by any uid a runtime may map.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io_error("chmod rootfs"))?;
+    Ok(())
+}
+
+/// What a case wants its container to be; turned into `config.json`.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerConfig {
+    /// Payload steps (see fixtures/payload): the container runs `/payload <steps...>`.
+    pub steps: Vec<String>,
+    pub terminal: bool,
+    pub annotations: BTreeMap<String, String>,
+    pub env: Vec<String>,
+}
+
+impl ContainerConfig {
+    pub fn new(steps: &[&str]) -> ContainerConfig {
+        ContainerConfig { steps: steps.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    }
+
+    pub fn terminal(mut self, terminal: bool) -> Self {
+        self.terminal = terminal;
+        self
+    }
+
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// The process spec for the payload with `steps`; also what Exec sends (as JSON).
+pub fn payload_process(steps: &[String], terminal: bool, extra_env: &[String]) -> Process {
+    let mut process = Process::default();
+    let mut args = vec![PAYLOAD_PATH.to_string()];
+    args.extend(steps.iter().cloned());
+    process.set_args(Some(args));
+    // youki needs PATH in the spec's env; HOME keeps runtimes from guessing.
+    let mut env = vec!["PATH=/usr/bin:/bin".to_string(), "HOME=/".to_string()];
+    env.extend(extra_env.iter().cloned());
+    process.set_env(Some(env));
+    process.set_terminal(Some(terminal));
+    process.set_cwd("/".into());
+    process
+}
+
+/// Builds `config.json` for a container over the shared rootfs.
+pub fn build_spec(config: &ContainerConfig, rootfs: &Path, cgroups_path: &str) -> Spec {
+    let mut spec = Spec::default();
+    spec.set_hostname(Some("shimcompat".into()));
+    let mut root = Root::default();
+    root.set_path(rootfs.to_path_buf());
+    root.set_readonly(Some(true));
+    spec.set_root(Some(root));
+    spec.set_process(Some(payload_process(&config.steps, config.terminal, &config.env)));
+    spec.set_annotations(Some(config.annotations.clone().into_iter().collect()));
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_cgroups_path(Some(PathBuf::from(cgroups_path)));
+    }
+    spec
+}
+
+/// A bundle on disk, with its log fifo drained into `log_file`.
+pub struct Bundle {
+    pub id: String,
+    pub dir: PathBuf,
+    pub spec: Spec,
+    pub log_file: PathBuf,
+    drain: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Bundle {
+    /// Creates `<parent>/<id>` with config.json, rootfs/ and the log fifo, and starts draining the fifo. Must run
+    /// inside a tokio runtime.
+    pub fn create(parent: &Path, id: &str, spec: Spec, log_file: PathBuf) -> Result<Bundle, BundleError> {
+        let dir = parent.join(id);
+        std::fs::create_dir_all(dir.join("rootfs")).map_err(io_error(format!("creating {}", dir.display())))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(io_error(format!("chmod {}", dir.display())))?;
+        spec.save(dir.join("config.json"))
+            .map_err(|source| BundleError::Spec { context: format!("writing {}/config.json", dir.display()), source })?;
+        let log = dir.join("log");
+        nix::unistd::mkfifo(&log, Mode::from_bits_truncate(0o700))
+            .map_err(|e| BundleError::Io { context: format!("mkfifo {}", log.display()), source: e.into() })?;
+        // Read-write, as containerd does: the fifo never reports EOF to us and the shim's open never blocks.
+        let mut reader = tokio::net::unix::pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(&log)
+            .map_err(io_error(format!("opening {}", log.display())))?;
+        let mut sink = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_file)
+            .map_err(io_error(format!("opening {}", log_file.display())))?;
+        let drain = tokio::spawn(async move {
+            use std::io::Write;
+            let mut chunk = vec![0u8; 16384];
+            while let Ok(n) = reader.read(&mut chunk).await {
+                if n == 0 || sink.write_all(&chunk[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Bundle { id: id.to_string(), dir, spec, log_file, drain: Some(drain) })
+    }
+
+    /// The last `lines` lines of the shim's log, for evidence.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Stops draining and removes the directory.
+    pub fn remove(&mut self) {
+        if let Some(drain) = self.drain.take() {
+            drain.abort();
+        }
+        // rootfs/ is an empty mount point; a shim that left something mounted there is reported by the leak check,
+        // and remove_dir_all refuses to cross into it.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        if let Some(drain) = self.drain.take() {
+            drain.abort();
+        }
+    }
+}
+
+/// One stdio fifo on the harness side.
+pub struct FifoReader {
+    pub path: PathBuf,
+    /// Read-write until the shim has opened its side, so an early read never sees a false EOF.
+    holder: Option<tokio::net::unix::pipe::Receiver>,
+    reader: Option<tokio::net::unix::pipe::Receiver>,
+    collected: Vec<u8>,
+}
+
+impl FifoReader {
+    pub fn create(path: PathBuf) -> Result<FifoReader, BundleError> {
+        nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600))
+            .map_err(|e| BundleError::Io { context: format!("mkfifo {}", path.display()), source: e.into() })?;
+        let holder = tokio::net::unix::pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(&path)
+            .map_err(io_error(format!("opening {}", path.display())))?;
+        Ok(FifoReader { path, holder: Some(holder), reader: None, collected: Vec::new() })
+    }
+
+    /// Call once the shim has opened the fifo (after Create or Start): from then on EOF means the writer closed.
+    pub fn seal(&mut self) -> Result<(), BundleError> {
+        if self.reader.is_none() {
+            let reader = tokio::net::unix::pipe::OpenOptions::new()
+                .open_receiver(&self.path)
+                .map_err(io_error(format!("opening {}", self.path.display())))?;
+            self.reader = Some(reader);
+            self.holder = None;
+        }
+        Ok(())
+    }
+
+    /// Reads until EOF or the deadline; returns everything read so far and whether EOF was seen.
+    pub async fn read_to_eof(&mut self, timeout: std::time::Duration) -> (Vec<u8>, bool) {
+        let _ = self.seal();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut eof = false;
+        if let Some(reader) = self.reader.as_mut() {
+            let mut chunk = vec![0u8; 65536];
+            loop {
+                match tokio::time::timeout_at(deadline, reader.read(&mut chunk)).await {
+                    Ok(Ok(0)) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(Ok(n)) => self.collected.extend_from_slice(&chunk[..n]),
+                    Ok(Err(_)) | Err(_) => break,
+                }
+            }
+        }
+        (self.collected.clone(), eof)
+    }
+
+    /// Reads until `needle` has appeared or the deadline passes.
+    pub async fn read_until(&mut self, needle: &[u8], timeout: std::time::Duration) -> (Vec<u8>, bool) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut chunk = vec![0u8; 65536];
+        loop {
+            if contains(&self.collected, needle) {
+                return (self.collected.clone(), true);
+            }
+            let source = match (self.reader.as_mut(), self.holder.as_mut()) {
+                (Some(reader), _) => reader,
+                (None, Some(holder)) => holder,
+                (None, None) => return (self.collected.clone(), false),
+            };
+            match tokio::time::timeout_at(deadline, source.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return (self.collected.clone(), contains(&self.collected, needle)),
+                Ok(Ok(n)) => self.collected.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The harness's write side of a stdin fifo.
+pub struct FifoWriter {
+    pub path: PathBuf,
+    writer: Option<tokio::net::unix::pipe::Sender>,
+}
+
+impl FifoWriter {
+    pub fn create(path: PathBuf) -> Result<FifoWriter, BundleError> {
+        nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600))
+            .map_err(|e| BundleError::Io { context: format!("mkfifo {}", path.display()), source: e.into() })?;
+        // Read-write so the open does not need a reader yet (the shim opens its side during Create/Start).
+        let writer = tokio::net::unix::pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(&path)
+            .map_err(io_error(format!("opening {}", path.display())))?;
+        Ok(FifoWriter { path, writer: Some(writer) })
+    }
+
+    pub async fn write(&mut self, data: &[u8], timeout: std::time::Duration) -> Result<(), String> {
+        use tokio::io::AsyncWriteExt;
+        let writer = self.writer.as_mut().ok_or("stdin already closed")?;
+        tokio::time::timeout(timeout, writer.write_all(data))
+            .await
+            .map_err(|_| format!("writing {} bytes to stdin did not finish within {timeout:?}", data.len()))?
+            .map_err(|e| format!("writing to stdin: {e}"))
+    }
+
+    /// Closes the harness's end (as a client does before CloseIO).
+    pub fn close(&mut self) {
+        self.writer = None;
+    }
+}
+
+/// Stdio for one process, in the bundle's `io/` directory.
+#[derive(Default)]
+pub struct ProcessIo {
+    pub stdin: Option<FifoWriter>,
+    pub stdout: Option<FifoReader>,
+    pub stderr: Option<FifoReader>,
+}
+
+/// Which stdio streams a process gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoSpec {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+impl IoSpec {
+    pub const NULL: IoSpec = IoSpec { stdin: false, stdout: false, stderr: false };
+    /// stdout and stderr: containerd's cio always sets both (the Go runc shim fails Create on an empty stderr path
+    /// next to a stdout path), so a case that wants stdout gets stderr too.
+    pub const OUT: IoSpec = IoSpec { stdin: false, stdout: true, stderr: true };
+    pub const ALL: IoSpec = IoSpec { stdin: true, stdout: true, stderr: true };
+}
+
+impl ProcessIo {
+    pub fn create(dir: &Path, name: &str, spec: IoSpec) -> Result<ProcessIo, BundleError> {
+        std::fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
+        Ok(ProcessIo {
+            stdin: if spec.stdin { Some(FifoWriter::create(dir.join(format!("{name}-stdin")))?) } else { None },
+            stdout: if spec.stdout { Some(FifoReader::create(dir.join(format!("{name}-stdout")))?) } else { None },
+            stderr: if spec.stderr { Some(FifoReader::create(dir.join(format!("{name}-stderr")))?) } else { None },
+        })
+    }
+
+    pub fn paths(&self) -> (String, String, String) {
+        let show = |p: Option<&PathBuf>| p.map(|p| p.display().to_string()).unwrap_or_default();
+        (
+            show(self.stdin.as_ref().map(|f| &f.path)),
+            show(self.stdout.as_ref().map(|f| &f.path)),
+            show(self.stderr.as_ref().map(|f| &f.path)),
+        )
+    }
+
+    /// Marks the shim's side as opened (see FifoReader::seal).
+    pub fn seal(&mut self) {
+        if let Some(stdout) = self.stdout.as_mut() {
+            let _ = stdout.seal();
+        }
+        if let Some(stderr) = self.stderr.as_mut() {
+            let _ = stderr.seal();
+        }
+    }
+}

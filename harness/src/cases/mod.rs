@@ -1,0 +1,175 @@
+//! The conformance catalogue. Each case has a stable id `area::name`, a level (MUST/SHOULD/MAY), the features it
+//! needs, a one-line reference to where the behaviour is specified, the mock fault that proves it can fail, and the
+//! check itself.
+use std::future::Future;
+use std::pin::Pin;
+
+use containerd_shim_protos::ttrpc::Code;
+
+use crate::context::Ctx;
+use crate::shim::task::{code_name, RpcError};
+
+pub mod delete;
+pub mod events;
+pub mod io;
+pub mod kill;
+pub mod lifecycle;
+pub mod shutdown;
+pub mod util;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum Level {
+    #[serde(rename = "MUST")]
+    Must,
+    #[serde(rename = "SHOULD")]
+    Should,
+    #[serde(rename = "MAY")]
+    May,
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Level::Must => "MUST",
+            Level::Should => "SHOULD",
+            Level::May => "MAY",
+        })
+    }
+}
+
+/// Why a case did not pass.
+#[derive(Debug)]
+pub enum CaseError {
+    /// The shim did not behave as containerd expects: what was expected, what came back.
+    Fail(String),
+    /// Not applicable to this candidate or host (with the reason). Never counted as a pass.
+    Skip(String),
+}
+
+impl From<RpcError> for CaseError {
+    fn from(error: RpcError) -> Self {
+        CaseError::Fail(error.to_string())
+    }
+}
+
+pub type CaseResult = Result<(), CaseError>;
+pub type CaseFuture<'a> = Pin<Box<dyn Future<Output = CaseResult> + Send + 'a>>;
+pub type CaseFn = for<'a> fn(&'a mut Ctx) -> CaseFuture<'a>;
+
+pub struct Case {
+    /// `area::name`.
+    pub id: &'static str,
+    pub level: Level,
+    /// Features the case needs; a candidate that declares one unsupported skips the case.
+    pub features: &'static [&'static str],
+    /// Where the behaviour is specified.
+    pub reference: &'static str,
+    /// What the case checks, in one line.
+    pub summary: &'static str,
+    /// The mock fault (shims/mock/FAULTS.md) under which this case must fail.
+    pub breaks_with: &'static str,
+    pub run: CaseFn,
+}
+
+impl Case {
+    pub fn area(&self) -> &'static str {
+        self.id.split("::").next().unwrap_or(self.id)
+    }
+}
+
+/// Builds a `Case`, wrapping an `async fn(&mut Ctx) -> CaseResult`.
+#[macro_export]
+macro_rules! case {
+    ($id:literal, $level:ident, [$($feature:literal),*], breaks_with: $fault:literal, ref: $reference:literal, $summary:literal, $check:path) => {
+        $crate::cases::Case {
+            id: $id,
+            level: $crate::cases::Level::$level,
+            features: &[$($feature),*],
+            reference: $reference,
+            summary: $summary,
+            breaks_with: $fault,
+            run: {
+                fn run(ctx: &mut $crate::context::Ctx) -> $crate::cases::CaseFuture<'_> {
+                    Box::pin($check(ctx))
+                }
+                run
+            },
+        }
+    };
+}
+
+/// Every case, in catalogue order.
+pub fn catalogue() -> Vec<Case> {
+    let mut all = Vec::new();
+    all.extend(lifecycle::cases());
+    all.extend(kill::cases());
+    all.extend(delete::cases());
+    all.extend(io::cases());
+    all.extend(events::cases());
+    all.extend(shutdown::cases());
+    all
+}
+
+/// Fails the case with a formatted message unless the condition holds.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err($crate::cases::CaseError::Fail(format!($($arg)+)));
+        }
+    };
+}
+
+pub fn fail(message: impl Into<String>) -> CaseError {
+    CaseError::Fail(message.into())
+}
+
+/// Asserts that an RPC failed with `code`.
+pub fn expect_code<T: std::fmt::Debug>(result: Result<T, RpcError>, code: Code, what: &str) -> CaseResult {
+    match result {
+        Err(RpcError::Status { code: got, .. }) if got == code => Ok(()),
+        Err(RpcError::Status { code: got, message, .. }) => Err(fail(format!(
+            "{what}: expected status {}, got {} ({message})",
+            code_name(code),
+            code_name(got)
+        ))),
+        Err(other) => Err(fail(format!("{what}: expected status {}, got {other}", code_name(code)))),
+        Ok(reply) => Err(fail(format!("{what}: expected status {}, but the call succeeded: {reply:?}", code_name(code)))),
+    }
+}
+
+/// Asserts that an RPC was refused (any status), e.g. where containerd only relies on refusal.
+pub fn expect_refused<T: std::fmt::Debug>(result: Result<T, RpcError>, what: &str) -> Result<Code, CaseError> {
+    match result {
+        Err(RpcError::Status { code, .. }) => Ok(code),
+        Err(other) => Err(fail(format!("{what}: expected a refusal, got {other}"))),
+        Ok(reply) => Err(fail(format!("{what}: expected a refusal, but the call succeeded: {reply:?}"))),
+    }
+}
+
+/// `shimcompat list`: the catalogue with level, features, the fault that breaks each case, and its reference.
+pub fn print_catalogue(json: bool) {
+    let all = catalogue();
+    if json {
+        let rows: Vec<serde_json::Value> = all
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id, "level": c.level, "features": c.features, "breaks_with": c.breaks_with,
+                    "reference": c.reference, "summary": c.summary,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        return;
+    }
+    let width = all.iter().map(|c| c.id.len()).max().unwrap_or(10);
+    println!("{:<width$}  {:<6}  {:<22}  {:<28}  reference", "case", "level", "features", "breaks with (mock fault)");
+    for case in &all {
+        let features = if case.features.is_empty() { "-".to_string() } else { case.features.join(",") };
+        println!("{:<width$}  {:<6}  {:<22}  {:<28}  {}", case.id, case.level.to_string(), features, case.breaks_with, case.reference);
+    }
+    let musts = all.iter().filter(|c| c.level == Level::Must).count();
+    println!("\n{} cases ({} MUST, {} SHOULD, {} MAY)", all.len(), musts,
+        all.iter().filter(|c| c.level == Level::Should).count(), all.iter().filter(|c| c.level == Level::May).count());
+}

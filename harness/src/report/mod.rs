@@ -1,0 +1,127 @@
+//! The results model: one canonical schema, written as JSON, and the console summary's counts.
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cases::Level;
+use crate::run::Planned;
+
+pub const SCHEMA: &str = "shimcompat.report/v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum Outcome {
+    Pass,
+    Fail { message: String },
+    Skip { reason: String },
+    Waived { reason: String, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrialResult {
+    pub name: String,
+    pub candidate: String,
+    pub case: String,
+    pub area: String,
+    pub level: Level,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    #[serde(with = "millis")]
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CandidateReport {
+    pub name: String,
+    pub runtime: Option<String>,
+    pub binary: Option<String>,
+    /// False when the shim was given by path: the result does not certify a runtime name.
+    pub certified_by_name: bool,
+    /// Why it could not run here, if it could not.
+    pub unavailable: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: String,
+    pub tool_version: String,
+    pub candidates: Vec<CandidateReport>,
+    pub results: Vec<TrialResult>,
+    pub filtered_out: usize,
+    #[serde(with = "millis")]
+    pub duration: Duration,
+    /// Processes found running after every teardown (killed by the harness).
+    pub stragglers: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub waived: usize,
+}
+
+impl Report {
+    pub fn new(plans: &[Planned]) -> Report {
+        let candidates = plans
+            .iter()
+            .map(|plan| match plan {
+                Planned::Ready(target) => CandidateReport {
+                    name: target.candidate.name.clone(),
+                    runtime: target.candidate.runtime.clone(),
+                    binary: Some(target.binary.display().to_string()),
+                    certified_by_name: target.candidate.certified_by_name(),
+                    unavailable: None,
+                },
+                Planned::Unavailable { candidate, reason } => CandidateReport {
+                    name: candidate.name.clone(),
+                    runtime: candidate.runtime.clone(),
+                    binary: None,
+                    certified_by_name: candidate.certified_by_name(),
+                    unavailable: Some(reason.clone()),
+                },
+            })
+            .collect();
+        Report {
+            schema: SCHEMA.into(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            candidates,
+            results: Vec::new(),
+            filtered_out: 0,
+            duration: Duration::ZERO,
+            stragglers: Vec::new(),
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
+        for result in &self.results {
+            match result.outcome {
+                Outcome::Pass => counts.passed += 1,
+                Outcome::Fail { .. } => counts.failed += 1,
+                Outcome::Skip { .. } => counts.skipped += 1,
+                Outcome::Waived { .. } => counts.waived += 1,
+            }
+        }
+        counts
+    }
+
+    /// Nothing failed and nothing was left running.
+    pub fn success(&self) -> bool {
+        self.counts().failed == 0 && self.stragglers.is_empty()
+    }
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(duration.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(deserializer)?))
+    }
+}

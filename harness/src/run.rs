@@ -1,0 +1,288 @@
+//! candidate x case -> trials -> outcomes, with the libtest command line users know from `cargo test`: a name
+//! filter, `--list`, `--skip`, `--exact`, `--test-threads`, `--format terse`.
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cases::{self, Case, CaseError, Level};
+use crate::context::{Ctx, RunEnv, Target};
+use crate::report::{Outcome, Report, TrialResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Pretty,
+    Terse,
+}
+
+/// The libtest-compatible part of the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TestArgs {
+    /// Run only trials whose name contains one of these strings (`candidate::area::case`)
+    pub filters: Vec<String>,
+    /// List the trials instead of running them
+    #[arg(long)]
+    pub list: bool,
+    /// Skip trials whose name contains this string (repeatable)
+    #[arg(long, value_name = "FILTER")]
+    pub skip: Vec<String>,
+    /// Filters and --skip match whole trial names
+    #[arg(long)]
+    pub exact: bool,
+    /// Trials run in parallel (default: the number of CPUs)
+    #[arg(long, value_name = "N")]
+    pub test_threads: Option<usize>,
+    /// Output format
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub format: Format,
+    /// Same as --format terse
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Accepted for libtest compatibility; shimcompat never captures case output
+    #[arg(long, hide = true)]
+    pub nocapture: bool,
+}
+
+impl TestArgs {
+    fn selects(&self, name: &str) -> bool {
+        let matches = |pattern: &String| if self.exact { name == pattern } else { name.contains(pattern.as_str()) };
+        (self.filters.is_empty() || self.filters.iter().any(matches)) && !self.skip.iter().any(matches)
+    }
+
+    fn format(&self) -> Format {
+        if self.quiet {
+            Format::Terse
+        } else {
+            self.format
+        }
+    }
+}
+
+/// A candidate ready to run, or the reason it cannot run here.
+#[derive(Debug, Clone)]
+pub enum Planned {
+    Ready(Arc<Target>),
+    Unavailable { candidate: crate::candidate::Candidate, reason: String },
+}
+
+impl Planned {
+    pub fn name(&self) -> &str {
+        match self {
+            Planned::Ready(target) => &target.candidate.name,
+            Planned::Unavailable { candidate, .. } => &candidate.name,
+        }
+    }
+}
+
+struct Trial {
+    name: String,
+    case_index: usize,
+    planned: usize,
+}
+
+/// Runs (or lists) the trials; returns the report. Console output goes to stdout as trials finish.
+pub fn run(
+    plans: Vec<Planned>,
+    args: &TestArgs,
+    work_base: Option<PathBuf>,
+    keep: bool,
+) -> Result<Report, crate::context::EnvError> {
+    let catalogue = Arc::new(cases::catalogue());
+    let total = plans.len() * catalogue.len();
+    let mut trials = Vec::new();
+    for (planned, plan) in plans.iter().enumerate() {
+        for (case_index, case) in catalogue.iter().enumerate() {
+            let name = format!("{}::{}", plan.name(), case.id);
+            if args.selects(&name) {
+                trials.push(Trial { name, case_index, planned });
+            }
+        }
+    }
+    let filtered_out = total - trials.len();
+    let mut report = Report::new(&plans);
+    if args.list {
+        for trial in &trials {
+            println!("{}: test", trial.name);
+        }
+        if args.format() == Format::Pretty {
+            println!("\n{} tests, 0 benchmarks", trials.len());
+        }
+        return Ok(report);
+    }
+    let env = Arc::new(RunEnv::create(work_base.as_deref(), keep)?);
+    // Shims daemonize (their `start` exits and the server is orphaned); as a subreaper the harness inherits and
+    // reaps them, as init would under containerd, so a run leaves no zombies behind.
+    crate::shim::instance::become_subreaper();
+    let format = args.format();
+    println!("\nrunning {} tests", trials.len());
+    let started = Instant::now();
+    let threads = args.test_threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let queue = Arc::new(Mutex::new(trials.into_iter().collect::<VecDeque<_>>()));
+    let results = Arc::new(Mutex::new(Vec::<TrialResult>::new()));
+    let plans = Arc::new(plans);
+    let console = Arc::new(Mutex::new(0usize));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let (queue, results, plans, catalogue, env, console) =
+                (queue.clone(), results.clone(), plans.clone(), catalogue.clone(), env.clone(), console.clone());
+            scope.spawn(move || loop {
+                let Some(trial) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else { break };
+                let case = &catalogue[trial.case_index];
+                let result = run_trial(&trial.name, case, &plans[trial.planned], &env);
+                print_result(&result, format, &console);
+                results.lock().unwrap_or_else(|p| p.into_inner()).push(result);
+            });
+        }
+    });
+    // Whatever is still running from this run's bundles is a teardown hole: end it and say so.
+    let stragglers = crate::shim::instance::processes_in(&[env.workdir.clone()]);
+    let mut killed = Vec::new();
+    for pid in stragglers {
+        if let Some(line) = crate::shim::instance::kill_pid(pid) {
+            killed.push(line);
+        }
+    }
+    env.cleanup();
+    crate::shim::instance::reap_orphans();
+    let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
+    results.sort_by(|a, b| a.name.cmp(&b.name));
+    report.results = results;
+    report.filtered_out = filtered_out;
+    report.duration = started.elapsed();
+    report.stragglers = killed;
+    if format == Format::Terse {
+        println!();
+    }
+    print_summary(&report);
+    Ok(report)
+}
+
+fn run_trial(name: &str, case: &Case, plan: &Planned, env: &Arc<RunEnv>) -> TrialResult {
+    let started = Instant::now();
+    let (candidate, outcome) = match plan {
+        Planned::Unavailable { candidate, reason } => (candidate.name.clone(), Outcome::Skip { reason: reason.clone() }),
+        Planned::Ready(target) => (target.candidate.name.clone(), run_ready(case, target, env)),
+    };
+    TrialResult {
+        name: name.to_string(),
+        candidate,
+        case: case.id.to_string(),
+        area: case.area().to_string(),
+        level: case.level,
+        outcome,
+        duration: started.elapsed(),
+    }
+}
+
+/// The longest a case may take before the harness gives up on it (teardown still runs).
+const CASE_LIMIT: Duration = Duration::from_secs(60);
+
+fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> Outcome {
+    if let Some(feature) = case.features.iter().find(|f| !target.supports(f)) {
+        return Outcome::Skip { reason: format!("candidate declares feature `{feature}` unsupported") };
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return Outcome::Fail { message: format!("harness: cannot start a tokio runtime: {e}") },
+    };
+    let outcome = runtime.block_on(async {
+        let mut ctx = Ctx::new(env.clone(), target.clone(), case.id);
+        let limit = target.timeout(CASE_LIMIT);
+        let result = match tokio::time::timeout(limit, (case.run)(&mut ctx)).await {
+            Ok(result) => result,
+            Err(_) => Err(CaseError::Fail(format!("the case did not finish within {limit:?}"))),
+        };
+        let evidence = if matches!(result, Err(CaseError::Fail(_))) { ctx.evidence() } else { String::new() };
+        ctx.teardown().await;
+        match result {
+            Ok(()) => Outcome::Pass,
+            Err(CaseError::Skip(reason)) => Outcome::Skip { reason },
+            Err(CaseError::Fail(message)) => {
+                let message = if evidence.is_empty() { message } else { format!("{message}\n--- evidence ---\n{evidence}") };
+                Outcome::Fail { message }
+            }
+        }
+    });
+    // Drop the runtime so tasks it owns (drains, servers) end before the next trial on this thread.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match (outcome, target.candidate.waiver(case.id)) {
+        (Outcome::Fail { message }, Some(waiver)) => Outcome::Waived { reason: waiver.reason.clone(), message },
+        (outcome, _) => outcome,
+    }
+}
+
+fn print_result(result: &TrialResult, format: Format, console: &Mutex<usize>) {
+    let mut printed = console.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = std::io::stdout().lock();
+    let millis = result.duration.as_secs_f64() * 1000.0;
+    match format {
+        Format::Pretty => {
+            let verdict = match &result.outcome {
+                Outcome::Pass => "ok".to_string(),
+                Outcome::Fail { .. } => "FAILED".to_string(),
+                Outcome::Skip { reason } => format!("skipped: {reason}"),
+                Outcome::Waived { reason, .. } => format!("waived: {reason}"),
+            };
+            let _ = writeln!(out, "test {} ... {verdict} ({millis:.0} ms)", result.name);
+        }
+        Format::Terse => {
+            let mark = match result.outcome {
+                Outcome::Pass => '.',
+                Outcome::Fail { .. } => 'F',
+                Outcome::Skip { .. } => 's',
+                Outcome::Waived { .. } => 'w',
+            };
+            let _ = write!(out, "{mark}");
+            *printed += 1;
+            if *printed % 88 == 0 {
+                let _ = writeln!(out);
+            }
+        }
+    }
+    let _ = out.flush();
+}
+
+fn print_summary(report: &Report) {
+    let failures: Vec<&TrialResult> = report.results.iter().filter(|r| matches!(r.outcome, Outcome::Fail { .. })).collect();
+    if !failures.is_empty() {
+        println!("\nfailures:\n");
+        for failure in &failures {
+            if let Outcome::Fail { message } = &failure.outcome {
+                println!("---- {} ({}) ----\n{message}\n", failure.name, failure.level);
+            }
+        }
+        println!("failures:");
+        for failure in &failures {
+            println!("    {}", failure.name);
+        }
+    }
+    let waived: Vec<&TrialResult> = report.results.iter().filter(|r| matches!(r.outcome, Outcome::Waived { .. })).collect();
+    if !waived.is_empty() {
+        println!("\nwaived:");
+        for trial in &waived {
+            if let Outcome::Waived { reason, .. } = &trial.outcome {
+                println!("    {} ({reason})", trial.name);
+            }
+        }
+    }
+    if !report.stragglers.is_empty() {
+        println!("\nleft running after teardown (killed now; a harness or shim hole):");
+        for line in &report.stragglers {
+            println!("    {line}");
+        }
+    }
+    let counts = report.counts();
+    let must_failed = failures.iter().filter(|r| r.level == Level::Must).count();
+    println!(
+        "\ntest result: {}. {} passed; {} failed ({} MUST); {} skipped; {} waived; {} filtered out; finished in {:.2}s\n",
+        if report.success() { "ok" } else { "FAILED" },
+        counts.passed,
+        counts.failed,
+        must_failed,
+        counts.skipped,
+        counts.waived,
+        report.filtered_out,
+        report.duration.as_secs_f64()
+    );
+}

@@ -1,0 +1,231 @@
+//! A running shim as a case sees it: launched, connected, with its events sink and bundle, and a teardown that
+//! leaves nothing behind whatever state the shim is in.
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use containerd_shim_protos::api::ConnectResponse;
+
+use super::events::EventSink;
+use super::launch::{self, LaunchSpec, StartReply};
+use super::task::TaskClient;
+use crate::bundle::Bundle;
+
+pub struct Shim {
+    pub launch: LaunchSpec,
+    pub reply: StartReply,
+    pub task: TaskClient,
+    pub events: Arc<EventSink>,
+    /// Bundles of every container this shim was asked to create (the first is the one it was started for).
+    pub bundles: Mutex<Vec<Bundle>>,
+    pub connect: ConnectResponse,
+    /// Ids created through this shim and not yet deleted by the case; teardown deletes them.
+    pub live_ids: Mutex<Vec<String>>,
+    /// Set when the case itself has shut the shim down, so teardown does not insist.
+    pub started_at: Instant,
+}
+
+/// What teardown did, for the hygiene report.
+#[derive(Debug, Default, Clone)]
+pub struct TeardownReport {
+    /// Processes that had to be SIGKILLed (pid and command line).
+    pub killed: Vec<String>,
+    pub socket_removed: Option<PathBuf>,
+    pub swept_containers: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl Shim {
+    pub fn id(&self) -> &str {
+        &self.launch.id
+    }
+
+    pub fn shim_pid(&self) -> u32 {
+        self.connect.shim_pid
+    }
+
+    pub fn bundle_dir(&self) -> PathBuf {
+        self.launch.bundle.clone()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.bundles.lock().unwrap_or_else(|p| p.into_inner()).first().map(|b| b.log_tail(lines)).unwrap_or_default()
+    }
+
+    pub fn note_created(&self, id: &str) {
+        self.live_ids.lock().unwrap_or_else(|p| p.into_inner()).push(id.to_string());
+    }
+
+    pub fn note_deleted(&self, id: &str) {
+        self.live_ids.lock().unwrap_or_else(|p| p.into_inner()).retain(|known| known != id);
+    }
+
+    /// containerd's teardown: Delete, Shutdown, wait for the process, then force what did not go by itself.
+    pub async fn teardown(&self, runtime_sweep: Option<&RuntimeSweep>, grace: Duration) -> TeardownReport {
+        let mut report = TeardownReport::default();
+        let ids: Vec<String> = self.live_ids.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let quick = self.task.with_timeout(grace);
+        for id in &ids {
+            // Stop it first: a running task cannot be deleted.
+            let _ = quick.kill(id, "", libc::SIGKILL as u32, true).await;
+            let _ = quick.wait(id, "", grace).await;
+            let _ = quick.delete(id, "").await;
+        }
+        let _ = quick.shutdown(self.id(), false).await;
+        let pid = self.shim_pid();
+        if pid > 0 && !wait_gone(pid, grace).await {
+            if let Some(line) = kill_pid(pid) {
+                report.killed.push(format!("shim {line}"));
+            }
+        }
+        // Anything still running from a bundle of ours: a hung `start`, a server whose pid Connect misreported.
+        let dirs: Vec<PathBuf> = self.bundles.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|b| b.dir.clone()).collect();
+        for line in kill_by_cwd(&dirs) {
+            report.killed.push(line);
+        }
+        if let Some(path) = launch::socket_path(&self.reply.address) {
+            if path.exists() {
+                let _ = std::fs::remove_file(&path);
+                report.socket_removed = Some(path);
+            }
+        }
+        if let Some(sweep) = runtime_sweep {
+            let all_ids: Vec<String> = self.bundles.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|b| b.id.clone()).collect();
+            report.swept_containers = sweep.sweep(&all_ids).await;
+        }
+        self.events.stop().await;
+        for bundle in self.bundles.lock().unwrap_or_else(|p| p.into_inner()).iter_mut() {
+            bundle.remove();
+        }
+        report
+    }
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    // A zombie is gone for our purposes: it runs nothing and holds no sockets.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(')').next().map(|rest| !rest.trim_start().starts_with('Z')).unwrap_or(true),
+        Err(_) => false,
+    }
+}
+
+pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !pid_alive(pid) {
+            reap(pid);
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " ").trim().to_string())
+        .unwrap_or_default()
+}
+
+/// SIGKILLs `pid` if it is alive; returns a description of what was killed.
+pub fn kill_pid(pid: u32) -> Option<String> {
+    if !pid_alive(pid) {
+        return None;
+    }
+    let line = format!("pid {pid} ({})", cmdline(pid));
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    std::thread::sleep(Duration::from_millis(5));
+    reap(pid);
+    Some(line)
+}
+
+/// Every live process whose working directory is one of `dirs` (shims run in their bundle).
+pub fn processes_in(dirs: &[PathBuf]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let me = std::process::id();
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd"))
+                .map(|cwd| dirs.iter().any(|d| cwd == *d || cwd.starts_with(d)))
+                .unwrap_or(false)
+        })
+        .filter(|pid| pid_alive(*pid))
+        .collect()
+}
+
+fn kill_by_cwd(dirs: &[PathBuf]) -> Vec<String> {
+    processes_in(dirs).into_iter().filter_map(kill_pid).collect()
+}
+
+/// Removes runtime containers a shim left behind (a failed Create can leave one in `created` with a live
+/// `runc init`). Only runc-style runtimes (`<binary> --root R list/delete -f`) are swept.
+#[derive(Debug, Clone)]
+pub struct RuntimeSweep {
+    pub binary: String,
+    pub root: PathBuf,
+}
+
+impl RuntimeSweep {
+    /// The runtime's state directory for the shim's namespace.
+    pub fn state_root(&self, namespace: &str) -> PathBuf {
+        self.root.join(namespace)
+    }
+
+    /// Deletes (forcibly) the containers with the given ids that the runtime still knows about; returns their ids.
+    pub async fn sweep(&self, ids: &[String]) -> Vec<String> {
+        let mut swept = Vec::new();
+        let Ok(namespaces) = std::fs::read_dir(&self.root) else { return swept };
+        for namespace in namespaces.flatten() {
+            let root = namespace.path();
+            for id in ids {
+                if root.join(id).exists() {
+                    let deleted = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        tokio::process::Command::new(&self.binary)
+                            .arg("--root")
+                            .arg(&root)
+                            .args(["delete", "-f", id])
+                            .kill_on_drop(true)
+                            .output(),
+                    )
+                    .await;
+                    if deleted.is_ok() {
+                        swept.push(id.clone());
+                    }
+                }
+            }
+        }
+        swept
+    }
+}
+
+/// Paths under `dir` that exist, for leak reports.
+pub fn existing(paths: &[&Path]) -> Vec<PathBuf> {
+    paths.iter().filter(|p| p.exists()).map(|p| p.to_path_buf()).collect()
+}
+
+/// Makes this process the reaper of orphaned descendants (daemonized shims).
+pub fn become_subreaper() {
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// Reaps `pid` if it is a zombie child of ours; harmless otherwise.
+pub fn reap(pid: u32) {
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+}
+
+/// Reaps every exited child; only safe when no tokio-managed child is still running (end of a run).
+pub fn reap_orphans() {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
