@@ -228,8 +228,9 @@ impl Ctx {
             EventSink::serve(&events_path).await.map_err(|e| fail(format!("starting the events server: {e}")))?,
         );
         let mut spec = self.launch_spec(id, &bundle.dir, &events_path);
+        let probing = self.target.bootstrap_mode().is_none();
         let mut started = launch::start(&spec).await;
-        if self.target.bootstrap_mode().is_none() {
+        if probing {
             match &started {
                 Ok(_) => self.target.learn_bootstrap(Bootstrap::Params, None),
                 Err(launch::LaunchError::StartFailed { stderr, .. }) => {

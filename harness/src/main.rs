@@ -115,7 +115,8 @@ fn run(args: RunArgs) -> ExitCode {
             println!("candidate {} skipped: {reason}", candidate.name);
         }
     }
-    let report = match shimcompat::run::run(plans, &args.test, args.work_dir.clone(), args.keep) {
+    let config = shimcompat::run::RunConfig { work_base: args.work_dir.clone(), keep: args.keep, silent: false };
+    let report = match shimcompat::run::run(plans, &args.test, &config) {
         Ok(report) => report,
         Err(e) => return usage_error(e),
     };

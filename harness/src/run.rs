@@ -10,14 +10,15 @@ use crate::cases::{self, Case, CaseError, Level};
 use crate::context::{Ctx, RunEnv, Target};
 use crate::report::{Outcome, Report, TrialResult};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
+    #[default]
     Pretty,
     Terse,
 }
 
 /// The libtest-compatible part of the command line.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct TestArgs {
     /// Run only trials whose name contains one of these strings (`candidate::area::case`)
     pub filters: Vec<String>,
@@ -81,13 +82,20 @@ struct Trial {
     planned: usize,
 }
 
+/// How a run is set up, apart from what is run.
+#[derive(Debug, Clone, Default)]
+pub struct RunConfig {
+    /// Base directory for the run's work dir (default: the system temp dir).
+    pub work_base: Option<PathBuf>,
+    /// Keep the work dir (bundles, shim logs) afterwards.
+    pub keep: bool,
+    /// Print nothing (library callers such as the self-test read the report instead).
+    pub silent: bool,
+}
+
 /// Runs (or lists) the trials; returns the report. Console output goes to stdout as trials finish.
-pub fn run(
-    plans: Vec<Planned>,
-    args: &TestArgs,
-    work_base: Option<PathBuf>,
-    keep: bool,
-) -> Result<Report, crate::context::EnvError> {
+pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<Report, crate::context::EnvError> {
+    let (work_base, keep, silent) = (config.work_base.clone(), config.keep, config.silent);
     let catalogue = Arc::new(cases::catalogue());
     let total = plans.len() * catalogue.len();
     let mut trials = Vec::new();
@@ -115,7 +123,9 @@ pub fn run(
     // reaps them, as init would under containerd, so a run leaves no zombies behind.
     crate::shim::instance::become_subreaper();
     let format = args.format();
-    println!("\nrunning {} tests", trials.len());
+    if !silent {
+        println!("\nrunning {} tests", trials.len());
+    }
     let started = Instant::now();
     let threads = args.test_threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
     let queue = Arc::new(Mutex::new(trials.into_iter().collect::<VecDeque<_>>()));
@@ -130,7 +140,9 @@ pub fn run(
                 let Some(trial) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else { break };
                 let case = &catalogue[trial.case_index];
                 let result = run_trial(&trial.name, case, &plans[trial.planned], &env);
-                print_result(&result, format, &console);
+                if !silent {
+                    print_result(&result, format, &console);
+                }
                 results.lock().unwrap_or_else(|p| p.into_inner()).push(result);
             });
         }
@@ -151,10 +163,12 @@ pub fn run(
     report.filtered_out = filtered_out;
     report.duration = started.elapsed();
     report.stragglers = killed;
-    if format == Format::Terse {
-        println!();
+    if !silent {
+        if format == Format::Terse {
+            println!();
+        }
+        print_summary(&report);
     }
-    print_summary(&report);
     Ok(report)
 }
 

@@ -1,0 +1,255 @@
+//! The harness's own test: the suite on the bundled mock (all pass), under every mock fault (exactly the expected
+//! cases fail), on the Go runc v2 shim where installed (all pass, or a visible skip with the reason), and nothing of
+//! any run left running afterwards.
+//!
+//! A custom harness (`harness = false`) so that a skip prints its reason in plain `cargo test` output.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use shimcompat::candidate::{Candidate, MOCK_RUNTIME};
+use shimcompat::cases;
+use shimcompat::report::{Outcome, Report};
+use shimcompat::run::{self, Planned, RunConfig, TestArgs};
+use shimcompat::select;
+
+enum Verdict {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+struct SelfTest {
+    base: PathBuf,
+    filters: Vec<String>,
+    results: Vec<(String, Verdict, f64)>,
+}
+
+impl SelfTest {
+    fn check(&mut self, name: &str, body: impl FnOnce(&Path) -> Verdict) {
+        if !self.filters.is_empty() && !self.filters.iter().any(|f| name.contains(f.as_str())) {
+            return;
+        }
+        let started = Instant::now();
+        let verdict = body(&self.base);
+        let seconds = started.elapsed().as_secs_f64();
+        match &verdict {
+            Verdict::Pass => println!("test {name} ... ok ({seconds:.1}s)"),
+            Verdict::Fail(_) => println!("test {name} ... FAILED ({seconds:.1}s)"),
+            Verdict::Skip(reason) => println!("test {name} ... skipped: {reason}"),
+        }
+        self.results.push((name.to_string(), verdict, seconds));
+    }
+}
+
+fn mock_candidate() -> Candidate {
+    let mut candidate = Candidate::mock();
+    // The mock answers in milliseconds; shorter deadlines keep hanging faults cheap.
+    candidate.timeout_scale = 0.3;
+    candidate
+}
+
+fn run_quiet(plan: Planned, filters: Vec<String>, exact: bool, base: &Path) -> Result<Report, String> {
+    let args = TestArgs { filters, exact, test_threads: Some(8), ..TestArgs::default() };
+    let config = RunConfig { work_base: Some(base.to_path_buf()), keep: false, silent: true };
+    run::run(vec![plan], &args, &config).map_err(|e| e.to_string())
+}
+
+fn failed(report: &Report) -> BTreeSet<String> {
+    report.results.iter().filter(|r| matches!(r.outcome, Outcome::Fail { .. })).map(|r| r.case.clone()).collect()
+}
+
+fn not_passed(report: &Report) -> Vec<String> {
+    report
+        .results
+        .iter()
+        .filter(|r| r.outcome != Outcome::Pass)
+        .map(|r| match &r.outcome {
+            Outcome::Fail { message } => format!("{} FAILED: {}", r.name, first_lines(message, 12)),
+            Outcome::Skip { reason } => format!("{} skipped: {reason}", r.name),
+            Outcome::Waived { reason, .. } => format!("{} waived: {reason}", r.name),
+            Outcome::Pass => unreachable!(),
+        })
+        .collect()
+}
+
+fn first_lines(text: &str, n: usize) -> String {
+    text.lines().take(n).collect::<Vec<_>>().join("\n        ")
+}
+
+fn mock_plan(faults: Option<&str>) -> Result<Planned, String> {
+    match select::plan(mock_candidate(), faults) {
+        Planned::Unavailable { reason, .. } => {
+            Err(format!("the bundled mock is not built ({reason}); run `cargo test --workspace`"))
+        }
+        ready => Ok(ready),
+    }
+}
+
+/// Cases a fault breaks besides those that name it in `breaks_with`: a fault is rarely that surgical (a wrong exit
+/// status shows in every case that checks one). Asserted exactly, in both directions.
+fn also_breaks() -> BTreeMap<&'static str, &'static [&'static str]> {
+    shimcompat_selftest_table::ALSO_BREAKS.iter().copied().collect()
+}
+
+mod shimcompat_selftest_table {
+    include!("suite/mutations.rs");
+}
+
+/// Processes of a run: anything whose cwd, executable or command line lies under the test's work base (shims run
+/// in their bundle; container processes, `runc init` included, have their cwd in the run's rootfs).
+fn leftovers(base: &Path) -> Vec<String> {
+    let base = base.display().to_string();
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me && shimcompat::shim::instance::pid_alive(*pid))
+        .filter_map(|pid| {
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map(|p| p.display().to_string()).unwrap_or_default();
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
+            let cmdline = shimcompat::shim::instance::cmdline(pid);
+            (cwd.starts_with(&base) || exe.starts_with(&base) || cmdline.contains(&base))
+                .then(|| format!("pid {pid}: {cmdline} (cwd {cwd})"))
+        })
+        .collect()
+}
+
+fn main() {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let base = std::env::temp_dir().join(format!("shimcompat-selftest-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&base) {
+        eprintln!("cannot create {}: {e}", base.display());
+        std::process::exit(1);
+    }
+    let mut suite = SelfTest { base: base.clone(), filters, results: Vec::new() };
+    let catalogue = cases::catalogue();
+
+    suite.check("mock::clean_mock_passes_every_case", |base| {
+        let plan = match mock_plan(None) {
+            Ok(plan) => plan,
+            Err(e) => return Verdict::Fail(e),
+        };
+        match run_quiet(plan, Vec::new(), false, base) {
+            Err(e) => Verdict::Fail(e),
+            Ok(report) => {
+                let problems = not_passed(&report);
+                if problems.is_empty() && report.results.len() == catalogue.len() && report.stragglers.is_empty() {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail(format!(
+                        "{} of {} cases did not pass on the clean mock:\n    {}\nstragglers: {:?}",
+                        problems.len(),
+                        report.results.len(),
+                        problems.join("\n    "),
+                        report.stragglers
+                    ))
+                }
+            }
+        }
+    });
+
+    // Every fault named by some case: the full catalogue under it fails exactly the expected set.
+    let mut faults: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for case in &catalogue {
+        faults.entry(case.breaks_with).or_default().insert(case.id.to_string());
+    }
+    let also = also_breaks();
+    for (fault, named) in &faults {
+        let mut expected = named.clone();
+        expected.extend(also.get(fault).copied().unwrap_or_default().iter().map(|s| s.to_string()));
+        suite.check(&format!("mutation::{fault}"), |base| {
+            let plan = match mock_plan(Some(fault)) {
+                Ok(plan) => plan,
+                Err(e) => return Verdict::Fail(e),
+            };
+            match run_quiet(plan, Vec::new(), false, base) {
+                Err(e) => Verdict::Fail(e),
+                Ok(report) => {
+                    let got = failed(&report);
+                    if got == expected {
+                        Verdict::Pass
+                    } else {
+                        let missing: Vec<_> = expected.difference(&got).collect();
+                        let extra: Vec<_> = got.difference(&expected).collect();
+                        let messages: Vec<String> = report
+                            .results
+                            .iter()
+                            .filter(|r| extra.iter().any(|e| **e == r.case))
+                            .filter_map(|r| match &r.outcome {
+                                Outcome::Fail { message } => Some(format!("{}: {}", r.case, first_lines(message, 3))),
+                                _ => None,
+                            })
+                            .collect();
+                        Verdict::Fail(format!(
+                            "under fault {fault}: expected to fail but passed: {missing:?}; failed unexpectedly: {extra:?}\n    {}",
+                            messages.join("\n    ")
+                        ))
+                    }
+                }
+            }
+        });
+    }
+
+    suite.check("real::go_runc_v2_shim_passes", |base| {
+        if !nix::unistd::geteuid().is_root() {
+            return Verdict::Skip("needs root (the runc shim creates namespaces and cgroups)".into());
+        }
+        for binary in ["containerd-shim-runc-v2", "runc"] {
+            if shimcompat::host::which(binary).is_none() {
+                return Verdict::Skip(format!("{binary} not on PATH (apt-get install -y containerd runc)"));
+            }
+        }
+        let candidate = match Candidate::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../shims/candidates/runc-v2.toml")) {
+            Ok(candidate) => candidate,
+            Err(_) => Candidate::for_runtime("io.containerd.runc.v2"),
+        };
+        let plan = select::plan(candidate, None);
+        if let Planned::Unavailable { reason, .. } = &plan {
+            return Verdict::Skip(reason.clone());
+        }
+        match run_quiet(plan, Vec::new(), false, base) {
+            Err(e) => Verdict::Fail(e),
+            Ok(report) => {
+                let failures: Vec<String> =
+                    not_passed(&report).into_iter().filter(|line| line.contains(" FAILED: ")).collect();
+                if failures.is_empty() && report.stragglers.is_empty() {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail(format!("{}\nstragglers: {:?}", failures.join("\n    "), report.stragglers))
+                }
+            }
+        }
+    });
+
+    suite.check("hygiene::nothing_left_running", |base| {
+        let left = leftovers(base);
+        if left.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail(format!("left running after the runs:\n    {}", left.join("\n    ")))
+        }
+    });
+
+    let _ = std::fs::remove_dir_all(&base);
+    let failures: Vec<&(String, Verdict, f64)> =
+        suite.results.iter().filter(|(_, v, _)| matches!(v, Verdict::Fail(_))).collect();
+    if !failures.is_empty() {
+        println!("\nfailures:");
+        for (name, verdict, _) in &failures {
+            if let Verdict::Fail(message) = verdict {
+                println!("\n---- {name} ----\n    {message}");
+            }
+        }
+    }
+    let skipped = suite.results.iter().filter(|(_, v, _)| matches!(v, Verdict::Skip(_))).count();
+    println!(
+        "\ntest result: {}. {} passed; {} failed; {} skipped\n",
+        if failures.is_empty() { "ok" } else { "FAILED" },
+        suite.results.len() - failures.len() - skipped,
+        failures.len(),
+        skipped
+    );
+    let _ = MOCK_RUNTIME;
+    std::process::exit(if failures.is_empty() { 0 } else { 101 });
+}
