@@ -1,1 +1,241 @@
-fn main(){}
+//! containerd-shim-mock-v1: shimcompat's bundled mock shim (runtime `io.containerd.mock.v1`).
+//!
+//! Runs each container's process as a plain child process group (no namespaces, works without root), speaks
+//! `containerd.task.v3.Task` through the containerd-shim crate, and misbehaves on request: see FAULTS.md.
+mod faults;
+mod proc;
+mod service;
+mod stdio;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use containerd_shim::asynchronous::{run, spawn, ExitSignal, Shim};
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Config, DeleteResponse, Error, Flags, StartOpts};
+use containerd_shim_protos::protobuf::MessageField;
+use log::{info, warn};
+
+use crate::faults::{unimplemented_rpcs, Fault, Faults, FAULTS_ANNOTATION};
+use crate::service::{load_spec, timestamp, ServiceConfig, TaskService, PIDS_FILE};
+
+const RUNTIME_ID: &str = "io.containerd.mock.v1";
+const RECORD_ENV: &str = "SHIMCOMPAT_MOCK_RECORD";
+const GROUP_LABELS: [&str; 2] = ["io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"];
+
+struct MockShim {
+    id: String,
+    namespace: String,
+    socket: String,
+    bundle: PathBuf,
+    exit: Arc<ExitSignal>,
+    leave_socket: Arc<AtomicBool>,
+    start_faults: Faults,
+}
+
+/// Faults named in ./config.json (the bundle `start` and the server run in); unknown names are left for Create
+/// to report.
+fn cwd_faults() -> (Faults, BTreeSet<String>) {
+    match load_spec(Path::new(".")) {
+        Ok(spec) => {
+            let annotations = spec.annotations().as_ref();
+            let faults = annotations
+                .and_then(|a| a.get(FAULTS_ANNOTATION))
+                .map(|v| Faults::parse_lenient(v))
+                .unwrap_or_default();
+            (faults, unimplemented_rpcs(annotations))
+        }
+        Err(_) => (Faults::default(), BTreeSet::new()),
+    }
+}
+
+#[async_trait]
+impl Shim for MockShim {
+    type T = TaskService;
+
+    async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        let bundle = if args.bundle.is_empty() {
+            std::env::current_dir().unwrap_or_default()
+        } else {
+            PathBuf::from(&args.bundle)
+        };
+        MockShim {
+            id: args.id.clone(),
+            namespace: args.namespace.clone(),
+            socket: args.socket.clone(),
+            bundle,
+            exit: Arc::new(ExitSignal::default()),
+            leave_socket: Arc::new(AtomicBool::new(false)),
+            start_faults: Faults::default(),
+        }
+    }
+
+    async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
+        // Like the runc shim, start needs ./config.json: its annotations choose the group.
+        let spec = load_spec(Path::new("."))
+            .map_err(|e| Error::InvalidArgument(format!("cannot start the mock shim: {e}")))?;
+        let annotations = spec.annotations().clone().unwrap_or_default();
+        let faults = annotations.get(FAULTS_ANNOTATION).map(|v| Faults::parse_lenient(v)).unwrap_or_default();
+        let mut grouping = GROUP_LABELS
+            .iter()
+            .find_map(|label| annotations.get(*label).filter(|v| !v.is_empty()).cloned())
+            .unwrap_or_else(|| opts.id.clone());
+        if faults.has(Fault::StartNewAddress) {
+            let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
+            grouping = format!("{grouping}-{}-{nanos}", std::process::id());
+        }
+        spawn(opts, &grouping, Vec::new()).await
+    }
+
+    async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
+        let faults = load_spec(&self.bundle)
+            .ok()
+            .and_then(|spec| spec.annotations().as_ref()?.get(FAULTS_ANNOTATION).map(|v| Faults::parse_lenient(v)))
+            .unwrap_or_default();
+        if faults.has(Fault::DeleteActionGarbage) {
+            let mut stdout = std::io::stdout();
+            let _ = stdout.write_all(b"\xff\xff\xff\xffmock: this is not a DeleteResponse\n");
+            let _ = stdout.flush();
+            std::process::exit(0);
+        }
+        let init_pid = cleanup_bundle(&self.bundle, !faults.has(Fault::DeleteActionLeavesProcess));
+        Ok(DeleteResponse {
+            pid: init_pid.unwrap_or(0) as u32,
+            exit_status: 137,
+            exited_at: MessageField::some(timestamp(SystemTime::now())),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&mut self) {
+        self.exit.wait().await;
+        // The crate removes the socket only when an `address` file names it; the runc shim always removes it.
+        if !self.leave_socket.load(Ordering::SeqCst) && !self.start_faults.has(Fault::ShutdownLeavesSocket) {
+            let path = self.socket.strip_prefix("unix://").unwrap_or(&self.socket);
+            if let Err(e) = std::fs::remove_file(path) {
+                warn!("remove socket {path}: {e}");
+            }
+        }
+        // A hung handler (start-hangs, wait-once) may hold up the server's graceful shutdown; do not linger.
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            std::process::exit(0);
+        });
+        info!("mock shim {} ({}) exiting", self.id, self.namespace);
+    }
+
+    async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        redirect_stderr_to_log();
+        let (start_faults, start_unimplemented) = cwd_faults();
+        let leave_socket = self.leave_socket.clone();
+        if start_faults.has(Fault::ShutdownLeavesSocket) {
+            leave_socket.store(true, Ordering::SeqCst);
+        }
+        let config = ServiceConfig {
+            namespace: self.namespace.clone(),
+            exit: self.exit.clone(),
+            start_faults,
+            start_unimplemented,
+            leave_socket,
+        };
+        TaskService::new(config, publisher).await
+    }
+}
+
+/// Panics and other stderr output of the server belong in the bundle's `log` fifo, which the caller drains (the
+/// crate's spawn gives the server /dev/null).
+fn redirect_stderr_to_log() {
+    use std::os::fd::AsRawFd;
+    let log = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open("log");
+    if let Ok(log) = log {
+        unsafe {
+            let flags = libc::fcntl(log.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(log.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            libc::dup2(log.as_raw_fd(), libc::STDERR_FILENO);
+        }
+    }
+}
+
+/// The `delete` action: kill what the mock started for this bundle (as recorded in mock-pids, verified by start
+/// time so a recycled pid is never hit). Returns the init pid.
+fn cleanup_bundle(bundle: &Path, kill: bool) -> Option<i32> {
+    let records = std::fs::read_to_string(bundle.join(PIDS_FILE)).unwrap_or_default();
+    let mut init_pid = None;
+    for line in records.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(pid), Some(start_time), Some(pgid), Some(role)) = (
+            fields.first().and_then(|f| f.parse::<i32>().ok()),
+            fields.get(1).and_then(|f| f.parse::<u64>().ok()),
+            fields.get(2).and_then(|f| f.parse::<i32>().ok()),
+            fields.get(3),
+        ) else {
+            continue;
+        };
+        if *role == "init" {
+            init_pid = Some(pid);
+        }
+        if !kill || pid <= 1 || pgid <= 1 {
+            continue;
+        }
+        if proc::proc_stat(pid).is_some_and(|s| s.start_time == start_time) {
+            let _ = proc::send_signal(pid, libc::SIGKILL);
+        }
+        // The group outlives its leader when the payload forked; members started after the leader are ours.
+        let me = std::process::id() as i32;
+        for (member, stat) in proc::group_members(pgid) {
+            if member != me && stat.start_time >= start_time {
+                let _ = proc::send_signal(member, libc::SIGKILL);
+            }
+        }
+    }
+    if kill {
+        let _ = std::fs::remove_file(bundle.join(PIDS_FILE));
+    }
+    init_pid
+}
+
+/// SHIMCOMPAT_MOCK_RECORD: one line per invocation, for the name-resolution cases.
+fn record_invocation(args: &[String]) {
+    let Ok(path) = std::env::var(RECORD_ENV) else { return };
+    if path.is_empty() {
+        return;
+    }
+    let flags = containerd_shim::parse(args.get(1..).unwrap_or_default()).ok();
+    let action = match flags.as_ref().map(|f| f.action.as_str()) {
+        Some("") | None if flags.as_ref().is_some_and(|f| f.version) => "version",
+        Some("") | None => "server",
+        Some(action) => action,
+    };
+    let line = format!(
+        "{action} argv0={} exe={} id={} cwd={}\n",
+        args.first().map(String::as_str).unwrap_or(""),
+        std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+        flags.as_ref().map(|f| f.id.as_str()).unwrap_or(""),
+        std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+    );
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    record_invocation(&args);
+    // The crate parses -v/-version but does nothing with them.
+    if containerd_shim::parse(args.get(1..).unwrap_or_default()).is_ok_and(|f| f.version) {
+        println!(
+            "{}: runtime {RUNTIME_ID}, version {} (shimcompat mock, containerd-shim 0.12)",
+            args.first().map(|a| Path::new(a).file_name().unwrap_or_default().to_string_lossy().into_owned()).unwrap_or_default(),
+            env!("CARGO_PKG_VERSION")
+        );
+        return;
+    }
+    run::<MockShim>(RUNTIME_ID, None).await;
+}

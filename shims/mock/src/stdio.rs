@@ -1,0 +1,314 @@
+//! Container stdio the way the runc shim does it: the caller made the fifos, the shim opens them.
+//! stdout/stderr fifos go straight to the process (so the caller sees EOF exactly when the process and its
+//! children are gone); stdin is copied through a pipe the shim can close (CloseIO); a terminal is a pty whose
+//! master the shim copies.
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::sync::Arc;
+
+use log::{debug, warn};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
+/// What the caller asked for, after faults have been applied.
+pub struct IoRequest<'a> {
+    pub stdin: &'a str,
+    pub stdout: &'a str,
+    pub stderr: &'a str,
+    pub terminal: bool,
+    pub drop_stdout: bool,
+    pub stderr_to_stdout: bool,
+    /// Copy at most this many bytes of stdout to the fifo (the rest is drained and discarded).
+    pub stdout_limit: Option<u64>,
+}
+
+/// The child's ends; dropped (closed in the shim) right after the fork.
+pub struct ChildStdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub tty: bool,
+}
+
+/// What the shim keeps: a way to close stdin, and the pty master for resizes.
+#[derive(Default)]
+pub struct IoHandles {
+    pub stdin_close: Option<oneshot::Sender<()>>,
+    pub pty_master: Option<Arc<AsyncFd<OwnedFd>>>,
+}
+
+fn dev_null() -> io::Result<OwnedFd> {
+    Ok(OpenOptions::new().read(true).write(true).open("/dev/null")?.into())
+}
+
+fn strip_scheme(path: &str) -> &str {
+    path.strip_prefix("fifo://").or_else(|| path.strip_prefix("file://")).unwrap_or(path)
+}
+
+/// Opens an output path: a fifo read-write (never blocks on a missing reader), anything else for appending
+/// without creating it.
+fn open_output(path: &str) -> io::Result<File> {
+    let path = strip_scheme(path);
+    let is_fifo = std::fs::metadata(path)?.file_type().is_fifo();
+    if is_fifo {
+        OpenOptions::new().read(true).write(true).open(path)
+    } else {
+        OpenOptions::new().append(true).open(path)
+    }
+}
+
+fn open_stdin_fifo(path: &str) -> io::Result<pipe::Receiver> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(strip_scheme(path))?;
+    // Non-blocking open: it must not wait for the caller's writer. tokio only takes fifos here.
+    pipe::Receiver::from_file(file)
+}
+
+fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    Ok((read, write))
+}
+
+fn annotate<'a>(what: &'a str, path: &'a str) -> impl Fn(io::Error) -> io::Error + 'a {
+    move |e| io::Error::new(e.kind(), format!("open {what} {path}: {e}"))
+}
+
+pub fn setup(req: &IoRequest) -> io::Result<(ChildStdio, IoHandles)> {
+    if req.terminal {
+        return setup_terminal(req);
+    }
+    let mut handles = IoHandles::default();
+
+    let stdin = if req.stdin.is_empty() {
+        dev_null()?
+    } else {
+        let fifo = open_stdin_fifo(req.stdin).map_err(annotate("stdin", req.stdin))?;
+        let (read, write) = cloexec_pipe()?;
+        let sender = pipe::Sender::from_owned_fd(write)?;
+        let (close_tx, close_rx) = oneshot::channel();
+        handles.stdin_close = Some(close_tx);
+        tokio::spawn(copy_stdin(fifo, sender, close_rx));
+        read
+    };
+
+    let stdout = if req.stdout.is_empty() || req.drop_stdout {
+        dev_null()?
+    } else {
+        let fifo = open_output(req.stdout).map_err(annotate("stdout", req.stdout))?;
+        match req.stdout_limit {
+            None => fifo.into(),
+            Some(limit) => {
+                let (read, write) = cloexec_pipe()?;
+                let from = pipe::Receiver::from_owned_fd(read)?;
+                tokio::spawn(copy_limited(from, fifo, limit));
+                write
+            }
+        }
+    };
+
+    let stderr = if req.stderr_to_stdout {
+        stdout.try_clone()?
+    } else if req.stderr.is_empty() {
+        dev_null()?
+    } else {
+        open_output(req.stderr).map_err(annotate("stderr", req.stderr))?.into()
+    };
+
+    Ok((ChildStdio { stdin, stdout, stderr, tty: false }, handles))
+}
+
+fn setup_terminal(req: &IoRequest) -> io::Result<(ChildStdio, IoHandles)> {
+    let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
+    for fd in [pty.master.as_raw_fd(), pty.slave.as_raw_fd()] {
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    unsafe {
+        let flags = libc::fcntl(pty.master.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(pty.master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    // SAFETY: the master is an OwnedFd moved into the AsyncFd, so it stays open while registered.
+    let master = Arc::new(unsafe { AsyncFd::register(pty.master) }.map_err(|e| e.into_parts().1)?);
+    let mut handles = IoHandles { pty_master: Some(master.clone()), ..Default::default() };
+
+    let stdout = if req.stdout.is_empty() || req.drop_stdout {
+        None
+    } else {
+        Some(open_output(req.stdout).map_err(annotate("stdout", req.stdout))?)
+    };
+    if !req.stdin.is_empty() {
+        let fifo = open_stdin_fifo(req.stdin).map_err(annotate("stdin", req.stdin))?;
+        let (close_tx, close_rx) = oneshot::channel();
+        handles.stdin_close = Some(close_tx);
+        tokio::spawn(copy_to_master(fifo, master.clone(), close_rx));
+    }
+    tokio::spawn(copy_from_master(master, stdout, req.stdout_limit));
+
+    let slave = pty.slave;
+    let child = ChildStdio { stdin: slave.try_clone()?, stdout: slave.try_clone()?, stderr: slave, tty: true };
+    Ok((child, handles))
+}
+
+async fn copy_stdin(mut from: pipe::Receiver, mut to: pipe::Sender, mut close: oneshot::Receiver<()>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = tokio::select! {
+            _ = &mut close => break,
+            read = from.read(&mut buf) => match read {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => { debug!("stdin read: {e}"); break }
+            },
+        };
+        tokio::select! {
+            _ = &mut close => break,
+            written = to.write_all(&buf[..n]) => if let Err(e) = written { debug!("stdin write: {e}"); break },
+        }
+    }
+    // Dropping `to` closes the process's stdin.
+}
+
+/// Copies a pipe to an output file, keeping only the first `limit` bytes; the rest is read and discarded so the
+/// writer never blocks.
+async fn copy_limited(mut from: pipe::Receiver, to: File, limit: u64) {
+    let mut copied = 0u64;
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut to = match make_async_writer(to) {
+        Ok(to) => Some(to),
+        Err(e) => {
+            warn!("stdout copy: {e}");
+            None
+        }
+    };
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let keep = (limit.saturating_sub(copied) as usize).min(n);
+        if keep > 0 {
+            if let Some(writer) = to.as_mut() {
+                if writer.write_all(&buf[..keep]).await.is_err() {
+                    to = None;
+                }
+            }
+            copied += keep as u64;
+        }
+        if copied >= limit {
+            // Close the fifo now: the caller sees EOF after exactly `limit` bytes.
+            to = None;
+        }
+    }
+    drop(to);
+}
+
+/// An async writer over an output file: tokio's pipe sender for fifos, a blocking file otherwise.
+enum AsyncOut {
+    Fifo(pipe::Sender),
+    File(tokio::fs::File),
+}
+
+impl AsyncOut {
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            AsyncOut::Fifo(sender) => sender.write_all(data).await,
+            AsyncOut::File(file) => {
+                file.write_all(data).await?;
+                file.flush().await
+            }
+        }
+    }
+}
+
+fn make_async_writer(file: File) -> io::Result<AsyncOut> {
+    if file.metadata()?.file_type().is_fifo() {
+        Ok(AsyncOut::Fifo(pipe::Sender::from_file(file)?))
+    } else {
+        Ok(AsyncOut::File(tokio::fs::File::from_std(file)))
+    }
+}
+
+async fn copy_to_master(mut from: pipe::Receiver, master: Arc<AsyncFd<OwnedFd>>, mut close: oneshot::Receiver<()>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = tokio::select! {
+            _ = &mut close => break,
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+        };
+        let mut data = &buf[..n];
+        while !data.is_empty() {
+            let mut guard = tokio::select! {
+                _ = &mut close => return,
+                guard = master.writable() => match guard { Ok(g) => g, Err(_) => return },
+            };
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from)) {
+                Ok(Ok(written)) => data = &data[written..],
+                Ok(Err(_)) => return,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+async fn copy_from_master(master: Arc<AsyncFd<OwnedFd>>, to: Option<File>, limit: Option<u64>) {
+    let mut to = match to.map(make_async_writer) {
+        Some(Ok(w)) => Some(w),
+        Some(Err(e)) => {
+            warn!("terminal output: {e}");
+            None
+        }
+        None => None,
+    };
+    let limit = limit.unwrap_or(u64::MAX);
+    let mut copied = 0u64;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let Ok(mut guard) = master.readable().await else { break };
+        let n = match guard.try_io(|fd| {
+            nix::unistd::read(fd.get_ref().as_raw_fd(), &mut buf).map_err(io::Error::from)
+        }) {
+            // EIO: every holder of the slave is gone.
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
+            Err(_would_block) => continue,
+        };
+        let keep = (limit.saturating_sub(copied) as usize).min(n);
+        if keep > 0 {
+            if let Some(writer) = to.as_mut() {
+                if writer.write_all(&buf[..keep]).await.is_err() {
+                    to = None;
+                }
+            }
+            copied += keep as u64;
+        }
+        if copied >= limit {
+            to = None;
+        }
+    }
+}
+
+/// Sets the terminal size on a pty master.
+pub fn resize(master: &AsyncFd<OwnedFd>, width: u32, height: u32) -> io::Result<()> {
+    let size = libc::winsize {
+        ws_row: height.min(u16::MAX as u32) as u16,
+        ws_col: width.min(u16::MAX as u32) as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let r = unsafe { libc::ioctl(master.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
