@@ -164,12 +164,22 @@ pub struct Ctx {
     pub grpc_address: String,
     shims: Vec<Arc<Shim>>,
     pub reports: Vec<TeardownReport>,
+    /// Put in the environment of every shim and container process of this case (see leaks.rs).
+    pub marker: String,
+    /// Everything the case created, for the leak check after teardown.
+    pub probe: crate::leaks::Probe,
 }
 
 impl Ctx {
     pub fn new(env: Arc<RunEnv>, target: Arc<Target>, case_id: &str) -> Ctx {
         let grpc_address = env.workdir.join(format!("grpc-{}.sock", env.next())).display().to_string();
-        Ctx { env, target, case_id: case_id.into(), grpc_address, shims: Vec::new(), reports: Vec::new() }
+        let marker = format!("{}-{}", env.nonce, env.next());
+        let probe = crate::leaks::Probe {
+            marker: marker.clone(),
+            runtime_state: target.sweep(&env).map(|sweep| sweep.state_root(&env.namespace)),
+            ..Default::default()
+        };
+        Ctx { env, target, case_id: case_id.into(), grpc_address, shims: Vec::new(), reports: Vec::new(), marker, probe }
     }
 
     pub fn timeout(&self, base: Duration) -> Duration {
@@ -188,9 +198,23 @@ impl Ctx {
         if let Some(faults) = &self.target.faults {
             config.annotations.insert(FAULT_ANNOTATION.into(), faults.clone());
         }
+        config.env.push(self.marker_env());
         let spec = bundle::build_spec(&config, &self.env.rootfs, &format!("/shimcompat/{id}"));
         let log = self.env.workdir.join("logs").join(format!("{id}.log"));
-        Bundle::create(&self.env.workdir.join("b"), id, spec, log).map_err(|e| fail(format!("preparing the bundle: {e}")))
+        let bundle = Bundle::create(&self.env.workdir.join("b"), id, spec, log)
+            .map_err(|e| fail(format!("preparing the bundle: {e}")))?;
+        Ok(bundle)
+    }
+
+    /// `SHIMCOMPAT_TRIAL=<marker>`.
+    pub fn marker_env(&self) -> String {
+        format!("{}={}", crate::leaks::MARKER_VAR, self.marker)
+    }
+
+    /// Records what a bundle brings into the world, for the leak check (call for every bundle handed to a shim).
+    pub fn track(&mut self, bundle_dir: &Path, id: &str) {
+        self.probe.bundle_dirs.push(bundle_dir.to_path_buf());
+        self.probe.container_ids.push(id.to_string());
     }
 
     pub fn launch_spec(&self, id: &str, bundle_dir: &Path, events: &Path) -> LaunchSpec {
@@ -211,6 +235,7 @@ impl Ctx {
                 .env
                 .iter()
                 .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                .chain(std::iter::once((crate::leaks::MARKER_VAR.to_string(), self.marker.clone())))
                 .collect(),
         }
     }
@@ -223,6 +248,7 @@ impl Ctx {
 
     pub async fn launch_with_id(&mut self, id: &str, config: &ContainerConfig) -> Result<Arc<Shim>, CaseError> {
         let bundle = self.bundle(id, config)?;
+        self.track(&bundle.dir, id);
         let events_path = self.env.workdir.join("e").join(format!("{}.sock", self.env.next()));
         let events = Arc::new(
             EventSink::serve(&events_path).await.map_err(|e| fail(format!("starting the events server: {e}")))?,
@@ -273,6 +299,9 @@ impl Ctx {
                 return Err(fail(format!("Connect failed: {error}\nshim log:\n{tail}")));
             }
         };
+        if let Some(socket) = launch::socket_path(&reply.address) {
+            self.probe.sockets.push(socket);
+        }
         let shim = Arc::new(Shim {
             launch: spec,
             reply,
@@ -337,7 +366,7 @@ impl Ctx {
     /// Exec request for the payload with `steps`.
     pub fn exec_request(&self, id: &str, exec_id: &str, steps: &[&str], terminal: bool, io: &ProcessIo) -> ExecProcessRequest {
         let steps: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
-        let process = bundle::payload_process(&steps, terminal, &[]);
+        let process = bundle::payload_process(&steps, terminal, &[self.marker_env()]);
         let mut spec = Any::new();
         spec.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
         spec.value = serde_json::to_vec(&process).unwrap_or_default();

@@ -6,6 +6,7 @@ pub mod candidate;
 pub mod cases;
 pub mod context;
 pub mod host;
+pub mod leaks;
 pub mod report;
 pub mod run;
 pub mod select;

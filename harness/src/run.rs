@@ -157,6 +157,7 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
     }
     env.cleanup();
     crate::shim::instance::reap_orphans();
+    crate::leaks::remove_cgroup_parents();
     let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
     results.sort_by(|a, b| a.name.cmp(&b.name));
     report.results = results;
@@ -209,6 +210,17 @@ fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> Outcome {
         };
         let evidence = if matches!(result, Err(CaseError::Fail(_))) { ctx.evidence() } else { String::new() };
         ctx.teardown().await;
+        let leaked = hygiene(&ctx);
+        let result = match (result, leaked.is_empty()) {
+            (result, true) => result,
+            (Ok(()) | Err(CaseError::Skip(_)), false) => Err(CaseError::Fail(format!(
+                "hygiene: after teardown (Delete, Shutdown, exit) the shim left behind:\n  {}",
+                leaked.join("\n  ")
+            ))),
+            (Err(CaseError::Fail(message)), false) => {
+                Err(CaseError::Fail(format!("{message}\nand after teardown, left behind:\n  {}", leaked.join("\n  "))))
+            }
+        };
         match result {
             Ok(()) => Outcome::Pass,
             Err(CaseError::Skip(reason)) => Outcome::Skip { reason },
@@ -224,6 +236,24 @@ fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> Outcome {
         (Outcome::Fail { message }, Some(waiver)) => Outcome::Waived { reason: waiver.reason.clone(), message },
         (outcome, _) => outcome,
     }
+}
+
+/// What teardown had to force, and what is still there after it.
+fn hygiene(ctx: &Ctx) -> Vec<String> {
+    let mut leaked = Vec::new();
+    for report in &ctx.reports {
+        for line in &report.killed {
+            leaked.push(format!("process still running after Shutdown (SIGKILLed): {line}"));
+        }
+        if let Some(socket) = &report.socket_removed {
+            leaked.push(format!("socket left after the shim exited: {}", socket.display()));
+        }
+        for id in &report.swept_containers {
+            leaked.push(format!("runtime container left (swept with delete -f): {id}"));
+        }
+    }
+    leaked.extend(ctx.probe.check());
+    leaked
 }
 
 fn print_result(result: &TrialResult, format: Format, console: &Mutex<usize>) {
