@@ -23,6 +23,8 @@ pub const FAULT_ANNOTATION: &str = "io.shimcompat.mock.faults";
 /// One run's shared state: created once, torn down once.
 pub struct RunEnv {
     pub workdir: PathBuf,
+    /// Short directory for sockets (shim sockets are `<dir>/<64 hex>`; sun_path holds ~107 bytes).
+    pub sockets: PathBuf,
     pub rootfs: PathBuf,
     pub namespace: String,
     /// Short, unique per run: part of every container id so concurrent runs never collide.
@@ -47,12 +49,16 @@ impl RunEnv {
         let nonce = nonce[nonce.len().saturating_sub(6)..].to_string();
         let workdir = base.join(format!("shimcompat-{nonce}"));
         std::fs::create_dir_all(&workdir).map_err(|e| EnvError::Workdir(base.display().to_string(), e))?;
-        for sub in ["b", "e", "s", "logs"] {
+        for sub in ["b", "logs"] {
             std::fs::create_dir_all(workdir.join(sub)).map_err(|e| EnvError::Workdir(base.display().to_string(), e))?;
+        }
+        let sockets = std::env::temp_dir().join(format!("scs-{nonce}"));
+        for sub in ["e", "s"] {
+            std::fs::create_dir_all(sockets.join(sub)).map_err(|e| EnvError::Workdir(sockets.display().to_string(), e))?;
         }
         let rootfs = workdir.join("rootfs");
         bundle::prepare_rootfs(&rootfs)?;
-        Ok(RunEnv { workdir, rootfs, namespace: "shimcompat".into(), nonce, keep, counter: AtomicU64::new(0) })
+        Ok(RunEnv { workdir, sockets, rootfs, namespace: "shimcompat".into(), nonce, keep, counter: AtomicU64::new(0) })
     }
 
     pub fn next(&self) -> u64 {
@@ -65,6 +71,7 @@ impl RunEnv {
     }
 
     pub fn cleanup(&self) {
+        let _ = std::fs::remove_dir_all(&self.sockets);
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.workdir);
         }
@@ -172,7 +179,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(env: Arc<RunEnv>, target: Arc<Target>, case_id: &str) -> Ctx {
-        let grpc_address = env.workdir.join(format!("grpc-{}.sock", env.next())).display().to_string();
+        let grpc_address = env.sockets.join(format!("grpc-{}.sock", env.next())).display().to_string();
         let marker = format!("{}-{}", env.nonce, env.next());
         let probe = crate::leaks::Probe {
             marker: marker.clone(),
@@ -226,7 +233,7 @@ impl Ctx {
             bundle: bundle_dir.to_path_buf(),
             grpc_address: self.grpc_address.clone(),
             ttrpc_address: events.to_path_buf(),
-            socket_dir: Some(self.env.workdir.join("s")),
+            socket_dir: Some(self.env.sockets.join("s")),
             options: self.target.options_any(&self.env),
             bootstrap_params: self.target.bootstrap_mode() != Some(Bootstrap::Legacy),
             debug: false,
@@ -249,7 +256,7 @@ impl Ctx {
     pub async fn launch_with_id(&mut self, id: &str, config: &ContainerConfig) -> Result<Arc<Shim>, CaseError> {
         let bundle = self.bundle(id, config)?;
         self.track(&bundle.dir, id);
-        let events_path = self.env.workdir.join("e").join(format!("{}.sock", self.env.next()));
+        let events_path = self.env.sockets.join("e").join(format!("{}.sock", self.env.next()));
         let events = Arc::new(
             EventSink::serve(&events_path).await.map_err(|e| fail(format!("starting the events server: {e}")))?,
         );

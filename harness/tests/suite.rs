@@ -155,9 +155,17 @@ fn main() {
         faults.entry(case.breaks_with).or_default().insert(case.id.to_string());
     }
     let also = also_breaks();
+    let all_ids: BTreeSet<String> = catalogue.iter().map(|c| c.id.to_string()).collect();
+    let observed = std::sync::Mutex::new(BTreeMap::<String, BTreeSet<String>>::new());
     for (fault, named) in &faults {
         let mut expected = named.clone();
-        expected.extend(also.get(fault).copied().unwrap_or_default().iter().map(|s| s.to_string()));
+        for entry in also.get(fault).copied().unwrap_or_default() {
+            if *entry == "*" {
+                expected.extend(all_ids.iter().cloned());
+            } else {
+                expected.insert(entry.to_string());
+            }
+        }
         suite.check(&format!("mutation::{fault}"), |base| {
             let plan = match mock_plan(Some(fault)) {
                 Ok(plan) => plan,
@@ -167,6 +175,7 @@ fn main() {
                 Err(e) => Verdict::Fail(e),
                 Ok(report) => {
                     let got = failed(&report);
+                    observed.lock().unwrap().insert(fault.to_string(), got.difference(named).cloned().collect());
                     if got == expected {
                         Verdict::Pass
                     } else {
@@ -189,6 +198,26 @@ fn main() {
                 }
             }
         });
+    }
+
+    // For maintainers: SHIMCOMPAT_MUTATIONS_OUT=FILE writes the observed table, to review and commit as
+    // tests/suite/mutations.rs when cases are added.
+    if let Ok(path) = std::env::var("SHIMCOMPAT_MUTATIONS_OUT") {
+        let mut text = String::from("// Faults that break more cases than the ones naming them in `breaks_with` (see suite.rs).\n// Each entry is a claim checked in both directions by the self-test. \"*\" means every case.\npub const ALSO_BREAKS: &[(&str, &[&str])] = &[\n");
+        for (fault, extra) in observed.lock().unwrap().iter() {
+            if extra.is_empty() {
+                continue;
+            }
+            let everything_else = all_ids.difference(&faults[fault.as_str()]).all(|id| extra.contains(id));
+            if everything_else {
+                text.push_str(&format!("    (\"{fault}\", &[\"*\"]),\n"));
+            } else {
+                let items: Vec<String> = extra.iter().map(|c| format!("\"{c}\"")).collect();
+                text.push_str(&format!("    (\"{fault}\", &[\n        {},\n    ]),\n", items.join(",\n        ")));
+            }
+        }
+        text.push_str("];\n");
+        let _ = std::fs::write(path, text);
     }
 
     suite.check("real::go_runc_v2_shim_passes", |base| {

@@ -72,17 +72,30 @@ impl Shim {
             let _ = quick.delete(id, "").await;
         }
         let _ = quick.shutdown(self.id(), false).await;
+        // Wait for the shim to go: the pid Connect gave, and anything running in our bundles (the shim runs there;
+        // Connect may have misreported its pid, and a hung `start` runs there too). Then force what is left.
+        let dirs: Vec<PathBuf> = self.bundles.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|b| b.dir.clone()).collect();
         let pid = self.shim_pid();
-        if pid > 0 && !wait_gone(pid, grace).await {
+        let deadline = Instant::now() + grace;
+        loop {
+            let pid_gone = pid == 0 || !pid_alive(pid) || !is_shim_of(pid, &dirs);
+            if pid_gone && processes_in(&dirs).is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if pid > 0 && is_shim_of(pid, &dirs) {
             if let Some(line) = kill_pid(pid) {
                 report.killed.push(format!("shim {line}"));
             }
         }
-        // Anything still running from a bundle of ours: a hung `start`, a server whose pid Connect misreported.
-        let dirs: Vec<PathBuf> = self.bundles.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|b| b.dir.clone()).collect();
         for line in kill_by_cwd(&dirs) {
             report.killed.push(line);
         }
+        reap(pid);
         if let Some(path) = launch::socket_path(&self.reply.address) {
             if path.exists() {
                 let _ = std::fs::remove_file(&path);
@@ -121,6 +134,13 @@ pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Whether `pid` is a live process running in one of `dirs` (a shim runs in its bundle); a pid Connect misreported
+/// is not ours to kill.
+fn is_shim_of(pid: u32, dirs: &[PathBuf]) -> bool {
+    pid_alive(pid)
+        && std::fs::read_link(format!("/proc/{pid}/cwd")).map(|cwd| dirs.iter().any(|d| cwd == *d)).unwrap_or(false)
 }
 
 pub fn cmdline(pid: u32) -> String {
