@@ -8,6 +8,7 @@ pub mod context;
 pub mod host;
 pub mod leaks;
 pub mod report;
+pub mod resolve;
 pub mod run;
 pub mod select;
 pub mod shim;

@@ -80,9 +80,10 @@ fn clean_without_volume(path: &[u8], platform: Platform) -> String {
         } else if path[read] == b'.' && read + 1 < length && path[read + 1] == b'.' && at_end(read + 2) {
             read += 2;
             if out.len() > dotdot {
-                out.pop();
-                while out.len() > dotdot && out[out.len() - 1] != separator {
-                    out.pop();
+                // Back up to (and drop) the previous separator, as Go's `w--; for w > dotdot && buf[w] != sep { w-- }`.
+                let mut removed = out.pop();
+                while out.len() > dotdot && removed != Some(separator) {
+                    removed = out.pop();
                 }
             } else if !rooted {
                 if !out.is_empty() {
