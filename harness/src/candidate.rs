@@ -177,6 +177,14 @@ impl Candidate {
         if !(candidate.timeout_scale > 0.0 && candidate.timeout_scale <= 100.0) {
             return Err(invalid(format!("timeout_scale {} is not in (0, 100]", candidate.timeout_scale)));
         }
+        // A runtime binary given as ./path in the file is relative to the file (wrappers shipped beside it).
+        if let Some(options) = candidate.runc_options.as_mut() {
+            if options.binary_name.starts_with("./") {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let joined = dir.join(&options.binary_name);
+                options.binary_name = joined.canonicalize().unwrap_or(joined).display().to_string();
+            }
+        }
         if candidate.name.contains("::") || candidate.name.contains(char::is_whitespace) {
             return Err(invalid(format!("name {:?} may not contain `::` or spaces", candidate.name)));
         }
