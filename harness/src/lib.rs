@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod candidate;
 pub mod cases;
 pub mod context;
+pub mod doctor;
 pub mod host;
 pub mod leaks;
 pub mod report;

@@ -24,6 +24,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the host fingerprint and, per candidate, whether it is installed and how it bootstraps
+    Doctor {
+        /// Candidate files to examine (default: shims/candidates if present, else the mock)
+        #[arg(long, value_name = "DIR")]
+        candidates: Option<PathBuf>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -64,6 +73,7 @@ fn main() -> ExitCode {
             shimcompat::cases::print_catalogue(json);
             ExitCode::SUCCESS
         }
+        Command::Doctor { candidates, json } => doctor(candidates, json),
     }
 }
 
@@ -133,4 +143,23 @@ fn run(args: RunArgs) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+fn doctor(dir: Option<PathBuf>, json: bool) -> ExitCode {
+    let dir = dir.or_else(|| Some(PathBuf::from("shims/candidates")).filter(|d| d.is_dir()));
+    let candidates = match &dir {
+        Some(dir) => match Candidate::load_dir(dir) {
+            Ok(found) => found,
+            Err(e) => return usage_error(e),
+        },
+        None => vec![Candidate::mock()],
+    };
+    let (host, rows) = shimcompat::doctor::examine(candidates, None);
+    if json {
+        let value = serde_json::json!({ "host": host, "candidates": rows });
+        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+    } else {
+        shimcompat::doctor::print(&host, &rows);
+    }
+    ExitCode::SUCCESS
 }
