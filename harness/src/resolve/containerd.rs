@@ -94,7 +94,7 @@ impl fmt::Display for Version {
 
 pub(crate) fn parse_major_minor(text: &str) -> Option<(u32, Option<u32>)> {
     let text = text.trim().trim_start_matches('v');
-    let mut parts = text.split(|c: char| c == '.' || c == '~' || c == '-' || c == '+');
+    let mut parts = text.split(['.', '~', '-', '+']);
     let major: u32 = parts.next()?.parse().ok()?;
     let minor = match parts.next() {
         None | Some("x") | Some("X") => None,
@@ -687,7 +687,7 @@ fn add_version_notes(resolution: &mut Resolution) {
             "containerd 1.7+ rejects this name (`/` without being absolute); 1.6 searches its directory part".to_owned(),
         );
     }
-    if version == Version::V1_6 && name.starts_with('.') {
+    if version == Version::V1_6 && name.starts_with('.') && !name.contains('/') {
         resolution.notes.push("containerd 1.7+ rejects names starting with `.`; 1.6 accepts them".to_owned());
     }
 }
@@ -899,7 +899,7 @@ mod tests {
             Outcome::Runs { path: "/srv".into(), step: 2, exec_error: Some("fork/exec /srv: permission denied".into()) }
         );
         assert_eq!(cache.get("containerd-shim--/x"), Some("/srv"));
-        assert!(!r.steps.last().map_or(true, |s| s.reached), "next-to-containerd is not reached");
+        assert!(r.steps.last().is_some_and(|s| !s.reached), "next-to-containerd is not reached");
         let r = lookup_cached("./y", Version::V1_6, &e, &mut cache);
         assert_eq!(r.chosen(), Some("/srv/containerd-shim--/y"));
         let e = env(&fs, "/", "/usr/bin", "/usr/bin");

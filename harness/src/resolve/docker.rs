@@ -293,9 +293,17 @@ pub struct ConfiguredRuntime {
 }
 
 impl ConfiguredRuntime {
-    fn verdict(&self, _name: &str) -> Verdict {
+    fn verdict(&self, name: &str) -> Verdict {
         match (&self.runtime_type, &self.path) {
             (Some(runtime_type), _) => Verdict::Configured { shim: runtime_type.clone(), runc_binary: None },
+            // With runtimeArgs dockerd writes a wrapper script and hands that to runc's options instead.
+            (None, Some(path)) if !self.args.is_empty() => Verdict::Configured {
+                shim: RUNC_V2_SHIM.to_owned(),
+                runc_binary: Some(format!(
+                    "<data-root>/runtimes/{name}.<hash>, a wrapper running `{path} {}`",
+                    self.args.join(" ")
+                )),
+            },
             (None, path) => Verdict::Configured { shim: RUNC_V2_SHIM.to_owned(), runc_binary: path.clone() },
         }
     }

@@ -338,7 +338,7 @@ fn write_text(e: &Explanation, out: &mut String) -> std::fmt::Result {
             let is_chosen = chosen == Some(index);
             let marker = if is_chosen { "->" } else { "  " };
             let suffix = if is_chosen {
-                "  <- runs"
+                "  <- chosen"
             } else if !step.reached {
                 "  (not reached)"
             } else {
@@ -359,21 +359,32 @@ fn write_text(e: &Explanation, out: &mut String) -> std::fmt::Result {
         }
     }
     writeln!(out)?;
-    if e.shadowing.is_empty() {
+    let (aliases, real): (Vec<&Shadow>, Vec<&Shadow>) = e.shadowing.iter().partition(|shadow| shadow.same_file);
+    if real.is_empty() {
         writeln!(out, "shadowing: none")?;
     } else {
         writeln!(out, "shadowing:")?;
-        for shadow in &e.shadowing {
-            if shadow.same_file {
-                writeln!(out, "  {} is the same file as the winner {} (no real shadowing)", shadow.shadowed.path, shadow.winner.path)?;
-            } else {
-                writeln!(
-                    out,
-                    "  {} ({}) wins; {} ({}) is shadowed",
-                    shadow.winner.path, shadow.winner.place, shadow.shadowed.path, shadow.shadowed.place
-                )?;
+        // One line per shadowed file, however many paths reach it (e.g. /usr/bin and /bin on merged-/usr systems).
+        let mut groups: Vec<(String, Vec<&Shadow>)> = Vec::new();
+        for shadow in &real {
+            let key = match e.lookup.steps[shadow.shadowed.step].found.id() {
+                Some((device, inode)) => format!("{device}:{inode}"),
+                None => shadow.shadowed.path.clone(),
+            };
+            match groups.iter_mut().find(|(existing, _)| *existing == key) {
+                Some((_, members)) => members.push(shadow),
+                None => groups.push((key, vec![shadow])),
             }
         }
+        for (_, members) in groups {
+            let first = members[0];
+            let reached: Vec<String> =
+                members.iter().map(|m| format!("{} ({})", m.shadowed.path, m.shadowed.place)).collect();
+            writeln!(out, "  {} ({}) wins; shadowed: {}", first.winner.path, first.winner.place, reached.join(", also as "))?;
+        }
+    }
+    for alias in aliases {
+        writeln!(out, "  (also reachable, same file: {} via {})", alias.shadowed.path, alias.shadowed.place)?;
     }
     let shadow_lines: Vec<&String> = e.warnings.iter().filter(|w| !w.contains(" is shadowed")).collect();
     if !shadow_lines.is_empty() {
@@ -427,7 +438,14 @@ mod tests {
         assert!(real.iter().all(|s| s.winner.path == "/containerd-shim-runc-v2"));
         assert!(real.iter().any(|s| s.shadowed.path == "/usr/bin/containerd-shim-runc-v2"));
         let text = render_text(&e);
-        assert!(text.contains("/containerd-shim-runc-v2 (containerd's working directory) wins; /usr/bin/containerd-shim-runc-v2 (PATH[2] /usr/bin) is shadowed"), "{text}");
+        assert!(
+            text.contains(
+                "/containerd-shim-runc-v2 (containerd's working directory) wins; shadowed: /usr/bin/containerd-shim-runc-v2 \
+                 (PATH[2] /usr/bin), also as /bin/containerd-shim-runc-v2 (PATH[3] /bin), also as \
+                 /usr/bin/containerd-shim-runc-v2 (next to the containerd binary)"
+            ),
+            "{text}"
+        );
         assert!(e.starts_a_binary());
     }
 

@@ -73,9 +73,8 @@ fn clean_without_volume(path: &[u8], platform: Platform) -> String {
     }
     while read < length {
         let at_end = |i: usize| i == length || platform.is_separator(path[i]);
-        if platform.is_separator(path[read]) {
-            read += 1;
-        } else if path[read] == b'.' && at_end(read + 1) {
+        if platform.is_separator(path[read]) || (path[read] == b'.' && at_end(read + 1)) {
+            // An empty or `.` element.
             read += 1;
         } else if path[read] == b'.' && read + 1 < length && path[read + 1] == b'.' && at_end(read + 2) {
             read += 2;
