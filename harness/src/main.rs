@@ -24,6 +24,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run every candidate and write results/baselines/<candidate>.json and results/MATRIX.md
+    Baseline {
+        /// Candidate files
+        #[arg(long, value_name = "DIR", default_value = "shims/candidates")]
+        candidates: PathBuf,
+        /// Results directory (baselines/, findings.toml, MATRIX.md)
+        #[arg(long, value_name = "DIR", default_value = "results")]
+        results: PathBuf,
+        /// Only regenerate MATRIX.md from the committed baselines, without running anything
+        #[arg(long)]
+        matrix_only: bool,
+        #[command(flatten)]
+        test: TestArgs,
+    },
+    /// Compare a run's JSON report (from `run --report-json`) with committed baselines, by outcome
+    Compare {
+        /// A baseline file or a directory of them
+        baseline: PathBuf,
+        /// A report written by `shimcompat run --report-json`
+        report: PathBuf,
+    },
     /// Print the host fingerprint and, per candidate, whether it is installed and how it bootstraps
     Doctor {
         /// Candidate files to examine (default: shims/candidates if present, else the mock)
@@ -74,6 +95,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Doctor { candidates, json } => doctor(candidates, json),
+        Command::Baseline { candidates, results, matrix_only, test } => baseline(&candidates, &results, matrix_only, &test),
+        Command::Compare { baseline, report } => compare(&baseline, &report),
     }
 }
 
@@ -162,4 +185,115 @@ fn doctor(dir: Option<PathBuf>, json: bool) -> ExitCode {
         shimcompat::doctor::print(&host, &rows);
     }
     ExitCode::SUCCESS
+}
+
+fn baseline(dir: &std::path::Path, results: &std::path::Path, matrix_only: bool, test: &TestArgs) -> ExitCode {
+    use shimcompat::report::{baseline, matrix};
+    let baselines_dir = results.join("baselines");
+    let candidates = match Candidate::load_dir(dir) {
+        Ok(found) => found,
+        Err(e) => return usage_error(e),
+    };
+    let mut unavailable = Vec::new();
+    if !matrix_only {
+        let plans: Vec<Planned> = candidates.iter().cloned().map(|c| select::plan(c, None)).collect();
+        for plan in &plans {
+            if let Planned::Unavailable { candidate, reason } = plan {
+                println!("candidate {} skipped: {reason}", candidate.name);
+            }
+        }
+        let config = shimcompat::run::RunConfig::default();
+        let report = match shimcompat::run::run(plans, test, &config) {
+            Ok(report) => report,
+            Err(e) => return usage_error(e),
+        };
+        let host = shimcompat::doctor::fingerprint();
+        let describe = |name: &str| {
+            let candidate = candidates.iter().find(|c| c.name == name);
+            let entry = report.candidates.iter().find(|c| c.name == name);
+            let binary = entry.and_then(|e| e.binary.clone());
+            baseline::BaselineCandidate {
+                name: name.to_string(),
+                description: candidate.map(|c| c.description.clone()).unwrap_or_default(),
+                runtime: candidate.and_then(|c| c.runtime.clone()),
+                version: binary.as_deref().and_then(|b| shimcompat::doctor::version_of(std::path::Path::new(b), "-v")),
+                binary,
+                oci_runtime: candidate.and_then(|c| c.runc_options.as_ref()).map(|o| {
+                    let name = if o.binary_name.is_empty() { "runc".to_string() } else { o.binary_name.clone() };
+                    let path = if name.contains('/') { Some(PathBuf::from(&name)) } else { shimcompat::host::which(&name) };
+                    let version = path.as_deref().and_then(|p| shimcompat::doctor::version_of(p, "--version")).unwrap_or_default();
+                    // Paths differ per checkout; the wrapper's name and the runtime's version identify it.
+                    let shown = name.rsplit('/').next().unwrap_or(&name).to_string();
+                    format!("{shown} ({version})")
+                }),
+                certified_by_name: candidate.is_some_and(|c| c.certified_by_name()),
+            }
+        };
+        for written in baseline::from_report(&report, &host, &describe) {
+            if let Err(e) = baseline::save(&written, &baselines_dir) {
+                return usage_error(e);
+            }
+            println!("wrote {}/{}.json", baselines_dir.display(), written.candidate.name);
+        }
+        unavailable = report.candidates.iter().filter_map(|c| c.unavailable.clone().map(|r| (c.name.clone(), r))).collect();
+    }
+    let baselines = match baseline::load_dir(&baselines_dir) {
+        Ok(found) => found,
+        Err(e) => return usage_error(e),
+    };
+    let findings = match matrix::load_findings(&results.join("findings.toml")) {
+        Ok(found) => found,
+        Err(e) => return usage_error(e),
+    };
+    unavailable.retain(|(name, _)| !baselines.iter().any(|b| &b.candidate.name == name));
+    let text = matrix::render(&baselines, &findings, &unavailable);
+    if let Err(e) = std::fs::write(results.join("MATRIX.md"), text) {
+        return usage_error(format!("writing {}/MATRIX.md: {e}", results.display()));
+    }
+    println!("wrote {}/MATRIX.md", results.display());
+    ExitCode::SUCCESS
+}
+
+fn compare(baseline_path: &std::path::Path, report_path: &std::path::Path) -> ExitCode {
+    use shimcompat::report::{baseline, Report};
+    let baselines = if baseline_path.is_dir() { baseline::load_dir(baseline_path) } else { baseline::load(baseline_path).map(|b| vec![b]) };
+    let baselines = match baselines {
+        Ok(found) => found,
+        Err(e) => return usage_error(e),
+    };
+    let report: Report = match std::fs::read_to_string(report_path).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())) {
+        Ok(report) => report,
+        Err(e) => return usage_error(format!("{}: {e}", report_path.display())),
+    };
+    let mut regressions = 0;
+    let mut compared = 0;
+    for candidate in &report.candidates {
+        let Some(base) = baselines.iter().find(|b| b.candidate.name == candidate.name) else {
+            println!("{}: no baseline", candidate.name);
+            continue;
+        };
+        compared += 1;
+        let outcomes: Vec<baseline::CaseOutcome> = report
+            .results
+            .iter()
+            .filter(|r| r.candidate == candidate.name)
+            .map(|r| {
+                let (word, detail) = baseline::outcome_word(&r.outcome);
+                baseline::CaseOutcome { case: r.case.clone(), area: r.area.clone(), level: r.level, outcome: word.into(), detail }
+            })
+            .collect();
+        let changes = baseline::compare(&base.outcomes, &outcomes);
+        if changes.is_empty() {
+            println!("{}: same outcomes as the baseline ({} cases)", candidate.name, outcomes.len());
+        }
+        for change in &changes {
+            let mark = if change.is_regression() { "REGRESSION" } else { "changed" };
+            println!("{}: {mark} {change}", candidate.name);
+            regressions += usize::from(change.is_regression());
+        }
+    }
+    if compared == 0 {
+        return usage_error("no candidate of the report has a baseline");
+    }
+    if regressions > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
