@@ -330,8 +330,10 @@ impl TaskService {
                 container.init.record_exit(info);
                 let was_paused = std::mem::replace(&mut container.paused, false);
                 // Without a pid namespace nothing else kills the rest of the container: do what the kernel does
-                // when a container's init dies.
-                let _ = container.signal_all(libc::SIGKILL);
+                // when a container's init dies (not under kill-all-ignored, which would hide that fault).
+                if !faults.has(Fault::KillAllIgnored) {
+                    let _ = container.signal_all(libc::SIGKILL);
+                }
                 if was_paused {
                     let _ = container.signal_all(libc::SIGCONT);
                 }

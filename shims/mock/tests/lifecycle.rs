@@ -117,7 +117,15 @@ async fn exec_stdin_closeio_pids_kill_all() {
     use std::io::Write;
     writer.write_all(b"through stdin\n").unwrap();
 
-    let pids = shim.task.pids(ctx(), &api::PidsRequest { id: id.into(), ..Default::default() }).await.unwrap();
+    // The init forks its child asynchronously: give it a moment to appear.
+    let mut pids = api::PidsResponse::default();
+    for _ in 0..100 {
+        pids = shim.task.pids(ctx(), &api::PidsRequest { id: id.into(), ..Default::default() }).await.unwrap();
+        if pids.processes.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let listed: Vec<u32> = pids.processes.iter().map(|p| p.pid).collect();
     assert!(listed.contains(&created.pid) && listed.contains(&exec_pid), "{listed:?}");
     assert!(listed.len() >= 3, "the init's forked child is part of the container: {listed:?}");
