@@ -111,6 +111,8 @@ struct Container {
     id: String,
     bundle: String,
     root: PathBuf,
+    /// Start time (clock ticks since boot) of the init, to recognise the container's processes later.
+    init_start_time: u64,
     faults: Faults,
     unimplemented: BTreeSet<String>,
     init: Proc,
@@ -177,7 +179,15 @@ impl Container {
     /// Signals every process of the container: the group, plus execs outside it (terminal execs lead their own
     /// session).
     fn signal_all(&self, signal: i32) -> Result<(), nix::errno::Errno> {
-        let group = proc::send_signal(-self.init.pid, signal);
+        let group = if self.init.phase != Phase::Stopped {
+            // The leader is alive (or an unreaped zombie), so the group id is still ours: signal it atomically.
+            proc::send_signal(-self.init.pid, signal)
+        } else {
+            // The leader is gone and its pid may be recycled: only processes verified to be ours are signalled.
+            let members = self.group_members();
+            let sent = members.iter().filter(|pid| proc::send_signal(**pid, signal).is_ok()).count();
+            if sent > 0 { Ok(()) } else { Err(nix::errno::Errno::ESRCH) }
+        };
         let mut any = group.is_ok();
         for pid in self.running_exec_pids() {
             any |= proc::send_signal(pid, signal).is_ok();
@@ -188,12 +198,22 @@ impl Container {
         }
     }
 
+    /// Live members of the container's process group, started no earlier than its init (a recycled group id
+    /// cannot qualify).
+    fn group_members(&self) -> Vec<i32> {
+        proc::group_members(self.init.pid)
+            .into_iter()
+            .filter(|(_, stat)| stat.start_time >= self.init_start_time)
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
     fn live_pids(&self) -> Vec<i32> {
         let mut pids = Vec::new();
         if self.init.phase != Phase::Stopped && proc::is_alive(self.init.pid) {
             pids.push(self.init.pid);
         }
-        for (pid, _) in proc::group_members(self.init.pid) {
+        for pid in self.group_members() {
             if !pids.contains(&pid) {
                 pids.push(pid);
             }
@@ -501,6 +521,7 @@ impl TaskService {
             id: req.id.clone(),
             bundle: req.bundle.clone(),
             root,
+            init_start_time: proc::proc_stat(pid).map(|s| s.start_time).unwrap_or(0),
             faults,
             unimplemented: unimplemented_rpcs(spec.annotations().as_ref()),
             init,
