@@ -11,6 +11,7 @@ use crate::shim::task::{code_name, RpcError};
 
 pub mod delete;
 pub mod events;
+pub mod exec;
 pub mod io;
 pub mod kill;
 pub mod lifecycle;
@@ -102,6 +103,7 @@ macro_rules! case {
 pub fn catalogue() -> Vec<Case> {
     let mut all = Vec::new();
     all.extend(lifecycle::cases());
+    all.extend(exec::cases());
     all.extend(kill::cases());
     all.extend(delete::cases());
     all.extend(io::cases());
