@@ -174,6 +174,14 @@ impl Candidate {
             (None, None) => return Err(invalid("set `runtime` (a runtime name) or `runtime_binary` (a path)".into())),
             _ => {}
         }
+        if let Some(runtime) = &candidate.runtime {
+            if runtime.contains('/') {
+                return Err(invalid(format!(
+                    "runtime {runtime:?} is a path; Docker refuses path-like runtime names (moby 547da0d575): use \
+                     `runtime_binary` for a binary by path (not certified by name)"
+                )));
+            }
+        }
         if !(candidate.timeout_scale > 0.0 && candidate.timeout_scale <= 100.0) {
             return Err(invalid(format!("timeout_scale {} is not in (0, 100]", candidate.timeout_scale)));
         }

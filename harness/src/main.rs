@@ -45,6 +45,8 @@ enum Command {
         /// A report written by `shimcompat run --report-json`
         report: PathBuf,
     },
+    /// Explain how a runtime name becomes a shim binary: Docker's verdict per version, containerd's lookup on this host
+    Resolve(shimcompat::resolve::ResolveArgs),
     /// Print the host fingerprint and, per candidate, whether it is installed and how it bootstraps
     Doctor {
         /// Candidate files to examine (default: shims/candidates if present, else the mock)
@@ -95,6 +97,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Doctor { candidates, json } => doctor(candidates, json),
+        Command::Resolve(args) => match shimcompat::resolve::cli::run(&args) {
+            Ok(code) => code,
+            Err(e) => usage_error(e),
+        },
         Command::Baseline { candidates, results, matrix_only, test } => baseline(&candidates, &results, matrix_only, &test),
         Command::Compare { baseline, report } => compare(&baseline, &report),
     }

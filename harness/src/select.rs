@@ -1,7 +1,10 @@
 //! From what the user asked for (a runtime name, a binary, candidate files) to planned candidates: resolved to a
 //! binary and checked against the host, or unavailable with the reason and the install hint.
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::resolve::{self, explain::Explanation, explain::Selection};
 
 use crate::candidate::{Candidate, MOCK_RUNTIME};
 use crate::context::Target;
@@ -16,53 +19,72 @@ pub enum SelectError {
     NotInstalled(String),
 }
 
-/// containerd's binary name for a runtime name: the last two dot-separated parts, `containerd-shim-<a>-<b>`.
-pub fn shim_binary_name(name: &str) -> Option<String> {
-    let parts: Vec<&str> = name.split('.').collect();
-    (parts.len() >= 2).then(|| format!("containerd-shim-{}-{}", parts[parts.len() - 2], parts[parts.len() - 1]))
-}
-
-/// Docker's gate for names a user may pass: names only, never paths (moby 547da0d575).
+/// The Docker gate for `--runtime` (names only, never paths; see resolve::docker::check_user_runtime_name).
 pub fn check_runtime_name(name: &str) -> Result<(), SelectError> {
-    if name.starts_with('/') || name.contains('/') {
-        return Err(SelectError::Refused(format!(
-            "--runtime {name:?} is a path: Docker refuses runtime names that containerd would treat as a path \
-             (absolute or containing `/`), since they would let an API user run any binary as the shim \
-             (moby 547da0d575). Pass a runtime name like io.containerd.runc.v2, or use --runtime-binary PATH \
-             to test a binary by path (such a run is not certified by name)"
-        )));
-    }
-    if shim_binary_name(name).is_none() {
-        return Err(SelectError::Refused(format!(
-            "--runtime {name:?} is not a runtime name: containerd needs at least one `.` \
-             (e.g. io.containerd.runc.v2 becomes containerd-shim-runc-v2)"
-        )));
-    }
-    Ok(())
+    resolve::docker::check_user_runtime_name(name).map_err(|e| SelectError::Refused(format!("--runtime: {e}")))
 }
 
-/// Resolves a runtime name to a shim binary as containerd does (PATH, then next to the daemon binary, which for
-/// shimcompat standing in for containerd is its own directory: that is where the bundled mock is built).
+/// containerd's rules for the installed containerd (or the newest, when none is installed).
+fn containerd_rules() -> (resolve::containerd::Version, Selection) {
+    static RULES: OnceLock<(resolve::containerd::Version, Selection)> = OnceLock::new();
+    RULES
+        .get_or_init(|| {
+            let path = std::env::var("PATH").unwrap_or_default();
+            let newest = resolve::containerd::Version::NEWEST;
+            match resolve::host::look_path("containerd", &path) {
+                None => (newest, Selection::Newest { reason: "no containerd on PATH".into() }),
+                Some(binary) => match resolve::host::version_output(&binary, Duration::from_secs(5)) {
+                    Ok(output) => match resolve::containerd::Version::from_version_output(&output) {
+                        Ok(version) => (version, Selection::Installed { output }),
+                        Err(e) => (newest, Selection::Newest { reason: e.to_string() }),
+                    },
+                    Err(reason) => (newest, Selection::Newest { reason }),
+                },
+            }
+        })
+        .clone()
+}
+
+/// How containerd would resolve `name` if shimcompat were the containerd process: working directory `/` (as under
+/// systemd), the opt plugin's `/opt/containerd/bin` first, then this PATH, then next to the daemon's own binary,
+/// which for shimcompat is where `cargo build` puts the bundled mock. Docker's verdicts are the current gate's.
+pub fn explain_runtime(name: &str) -> Explanation {
+    let (containerd_version, containerd_selection) = containerd_rules();
+    let own = host::bundled_dirs().last().map(|d| d.display().to_string());
+    let request = resolve::explain::Request {
+        name,
+        docker_version: resolve::docker::Version::NEWEST,
+        docker_selection: Selection::Newest { reason: "the gate of current Docker".into() },
+        containerd_version,
+        containerd_selection,
+        cwd: "/".into(),
+        inherited_path: std::env::var("PATH").unwrap_or_default(),
+        opt_dir: Some("/opt/containerd".into()),
+        containerd_binary: std::env::current_exe().ok().map(|p| p.display().to_string()),
+        containerd_dir: own,
+        probe: &resolve::host::HostProbe,
+    };
+    resolve::explain::explain(&request)
+}
+
+/// Resolves a runtime name to a shim binary as containerd does (see explain_runtime).
 pub fn resolve_runtime(name: &str) -> Result<PathBuf, SelectError> {
-    check_runtime_name(name)?;
-    let binary = shim_binary_name(name).unwrap_or_default();
-    if let Some(found) = host::which(&binary) {
-        return Ok(found);
-    }
-    for dir in host::bundled_dirs() {
-        let candidate = dir.join(&binary);
-        if host::is_executable(&candidate) {
-            return Ok(candidate);
+    let explanation = explain_runtime(name);
+    match (&explanation.lookup.outcome, explanation.lookup.wrapped_error()) {
+        (resolve::containerd::Outcome::Runs { path, exec_error: None, .. }, _) => Ok(PathBuf::from(path)),
+        (_, error) => {
+            let hint = if name == MOCK_RUNTIME {
+                " (the bundled mock is built by `cargo build` next to the shimcompat binary)"
+            } else {
+                ""
+            };
+            Err(SelectError::NotInstalled(format!(
+                "runtime {name:?}: containerd {} would not start it: {}{hint}",
+                explanation.containerd_version,
+                error.unwrap_or_else(|| "no file found".into())
+            )))
         }
     }
-    let hint = if name == MOCK_RUNTIME {
-        " (the bundled mock is built by `cargo build` next to the shimcompat binary)".to_string()
-    } else {
-        String::new()
-    };
-    Err(SelectError::NotInstalled(format!(
-        "runtime {name:?}: binary {binary} not found on PATH or next to shimcompat{hint}"
-    )))
 }
 
 /// Plans one candidate: resolves its binary and checks what it needs from the host.
