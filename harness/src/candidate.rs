@@ -22,6 +22,9 @@ pub struct Candidate {
     /// A shim binary by path: for shim development only; such runs are not certified by name.
     #[serde(default)]
     pub runtime_binary: Option<PathBuf>,
+    /// The file the runtime name must resolve to on this host (names::resolves_to_tested_binary), if it matters.
+    #[serde(default)]
+    pub expect_binary: Option<PathBuf>,
     /// `containerd.runc.v1.Options` sent with Create (and at start), for shims built on the runc shim.
     #[serde(default)]
     pub runc_options: Option<RuncOptions>,
@@ -150,6 +153,7 @@ impl Candidate {
             runtime: None,
             runtime_binary: None,
             runc_options: None,
+            expect_binary: None,
             needs: Needs::default(),
             unsupported: BTreeSet::new(),
             waivers: Vec::new(),

@@ -20,6 +20,9 @@ use crate::shim::task::TaskClient;
 /// The mock's fault annotation (shims/mock/FAULTS.md).
 pub const FAULT_ANNOTATION: &str = "io.shimcompat.mock.faults";
 
+/// The same faults for binary-level actions that read no bundle (`-v`), passed in the environment.
+pub const MOCK_FAULTS_ENV: &str = "SHIMCOMPAT_MOCK_FAULTS";
+
 /// One run's shared state: created once, torn down once.
 pub struct RunEnv {
     pub workdir: PathBuf,

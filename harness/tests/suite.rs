@@ -46,7 +46,54 @@ fn mock_candidate() -> Candidate {
     let mut candidate = Candidate::mock();
     // The mock answers in milliseconds; shorter deadlines keep hanging faults cheap.
     candidate.timeout_scale = 0.3;
+    // names::resolves_to_tested_binary: the bundled mock is what a run must reach.
+    candidate.expect_binary = select::resolve_runtime(MOCK_RUNTIME).ok();
     candidate
+}
+
+/// Faults of the host rather than of the mock (`host:` prefix), for cases about what a runtime name reaches:
+/// applied around one run, undone afterwards.
+struct HostFault {
+    candidate: Candidate,
+    restore_path: Option<std::ffi::OsString>,
+    shadow_dir: Option<PathBuf>,
+}
+
+impl HostFault {
+    fn apply(fault: &str, base: &Path) -> Result<HostFault, String> {
+        let mut candidate = mock_candidate();
+        let mock = select::resolve_runtime(MOCK_RUNTIME).map_err(|e| e.to_string())?;
+        match fault {
+            // A second copy of the mock first on PATH: containerd now reaches it, and it shadows the bundled one.
+            "host:shadow-on-path" => {
+                let dir = base.join("shadow");
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                std::fs::copy(&mock, dir.join(mock.file_name().unwrap_or_default())).map_err(|e| e.to_string())?;
+                let old = std::env::var_os("PATH").unwrap_or_default();
+                let mut paths = vec![dir.clone()];
+                paths.extend(std::env::split_paths(&old));
+                std::env::set_var("PATH", std::env::join_paths(paths).map_err(|e| e.to_string())?);
+                Ok(HostFault { candidate, restore_path: Some(old), shadow_dir: Some(dir) })
+            }
+            // The candidate named by an absolute path: containerd runs it, Docker refuses it.
+            "host:path-name" => {
+                candidate.runtime = Some(mock.display().to_string());
+                Ok(HostFault { candidate, restore_path: None, shadow_dir: None })
+            }
+            other => Err(format!("unknown host fault {other}")),
+        }
+    }
+}
+
+impl Drop for HostFault {
+    fn drop(&mut self) {
+        if let Some(path) = self.restore_path.take() {
+            std::env::set_var("PATH", path);
+        }
+        if let Some(dir) = self.shadow_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 fn run_quiet(plan: Planned, filters: Vec<String>, exact: bool, base: &Path) -> Result<Report, String> {
@@ -167,9 +214,20 @@ fn main() {
             }
         }
         suite.check(&format!("mutation::{fault}"), |base| {
-            let plan = match mock_plan(Some(fault)) {
-                Ok(plan) => plan,
-                Err(e) => return Verdict::Fail(e),
+            let host_fault = if fault.starts_with("host:") {
+                match HostFault::apply(fault, base) {
+                    Ok(applied) => Some(applied),
+                    Err(e) => return Verdict::Fail(e),
+                }
+            } else {
+                None
+            };
+            let plan = match &host_fault {
+                Some(applied) => select::plan(applied.candidate.clone(), None),
+                None => match mock_plan(Some(fault)) {
+                    Ok(plan) => plan,
+                    Err(e) => return Verdict::Fail(e),
+                },
             };
             match run_quiet(plan, Vec::new(), false, base) {
                 Err(e) => Verdict::Fail(e),
@@ -279,6 +337,5 @@ fn main() {
         failures.len(),
         skipped
     );
-    let _ = MOCK_RUNTIME;
     std::process::exit(if failures.is_empty() { 0 } else { 101 });
 }

@@ -15,6 +15,7 @@ pub mod exec;
 pub mod io;
 pub mod kill;
 pub mod lifecycle;
+pub mod names;
 pub mod shutdown;
 pub mod util;
 
@@ -109,6 +110,7 @@ pub fn catalogue() -> Vec<Case> {
     all.extend(io::cases());
     all.extend(events::cases());
     all.extend(shutdown::cases());
+    all.extend(names::cases());
     all
 }
 
