@@ -105,7 +105,11 @@ impl Faults {
     }
 
     pub fn names(self) -> Vec<&'static str> {
-        Fault::ALL.iter().filter(|f| self.has(**f)).map(|f| f.name()).collect()
+        Fault::ALL
+            .iter()
+            .filter(|f| self.has(**f))
+            .map(|f| f.name())
+            .collect()
     }
 
     /// Parses the fault annotation; `Err` carries the first unknown name.
@@ -128,7 +132,9 @@ impl Faults {
             .fold(Faults::default(), Faults::with)
     }
 
-    pub fn from_annotations(annotations: Option<&HashMap<String, String>>) -> Result<Faults, String> {
+    pub fn from_annotations(
+        annotations: Option<&HashMap<String, String>>,
+    ) -> Result<Faults, String> {
         match annotations.and_then(|a| a.get(FAULTS_ANNOTATION)) {
             Some(value) => Faults::parse(value),
             None => Ok(Faults::default()),
@@ -141,7 +147,12 @@ pub fn unimplemented_rpcs(annotations: Option<&HashMap<String, String>>) -> BTre
     annotations
         .and_then(|a| a.get(UNIMPLEMENTED_ANNOTATION))
         .map(|value| {
-            value.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect()
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect()
         })
         .unwrap_or_default()
 }
@@ -156,8 +167,14 @@ mod tests {
         assert!(faults.has(Fault::KillNoop));
         assert!(faults.has(Fault::WaitOnce));
         assert!(!faults.has(Fault::StartHangs));
-        assert_eq!(Faults::parse("kill-noop,kil-noop"), Err("kil-noop".to_string()));
-        assert_eq!(Faults::parse_lenient("kill-noop,bogus"), Faults::default().with(Fault::KillNoop));
+        assert_eq!(
+            Faults::parse("kill-noop,kil-noop"),
+            Err("kil-noop".to_string())
+        );
+        assert_eq!(
+            Faults::parse_lenient("kill-noop,bogus"),
+            Faults::default().with(Fault::KillNoop)
+        );
     }
 
     #[test]
@@ -165,7 +182,10 @@ mod tests {
         let doc = include_str!("../FAULTS.md");
         for fault in Fault::ALL {
             let line = format!("- `{}` — ", fault.name());
-            assert!(doc.contains(&line), "FAULTS.md lacks a line starting {line:?}");
+            assert!(
+                doc.contains(&line),
+                "FAULTS.md lacks a line starting {line:?}"
+            );
         }
         assert!(Fault::ALL.len() < 128);
     }

@@ -27,7 +27,10 @@ use crate::service::{load_spec, timestamp, ServiceConfig, TaskService, PIDS_FILE
 
 const RUNTIME_ID: &str = "io.containerd.mock.v1";
 const RECORD_ENV: &str = "SHIMCOMPAT_MOCK_RECORD";
-const GROUP_LABELS: [&str; 2] = ["io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"];
+const GROUP_LABELS: [&str; 2] = [
+    "io.containerd.runc.v2.group",
+    "io.kubernetes.cri.sandbox-id",
+];
 
 struct MockShim {
     id: String,
@@ -36,7 +39,6 @@ struct MockShim {
     bundle: PathBuf,
     exit: Arc<ExitSignal>,
     leave_socket: Arc<AtomicBool>,
-    start_faults: Faults,
 }
 
 /// Faults named in ./config.json (the bundle `start` and the server run in); unknown names are left for Create
@@ -72,7 +74,6 @@ impl Shim for MockShim {
             bundle,
             exit: Arc::new(ExitSignal::default()),
             leave_socket: Arc::new(AtomicBool::new(false)),
-            start_faults: Faults::default(),
         }
     }
 
@@ -81,13 +82,19 @@ impl Shim for MockShim {
         let spec = load_spec(Path::new("."))
             .map_err(|e| Error::InvalidArgument(format!("cannot start the mock shim: {e}")))?;
         let annotations = spec.annotations().clone().unwrap_or_default();
-        let faults = annotations.get(FAULTS_ANNOTATION).map(|v| Faults::parse_lenient(v)).unwrap_or_default();
+        let faults = annotations
+            .get(FAULTS_ANNOTATION)
+            .map(|v| Faults::parse_lenient(v))
+            .unwrap_or_default();
         let mut grouping = GROUP_LABELS
             .iter()
             .find_map(|label| annotations.get(*label).filter(|v| !v.is_empty()).cloned())
             .unwrap_or_else(|| opts.id.clone());
         if faults.has(Fault::StartNewAddress) {
-            let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
+            let nanos = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
             grouping = format!("{grouping}-{}-{nanos}", std::process::id());
         }
         spawn(opts, &grouping, Vec::new()).await
@@ -96,7 +103,12 @@ impl Shim for MockShim {
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
         let faults = load_spec(&self.bundle)
             .ok()
-            .and_then(|spec| spec.annotations().as_ref()?.get(FAULTS_ANNOTATION).map(|v| Faults::parse_lenient(v)))
+            .and_then(|spec| {
+                spec.annotations()
+                    .as_ref()?
+                    .get(FAULTS_ANNOTATION)
+                    .map(|v| Faults::parse_lenient(v))
+            })
             .unwrap_or_default();
         if faults.has(Fault::DeleteActionGarbage) {
             let mut stdout = std::io::stdout();
@@ -116,7 +128,7 @@ impl Shim for MockShim {
     async fn wait(&mut self) {
         self.exit.wait().await;
         // The crate removes the socket only when an `address` file names it; the runc shim always removes it.
-        if !self.leave_socket.load(Ordering::SeqCst) && !self.start_faults.has(Fault::ShutdownLeavesSocket) {
+        if !self.leave_socket.load(Ordering::SeqCst) {
             let path = self.socket.strip_prefix("unix://").unwrap_or(&self.socket);
             if let Err(e) = std::fs::remove_file(path) {
                 warn!("remove socket {path}: {e}");
@@ -131,7 +143,6 @@ impl Shim for MockShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        redirect_stderr_to_log();
         let (start_faults, start_unimplemented) = cwd_faults();
         let leave_socket = self.leave_socket.clone();
         if start_faults.has(Fault::ShutdownLeavesSocket) {
@@ -148,11 +159,14 @@ impl Shim for MockShim {
     }
 }
 
-/// Panics and other stderr output of the server belong in the bundle's `log` fifo, which the caller drains (the
-/// crate's spawn gives the server /dev/null).
+/// Panics, startup errors and other stderr output of the server belong in the bundle's `log` fifo, which the caller
+/// drains (the crate's spawn gives the server /dev/null).
 fn redirect_stderr_to_log() {
     use std::os::fd::AsRawFd;
-    let log = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open("log");
+    let log = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("log");
     if let Ok(log) = log {
         unsafe {
             let flags = libc::fcntl(log.as_raw_fd(), libc::F_GETFL);
@@ -202,7 +216,9 @@ fn cleanup_bundle(bundle: &Path, kill: bool) -> Option<i32> {
 
 /// SHIMCOMPAT_MOCK_RECORD: one line per invocation, for the name-resolution cases.
 fn record_invocation(args: &[String]) {
-    let Ok(path) = std::env::var(RECORD_ENV) else { return };
+    let Ok(path) = std::env::var(RECORD_ENV) else {
+        return;
+    };
     if path.is_empty() {
         return;
     }
@@ -215,27 +231,48 @@ fn record_invocation(args: &[String]) {
     let line = format!(
         "{action} argv0={} exe={} id={} cwd={}\n",
         args.first().map(String::as_str).unwrap_or(""),
-        std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+        std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         flags.as_ref().map(|f| f.id.as_str()).unwrap_or(""),
-        std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+        std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
     );
-    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = file.write_all(line.as_bytes());
     }
 }
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     record_invocation(&args);
     // The crate parses -v/-version but does nothing with them.
     if containerd_shim::parse(args.get(1..).unwrap_or_default()).is_ok_and(|f| f.version) {
         println!(
             "{}: runtime {RUNTIME_ID}, version {} (shimcompat mock, containerd-shim 0.12)",
-            args.first().map(|a| Path::new(a).file_name().unwrap_or_default().to_string_lossy().into_owned()).unwrap_or_default(),
+            args.first()
+                .map(|a| Path::new(a)
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned())
+                .unwrap_or_default(),
             env!("CARGO_PKG_VERSION")
         );
         return;
+    }
+    let flags = containerd_shim::parse(args.get(1..).unwrap_or_default()).ok();
+    if flags.is_some_and(|f| f.action.is_empty() && !f.socket.is_empty()) {
+        // Server mode: the crate reports a failed startup (e.g. no events server on TTRPC_ADDRESS) on stderr.
+        redirect_stderr_to_log();
     }
     run::<MockShim>(RUNTIME_ID, None).await;
 }

@@ -36,7 +36,11 @@ pub fn launch(launch: &Launch) -> std::io::Result<i32> {
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = launch.envp.iter().map(|a| a.as_ptr()).collect();
     envp.push(std::ptr::null());
-    let stdio = [launch.stdin.as_raw_fd(), launch.stdout.as_raw_fd(), launch.stderr.as_raw_fd()];
+    let stdio = [
+        launch.stdin.as_raw_fd(),
+        launch.stdout.as_raw_fd(),
+        launch.stderr.as_raw_fd(),
+    ];
     let gate = launch.gate.as_ref().map(|g| g.as_raw_fd()).unwrap_or(-1);
     let pgid = launch.pgid.unwrap_or(0);
 
@@ -92,7 +96,12 @@ unsafe fn child(
         }
     }
     // Nothing else of the shim's may leak into the payload (other containers' fifos and gates, sockets).
-    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as u32);
+    libc::syscall(
+        libc::SYS_close_range,
+        3u32,
+        u32::MAX,
+        libc::CLOSE_RANGE_CLOEXEC,
+    );
     libc::chdir(launch.cwd.as_ptr());
     if gate >= 0 {
         let mut byte = 0u8;
@@ -130,7 +139,9 @@ pub fn resolve_executable(root: &Path, arg0: &str, env: &[String]) -> Option<Pat
 }
 
 fn is_executable(path: &Path) -> bool {
-    let Ok(c_path) = cstring(path.as_os_str().as_bytes()) else { return false };
+    let Ok(c_path) = cstring(path.as_os_str().as_bytes()) else {
+        return false;
+    };
     let is_file = fs::metadata(path).map(|m| m.is_file()).unwrap_or(false);
     is_file && unsafe { libc::access(c_path.as_ptr(), libc::X_OK) } == 0
 }
@@ -157,7 +168,9 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
 
 /// Live (non-zombie) processes whose process group is `pgid`.
 pub fn group_members(pgid: i32) -> Vec<(i32, ProcStat)> {
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(|pid| Some((pid, proc_stat(pid)?)))

@@ -42,11 +42,17 @@ pub struct IoHandles {
 }
 
 fn dev_null() -> io::Result<OwnedFd> {
-    Ok(OpenOptions::new().read(true).write(true).open("/dev/null")?.into())
+    Ok(OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?
+        .into())
 }
 
 fn strip_scheme(path: &str) -> &str {
-    path.strip_prefix("fifo://").or_else(|| path.strip_prefix("file://")).unwrap_or(path)
+    path.strip_prefix("fifo://")
+        .or_else(|| path.strip_prefix("file://"))
+        .unwrap_or(path)
 }
 
 /// Opens an output path: a fifo read-write (never blocks on a missing reader), anything else for appending
@@ -71,7 +77,8 @@ fn open_stdin_fifo(path: &str) -> io::Result<pipe::Receiver> {
 }
 
 fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     Ok((read, write))
 }
 
@@ -117,10 +124,20 @@ pub fn setup(req: &IoRequest) -> io::Result<(ChildStdio, IoHandles)> {
     } else if req.stderr.is_empty() {
         dev_null()?
     } else {
-        open_output(req.stderr).map_err(annotate("stderr", req.stderr))?.into()
+        open_output(req.stderr)
+            .map_err(annotate("stderr", req.stderr))?
+            .into()
     };
 
-    Ok((ChildStdio { stdin, stdout, stderr, tty: false }, handles))
+    Ok((
+        ChildStdio {
+            stdin,
+            stdout,
+            stderr,
+            tty: false,
+        },
+        handles,
+    ))
 }
 
 fn setup_terminal(req: &IoRequest) -> io::Result<(ChildStdio, IoHandles)> {
@@ -132,11 +149,18 @@ fn setup_terminal(req: &IoRequest) -> io::Result<(ChildStdio, IoHandles)> {
     }
     unsafe {
         let flags = libc::fcntl(pty.master.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(pty.master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        libc::fcntl(
+            pty.master.as_raw_fd(),
+            libc::F_SETFL,
+            flags | libc::O_NONBLOCK,
+        );
     }
     // SAFETY: the master is an OwnedFd moved into the AsyncFd, so it stays open while registered.
     let master = Arc::new(unsafe { AsyncFd::register(pty.master) }.map_err(|e| e.into_parts().1)?);
-    let mut handles = IoHandles { pty_master: Some(master.clone()), ..Default::default() };
+    let mut handles = IoHandles {
+        pty_master: Some(master.clone()),
+        ..Default::default()
+    };
 
     let stdout = if req.stdout.is_empty() || req.drop_stdout {
         None
@@ -152,11 +176,20 @@ fn setup_terminal(req: &IoRequest) -> io::Result<(ChildStdio, IoHandles)> {
     tokio::spawn(copy_from_master(master, stdout, req.stdout_limit));
 
     let slave = pty.slave;
-    let child = ChildStdio { stdin: slave.try_clone()?, stdout: slave.try_clone()?, stderr: slave, tty: true };
+    let child = ChildStdio {
+        stdin: slave.try_clone()?,
+        stdout: slave.try_clone()?,
+        stderr: slave,
+        tty: true,
+    };
     Ok((child, handles))
 }
 
-async fn copy_stdin(mut from: pipe::Receiver, mut to: pipe::Sender, mut close: oneshot::Receiver<()>) {
+async fn copy_stdin(
+    mut from: pipe::Receiver,
+    mut to: pipe::Sender,
+    mut close: oneshot::Receiver<()>,
+) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         let n = tokio::select! {
@@ -235,7 +268,11 @@ fn make_async_writer(file: File) -> io::Result<AsyncOut> {
     }
 }
 
-async fn copy_to_master(mut from: pipe::Receiver, master: Arc<AsyncFd<OwnedFd>>, mut close: oneshot::Receiver<()>) {
+async fn copy_to_master(
+    mut from: pipe::Receiver,
+    master: Arc<AsyncFd<OwnedFd>>,
+    mut close: oneshot::Receiver<()>,
+) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         let n = tokio::select! {
@@ -251,7 +288,8 @@ async fn copy_to_master(mut from: pipe::Receiver, master: Arc<AsyncFd<OwnedFd>>,
                 _ = &mut close => return,
                 guard = master.writable() => match guard { Ok(g) => g, Err(_) => return },
             };
-            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from)) {
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from))
+            {
                 Ok(Ok(written)) => data = &data[written..],
                 Ok(Err(_)) => return,
                 Err(_would_block) => continue,
@@ -273,7 +311,9 @@ async fn copy_from_master(master: Arc<AsyncFd<OwnedFd>>, to: Option<File>, limit
     let mut copied = 0u64;
     let mut buf = vec![0u8; 32 * 1024];
     loop {
-        let Ok(mut guard) = master.readable().await else { break };
+        let Ok(mut guard) = master.readable().await else {
+            break;
+        };
         let n = match guard.try_io(|fd| {
             nix::unistd::read(fd.get_ref().as_raw_fd(), &mut buf).map_err(io::Error::from)
         }) {
