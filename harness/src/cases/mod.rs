@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod names;
 pub mod shutdown;
 pub mod util;
+pub mod wait;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Level {
@@ -106,6 +107,7 @@ pub fn catalogue() -> Vec<Case> {
     all.extend(lifecycle::cases());
     all.extend(exec::cases());
     all.extend(kill::cases());
+    all.extend(wait::cases());
     all.extend(delete::cases());
     all.extend(io::cases());
     all.extend(events::cases());
@@ -138,7 +140,7 @@ pub fn expect_code<T: std::fmt::Debug>(result: Result<T, RpcError>, code: Code, 
             code_name(got)
         ))),
         Err(other) => Err(fail(format!("{what}: expected status {}, got {other}", code_name(code)))),
-        Ok(reply) => Err(fail(format!("{what}: expected status {}, but the call succeeded: {reply:?}", code_name(code)))),
+        Ok(reply) => Err(fail(format!("{what}: expected status {}, but the call succeeded: {}", code_name(code), brief(&reply)))),
     }
 }
 
@@ -147,7 +149,19 @@ pub fn expect_refused<T: std::fmt::Debug>(result: Result<T, RpcError>, what: &st
     match result {
         Err(RpcError::Status { code, .. }) => Ok(code),
         Err(other) => Err(fail(format!("{what}: expected a refusal, got {other}"))),
-        Ok(reply) => Err(fail(format!("{what}: expected a refusal, but the call succeeded: {reply:?}"))),
+        Ok(reply) => Err(fail(format!("{what}: expected a refusal, but the call succeeded: {}", brief(&reply)))),
+    }
+}
+
+/// A reply for a failure message: its Debug form without protobuf bookkeeping fields.
+pub fn brief<T: std::fmt::Debug>(reply: &T) -> String {
+    let text = format!("{reply:?}")
+        .replace(", special_fields: SpecialFields { unknown_fields: UnknownFields { fields: None }, cached_size: CachedSize { size: 0 } }", "")
+        .replace(" special_fields: SpecialFields { unknown_fields: UnknownFields { fields: None }, cached_size: CachedSize { size: 0 } }", "");
+    if text.chars().count() > 300 {
+        format!("{}...", text.chars().take(300).collect::<String>())
+    } else {
+        text
     }
 }
 
