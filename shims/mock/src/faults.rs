@@ -5,6 +5,9 @@ use std::collections::{BTreeSet, HashMap};
 pub const FAULTS_ANNOTATION: &str = "io.shimcompat.mock.faults";
 /// Not a fault: RPC names (e.g. `Pause,Checkpoint`) the mock answers with Unimplemented, as a shim without that
 /// optional feature would. Lets cases about optional features and the Unimplemented code run against the mock.
+/// Faults for binary-level actions that read no bundle (`-v`); also added to the start-time faults of `start`,
+/// `delete` and the server (which inherit the environment).
+pub const FAULTS_ENV: &str = "SHIMCOMPAT_MOCK_FAULTS";
 pub const UNIMPLEMENTED_ANNOTATION: &str = "io.shimcompat.mock.unimplemented";
 
 macro_rules! faults {
@@ -85,6 +88,7 @@ faults! {
     StatsGarbage = "stats-garbage",
     UpdateFails = "update-fails",
     CheckpointEmpty = "checkpoint-empty",
+    VersionFails = "version-fails",
 }
 
 /// A set of faults (a bit per fault; the catalogue is well under 128 entries).
@@ -130,6 +134,14 @@ impl Faults {
             .split(',')
             .filter_map(|name| Fault::from_name(name.trim()))
             .fold(Faults::default(), Faults::with)
+    }
+
+    /// Faults named in SHIMCOMPAT_MOCK_FAULTS. Unknown names are ignored (there is no request to fail), so a
+    /// typo shows up as a fault with no effect rather than as a spurious failure.
+    pub fn from_env() -> Faults {
+        std::env::var(FAULTS_ENV)
+            .map(|v| Faults::parse_lenient(&v))
+            .unwrap_or_default()
     }
 
     pub fn from_annotations(

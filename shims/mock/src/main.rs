@@ -44,7 +44,7 @@ struct MockShim {
 /// Faults named in ./config.json (the bundle `start` and the server run in); unknown names are left for Create
 /// to report.
 fn cwd_faults() -> (Faults, BTreeSet<String>) {
-    match load_spec(Path::new(".")) {
+    let (faults, unimplemented) = match load_spec(Path::new(".")) {
         Ok(spec) => {
             let annotations = spec.annotations().as_ref();
             let faults = annotations
@@ -54,7 +54,8 @@ fn cwd_faults() -> (Faults, BTreeSet<String>) {
             (faults, unimplemented_rpcs(annotations))
         }
         Err(_) => (Faults::default(), BTreeSet::new()),
-    }
+    };
+    (faults.union(Faults::from_env()), unimplemented)
 }
 
 #[async_trait]
@@ -85,7 +86,8 @@ impl Shim for MockShim {
         let faults = annotations
             .get(FAULTS_ANNOTATION)
             .map(|v| Faults::parse_lenient(v))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .union(Faults::from_env());
         let mut grouping = GROUP_LABELS
             .iter()
             .find_map(|label| annotations.get(*label).filter(|v| !v.is_empty()).cloned())
@@ -109,7 +111,8 @@ impl Shim for MockShim {
                     .get(FAULTS_ANNOTATION)
                     .map(|v| Faults::parse_lenient(v))
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .union(Faults::from_env());
         if faults.has(Fault::DeleteActionGarbage) {
             let mut stdout = std::io::stdout();
             let _ = stdout.write_all(b"\xff\xff\xff\xffmock: this is not a DeleteResponse\n");
@@ -256,6 +259,10 @@ async fn main() {
     record_invocation(&args);
     // The crate parses -v/-version but does nothing with them.
     if containerd_shim::parse(args.get(1..).unwrap_or_default()).is_ok_and(|f| f.version) {
+        if Faults::from_env().has(Fault::VersionFails) {
+            eprintln!("mock: version-fails");
+            std::process::exit(1);
+        }
         println!(
             "{}: runtime {RUNTIME_ID}, version {} (shimcompat mock, containerd-shim 0.12)",
             args.first()

@@ -700,6 +700,12 @@ async fn start_groups_and_fails_cleanly() {
     let version = std::process::Command::new(BIN).arg("-v").output().unwrap();
     assert!(version.status.success());
     assert!(String::from_utf8_lossy(&version.stdout).contains("version"));
+    let version = std::process::Command::new(BIN)
+        .arg("-v")
+        .env("SHIMCOMPAT_MOCK_FAULTS", "version-fails")
+        .output()
+        .unwrap();
+    assert!(!version.status.success(), "version-fails");
 }
 
 #[tokio::test(flavor = "multi_thread")]
