@@ -15,6 +15,7 @@ pub mod exec;
 pub mod io;
 pub mod kill;
 pub mod lifecycle;
+pub mod pause;
 pub mod names;
 pub mod shutdown;
 pub mod util;
@@ -110,6 +111,7 @@ pub fn catalogue() -> Vec<Case> {
     all.extend(wait::cases());
     all.extend(delete::cases());
     all.extend(io::cases());
+    all.extend(pause::cases());
     all.extend(events::cases());
     all.extend(shutdown::cases());
     all.extend(names::cases());
