@@ -10,6 +10,7 @@ use crate::context::Ctx;
 use crate::shim::task::{code_name, RpcError};
 
 pub mod delete;
+pub mod errors;
 pub mod events;
 pub mod exec;
 pub mod io;
@@ -112,6 +113,7 @@ pub fn catalogue() -> Vec<Case> {
     all.extend(delete::cases());
     all.extend(io::cases());
     all.extend(pause::cases());
+    all.extend(errors::cases());
     all.extend(events::cases());
     all.extend(shutdown::cases());
     all.extend(names::cases());
