@@ -23,6 +23,9 @@ pub const FAULT_ANNOTATION: &str = "io.shimcompat.mock.faults";
 /// The same faults for binary-level actions that read no bundle (`-v`), passed in the environment.
 pub const MOCK_FAULTS_ENV: &str = "SHIMCOMPAT_MOCK_FAULTS";
 
+/// Set when the run is interrupted: no new shim is launched after it.
+pub static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// One run's shared state: created once, torn down once.
 pub struct RunEnv {
     pub workdir: PathBuf,
@@ -34,6 +37,9 @@ pub struct RunEnv {
     pub nonce: String,
     pub keep: bool,
     counter: AtomicU64,
+    /// Every shim socket of the run (shims that ignore socket_dir put theirs in /run/containerd/s), so that an
+    /// interrupted run can remove them.
+    pub shim_sockets: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +67,16 @@ impl RunEnv {
         }
         let rootfs = workdir.join("rootfs");
         bundle::prepare_rootfs(&rootfs)?;
-        Ok(RunEnv { workdir, sockets, rootfs, namespace: "shimcompat".into(), nonce, keep, counter: AtomicU64::new(0) })
+        Ok(RunEnv {
+            workdir,
+            sockets,
+            rootfs,
+            namespace: "shimcompat".into(),
+            nonce,
+            keep,
+            counter: AtomicU64::new(0),
+            shim_sockets: Default::default(),
+        })
     }
 
     pub fn next(&self) -> u64 {
@@ -74,6 +89,9 @@ impl RunEnv {
     }
 
     pub fn cleanup(&self) {
+        for socket in self.shim_sockets.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = std::fs::remove_file(socket);
+        }
         let _ = std::fs::remove_dir_all(&self.sockets);
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.workdir);
@@ -257,6 +275,9 @@ impl Ctx {
     }
 
     pub async fn launch_with_id(&mut self, id: &str, config: &ContainerConfig) -> Result<Arc<Shim>, CaseError> {
+        if STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(fail("the run was interrupted"));
+        }
         let bundle = self.bundle(id, config)?;
         self.track(&bundle.dir, id);
         let events_path = self.env.sockets.join("e").join(format!("{}.sock", self.env.next()));
@@ -310,6 +331,7 @@ impl Ctx {
             }
         };
         if let Some(socket) = launch::socket_path(&reply.address) {
+            self.env.shim_sockets.lock().unwrap_or_else(|p| p.into_inner()).push(socket.clone());
             self.probe.sockets.push(socket);
         }
         let shim = Arc::new(Shim {

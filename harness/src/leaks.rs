@@ -20,7 +20,15 @@ pub struct Probe {
 
 /// Live processes carrying `marker` in their environment.
 pub fn marked_processes(marker: &str) -> Vec<u32> {
-    let needle = format!("{MARKER_VAR}={marker}");
+    marked_where(&format!("{MARKER_VAR}={marker}"), false)
+}
+
+/// Live processes of a whole run (markers are `<run nonce>-<n>`).
+pub fn run_processes(nonce: &str) -> Vec<u32> {
+    marked_where(&format!("{MARKER_VAR}={nonce}-"), true)
+}
+
+fn marked_where(needle: &str, prefix: bool) -> Vec<u32> {
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
@@ -28,7 +36,9 @@ pub fn marked_processes(marker: &str) -> Vec<u32> {
         .filter(|pid| *pid != me)
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                .map(|env| {
+                    env.split(|b| *b == 0).any(|kv| if prefix { kv.starts_with(needle.as_bytes()) } else { kv == needle.as_bytes() })
+                })
                 .unwrap_or(false)
         })
         .filter(|pid| crate::shim::instance::pid_alive(*pid))

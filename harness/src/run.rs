@@ -122,6 +122,7 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
     // Shims daemonize (their `start` exits and the server is orphaned); as a subreaper the harness inherits and
     // reaps them, as init would under containerd, so a run leaves no zombies behind.
     crate::shim::instance::become_subreaper();
+    install_interrupt_cleanup(env.clone());
     let format = args.format();
     if !silent {
         println!("\nrunning {} tests", trials.len());
@@ -137,6 +138,9 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
             let (queue, results, plans, catalogue, env, console) =
                 (queue.clone(), results.clone(), plans.clone(), catalogue.clone(), env.clone(), console.clone());
             scope.spawn(move || loop {
+                if crate::context::STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
                 let Some(trial) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else { break };
                 let case = &catalogue[trial.case_index];
                 let result = run_trial(&trial.name, case, &plans[trial.planned], &env);
@@ -147,6 +151,12 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
             });
         }
     });
+    if crate::context::STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+        // Interrupted: the cleanup thread removes everything and exits the process.
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
     // Whatever is still running from this run's bundles is a teardown hole: end it and say so.
     let stragglers = crate::shim::instance::processes_in(&[env.workdir.clone()]);
     let mut killed = Vec::new();
@@ -236,6 +246,39 @@ fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> Outcome {
         (Outcome::Fail { message }, Some(waiver)) => Outcome::Waived { reason: waiver.reason.clone(), message },
         (outcome, _) => outcome,
     }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP the run stops at once but leaves nothing behind: every process of the run (found by
+/// its marker) is killed and the work and socket directories are removed, then the harness exits 130.
+fn install_interrupt_cleanup(env: Arc<RunEnv>) {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    // Blocked here, before the trial threads exist, so that only the waiting thread receives them.
+    if signals.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        let Ok(signal) = signals.wait() else { return };
+        eprintln!("\nshimcompat: {signal:?}: stopping; killing this run's shims and containers");
+        crate::context::STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Trials in flight may still be starting a shim: sweep until two scans in a row find nothing.
+        let mut quiet = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while quiet < 3 && Instant::now() < deadline {
+            let found = crate::leaks::run_processes(&env.nonce);
+            quiet = if found.is_empty() { quiet + 1 } else { 0 };
+            for pid in found {
+                crate::shim::instance::kill_pid(pid);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        env.cleanup();
+        crate::leaks::remove_cgroup_parents();
+        std::process::exit(130);
+    });
 }
 
 /// What teardown had to force, and what is still there after it.

@@ -278,36 +278,70 @@ fn main() {
         let _ = std::fs::write(path, text);
     }
 
-    suite.check("real::go_runc_v2_shim_passes", |base| {
-        if !nix::unistd::geteuid().is_root() {
-            return Verdict::Skip("needs root (the runc shim creates namespaces and cgroups)".into());
-        }
-        for binary in ["containerd-shim-runc-v2", "runc"] {
-            if shimcompat::host::which(binary).is_none() {
-                return Verdict::Skip(format!("{binary} not on PATH (apt-get install -y containerd runc)"));
+    // Every real candidate installed here runs the whole catalogue and must reproduce its committed baseline
+    // (outcomes, not timings): a change is either a regression or a baseline to regenerate (`shimcompat baseline`).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let candidates = Candidate::load_dir(&root.join("shims/candidates")).unwrap_or_default();
+    for candidate in candidates.into_iter().filter(|c| c.runtime.as_deref() != Some(MOCK_RUNTIME)) {
+        let name = candidate.name.clone();
+        suite.check(&format!("real::{name}_matches_baseline"), |base| {
+            if !nix::unistd::geteuid().is_root() {
+                return Verdict::Skip("needs root (real shims create namespaces and cgroups)".into());
             }
-        }
-        let candidate = match Candidate::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../shims/candidates/runc-v2.toml")) {
-            Ok(candidate) => candidate,
-            Err(_) => Candidate::for_runtime("io.containerd.runc.v2"),
-        };
-        let plan = select::plan(candidate, None);
-        if let Planned::Unavailable { reason, .. } = &plan {
-            return Verdict::Skip(reason.clone());
-        }
-        match run_quiet(plan, Vec::new(), false, base) {
-            Err(e) => Verdict::Fail(e),
-            Ok(report) => {
-                let failures: Vec<String> =
-                    not_passed(&report).into_iter().filter(|line| line.contains(" FAILED: ")).collect();
-                if failures.is_empty() && report.stragglers.is_empty() {
-                    Verdict::Pass
-                } else {
-                    Verdict::Fail(format!("{}\nstragglers: {:?}", failures.join("\n    "), report.stragglers))
-                }
+            let plan = select::plan(candidate, None);
+            if let Planned::Unavailable { reason, .. } = &plan {
+                return Verdict::Skip(reason.clone());
             }
-        }
-    });
+            let baseline_path = root.join(format!("results/baselines/{name}.json"));
+            let baseline = match shimcompat::report::baseline::load(&baseline_path) {
+                Ok(baseline) => baseline,
+                Err(e) => return Verdict::Fail(format!("no committed baseline ({e}); run `shimcompat baseline`")),
+            };
+            let report = match run_quiet(plan, Vec::new(), false, base) {
+                Ok(report) => report,
+                Err(e) => return Verdict::Fail(e),
+            };
+            let outcomes: Vec<shimcompat::report::baseline::CaseOutcome> = report
+                .results
+                .iter()
+                .map(|r| {
+                    let (word, detail) = shimcompat::report::baseline::outcome_word(&r.outcome);
+                    shimcompat::report::baseline::CaseOutcome {
+                        case: r.case.clone(),
+                        area: r.area.clone(),
+                        level: r.level,
+                        outcome: word.into(),
+                        detail,
+                    }
+                })
+                .collect();
+            let changes = shimcompat::report::baseline::compare(&baseline.outcomes, &outcomes);
+            if changes.is_empty() && report.stragglers.is_empty() {
+                return Verdict::Pass;
+            }
+            let lines: Vec<String> = changes
+                .iter()
+                .map(|change| {
+                    let detail = report
+                        .results
+                        .iter()
+                        .find(|r| r.case == change.case)
+                        .map(|r| match &r.outcome {
+                            Outcome::Fail { message } => format!("\n        {}", first_lines(message, 6)),
+                            _ => String::new(),
+                        })
+                        .unwrap_or_default();
+                    format!("{change}{detail}")
+                })
+                .collect();
+            Verdict::Fail(format!(
+                "outcomes differ from {}:\n    {}\nstragglers: {:?}",
+                baseline_path.display(),
+                lines.join("\n    "),
+                report.stragglers
+            ))
+        });
+    }
 
     suite.check("hygiene::nothing_left_running", |base| {
         let left = leftovers(base);
