@@ -9,6 +9,9 @@ use containerd_shim_protos::ttrpc::Code;
 use crate::context::Ctx;
 use crate::shim::task::{code_name, RpcError};
 
+pub mod checkpoint;
+pub mod cli;
+pub mod concurrency;
 pub mod delete;
 pub mod errors;
 pub mod events;
@@ -16,9 +19,12 @@ pub mod exec;
 pub mod io;
 pub mod kill;
 pub mod lifecycle;
-pub mod pause;
 pub mod names;
+pub mod pause;
+pub mod reconnect;
 pub mod shutdown;
+pub mod stats;
+pub mod update;
 pub mod util;
 pub mod wait;
 
@@ -116,6 +122,12 @@ pub fn catalogue() -> Vec<Case> {
     all.extend(errors::cases());
     all.extend(events::cases());
     all.extend(shutdown::cases());
+    all.extend(cli::cases());
+    all.extend(reconnect::cases());
+    all.extend(concurrency::cases());
+    all.extend(stats::cases());
+    all.extend(update::cases());
+    all.extend(checkpoint::cases());
     all.extend(names::cases());
     all
 }

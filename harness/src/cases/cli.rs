@@ -1,0 +1,172 @@
+//! The shim binary's own commands, as containerd runs them: `start` (grouping: the same group reuses the running
+//! shim), `delete` (cleanup after a shim that died), and `start` on a bundle it cannot use.
+use std::sync::Arc;
+use std::time::Duration;
+
+use containerd_shim_protos::api::DeleteResponse;
+
+use super::util::{is_process, poll_until, started, wait_exit};
+use super::{fail, Case, CaseError, CaseResult};
+use crate::bundle::{ContainerConfig, IoSpec};
+use crate::context::{deadline, Ctx, Task};
+use crate::shim::events::EventSink;
+use crate::shim::instance::{kill_pid, processes_in, wait_gone, Shim};
+use crate::shim::launch::{self, LaunchError};
+use crate::{case, ensure};
+
+/// The runc shim's grouping annotation (cmd/containerd-shim-runc-v2/manager groupLabels).
+const GROUP_ANNOTATION: &str = "io.containerd.runc.v2.group";
+
+pub fn cases() -> Vec<Case> {
+    vec![
+        case!("cli::start_same_group_same_address", Should, ["cli", "grouping"],
+            breaks_with: "start-new-address",
+            ref: "runc shim manager StartShim: a live socket for the group is reused (`start` prints its address); CRI groups a pod's containers this way",
+            "a second `start` for another container of the same group prints the running shim's address, and that shim then runs the second container",
+            start_same_group_same_address),
+        case!("cli::delete_after_sigkill_answers", Must, ["cli"],
+            breaks_with: "delete-action-garbage",
+            ref: "runtime-v2.md `delete`; containerd cleanupAfterDeadShim publishes /tasks/exit from the DeleteResponse the `delete` action prints",
+            "after the shim was SIGKILLed, `<shim> -bundle B delete` prints a DeleteResponse: exit status 137, an exited_at, and the init pid (or 0)",
+            delete_after_sigkill_answers),
+        case!("cli::delete_after_sigkill_cleans_up", Must, ["cli"],
+            breaks_with: "delete-action-leaves-process",
+            ref: "runtime-v2.md `delete`: cleans up the container of a dead shim (runc shim: runc delete --force); nothing else would",
+            "after the shim was SIGKILLed, the `delete` action leaves no container process running",
+            delete_after_sigkill_cleans_up),
+        case!("cli::start_broken_bundle_fails_cleanly", Should, ["cli"],
+            breaks_with: "start-accepts-broken-bundle",
+            ref: "runc shim `start` reads config.json (readSpec) and fails without spawning a server; containerd reports the start error",
+            "`start` in a bundle whose config.json does not parse exits non-zero within the deadline, prints no address and leaves no process",
+            start_broken_bundle_fails_cleanly),
+    ]
+}
+
+async fn start_same_group_same_address(ctx: &mut Ctx) -> CaseResult {
+    let group = format!("group-{}", ctx.new_id());
+    let shim = ctx.launch(&ContainerConfig::new(&["forever"]).annotation(GROUP_ANNOTATION, &group)).await?;
+    let first = ctx.create(&shim, IoSpec::NULL).await?;
+    shim.task.start(&first.id, "").await?;
+
+    let second_id = ctx.new_id();
+    let bundle = ctx.bundle(&second_id, &ContainerConfig::new(&["exit", "5"]).annotation(GROUP_ANNOTATION, &group))?;
+    ctx.track(&bundle.dir, &second_id);
+    let second_dir = bundle.dir.clone();
+    // The shim owns the bundle from here: teardown removes it and stops anything running in it.
+    shim.bundles.lock().unwrap_or_else(|p| p.into_inner()).push(bundle);
+    let spec = ctx.launch_spec(&second_id, &second_dir, &shim.launch.ttrpc_address);
+    let reply = launch::start(&spec).await.map_err(|e| fail(format!("the second `start` (same group) failed: {e}")))?;
+    if reply.address != shim.reply.address {
+        // A second shim is serving: stop it before failing.
+        let killed: Vec<String> = processes_in(std::slice::from_ref(&second_dir)).into_iter().filter_map(kill_pid).collect();
+        if let Some(path) = launch::socket_path(&reply.address) {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(fail(format!(
+            "the second `start` for group {group:?} printed {:?}, but the group's shim serves {:?} (killed the new shim: {killed:?})",
+            reply.address, shim.reply.address
+        )));
+    }
+    let second = ctx.create_in(&shim, &second_id, &second_dir, IoSpec::NULL).await?;
+    shim.task.start(&second.id, "").await?;
+    let waited = wait_exit(ctx, &shim, &second.id, "").await?;
+    ensure!(waited.exit_status == 5, "the grouped container exited 5; Wait says {}", waited.exit_status);
+    let state = shim.task.state(&first.id, "").await?;
+    super::util::expect_status(&state, containerd_shim_protos::types::task::Status::RUNNING, "the group's first container")
+}
+
+/// Starts a task, SIGKILLs its shim, and runs the `delete` action as containerd does for a shim it lost.
+async fn sigkill_then_delete(ctx: &mut Ctx) -> Result<(Arc<Shim>, Task, Result<DeleteResponse, LaunchError>), CaseError> {
+    let (shim, task) = started(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
+    let pid = shim.shim_pid();
+    ensure!(is_process(pid), "the shim pid {pid} from Connect is not a live process");
+    kill_pid(pid);
+    ensure!(wait_gone(pid, ctx.timeout(deadline::TEARDOWN)).await, "the shim pid {pid} survived SIGKILL");
+    shim.note_deleted(&task.id);
+    let response = launch::delete_action(&shim.launch).await;
+    // containerd removes what a dead shim left; the socket file is no part of what these cases check.
+    if let Some(path) = launch::socket_path(&shim.reply.address) {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok((shim, task, response))
+}
+
+async fn delete_after_sigkill_answers(ctx: &mut Ctx) -> CaseResult {
+    let (_shim, task, response) = sigkill_then_delete(ctx).await?;
+    let response = response.map_err(|e| fail(format!("`delete` after the shim died: {e}")))?;
+    ensure!(
+        response.exit_status == 137,
+        "`delete` killed the container of a dead shim; its DeleteResponse says exit_status {}, expected 137 (128+SIGKILL)",
+        response.exit_status
+    );
+    ensure!(response.exited_at.as_ref().map(|t| t.seconds).unwrap_or(0) > 0, "`delete`'s DeleteResponse has no exited_at");
+    ensure!(
+        response.pid == task.pid || response.pid == 0,
+        "`delete`'s DeleteResponse names pid {}; the init pid was {} (0 is allowed: Kata reports none)",
+        response.pid,
+        task.pid
+    );
+    Ok(())
+}
+
+async fn delete_after_sigkill_cleans_up(ctx: &mut Ctx) -> CaseResult {
+    let (_shim, task, response) = sigkill_then_delete(ctx).await?;
+    let gone = poll_until(ctx.timeout(deadline::EXIT), || !is_process(task.pid)).await;
+    if !gone {
+        // Nobody else will stop it: the shim is dead.
+        kill_pid(task.pid);
+        return Err(fail(format!(
+            "after `delete` ({}), the container's init pid {} was still running {:?} later (the harness killed it)",
+            match &response {
+                Ok(r) => format!("answered exit_status {}", r.exit_status),
+                Err(e) => format!("failed: {e}"),
+            },
+            task.pid,
+            ctx.timeout(deadline::EXIT)
+        )));
+    }
+    response.map_err(|e| fail(format!("`delete` after the shim died: {e}")))?;
+    Ok(())
+}
+
+async fn start_broken_bundle_fails_cleanly(ctx: &mut Ctx) -> CaseResult {
+    let id = ctx.new_id();
+    let mut bundle = ctx.bundle(&id, &ContainerConfig::new(&["forever"]))?;
+    ctx.track(&bundle.dir, &id);
+    // Not JSON from its first byte (a decoder that stops after one value must fail too), though the annotations
+    // are still there to read for a mock that fakes acceptance.
+    let config = bundle.dir.join("config.json");
+    let text = std::fs::read_to_string(&config).map_err(|e| fail(format!("reading {}: {e}", config.display())))?;
+    std::fs::write(&config, format!("!{text}")).map_err(|e| fail(format!("writing {}: {e}", config.display())))?;
+    let events_path = ctx.env.sockets.join("e").join(format!("{}.sock", ctx.env.next()));
+    let events = EventSink::serve(&events_path).await.map_err(|e| fail(format!("starting the events server: {e}")))?;
+    let spec = ctx.launch_spec(&id, &bundle.dir, &events_path);
+    let started = launch::start(&spec).await;
+    let outcome = check_broken_start(ctx, &bundle.dir, started).await;
+    events.stop().await;
+    bundle.remove();
+    outcome
+}
+
+async fn check_broken_start(ctx: &Ctx, dir: &std::path::Path, started: Result<launch::StartReply, LaunchError>) -> CaseResult {
+    let dirs = [dir.to_path_buf()];
+    // A `start` that failed may still have a child going away; give it a moment, then insist.
+    let quiet = poll_until(ctx.timeout(Duration::from_secs(1)), || processes_in(&dirs).is_empty()).await;
+    let killed: Vec<String> = processes_in(&dirs).into_iter().filter_map(kill_pid).collect();
+    match started {
+        Ok(reply) => {
+            if let Some(path) = launch::socket_path(&reply.address) {
+                let _ = std::fs::remove_file(path);
+            }
+            Err(fail(format!(
+                "`start` with an unparseable config.json succeeded and printed {:?} (processes killed afterwards: {killed:?})",
+                reply.address
+            )))
+        }
+        Err(LaunchError::StartFailed { .. }) => {
+            ensure!(quiet, "`start` failed as it should, but left processes running in the bundle: {killed:?}");
+            Ok(())
+        }
+        Err(other) => Err(fail(format!("`start` with an unparseable config.json should exit non-zero at once; instead: {other}"))),
+    }
+}

@@ -1,0 +1,88 @@
+//! Reconnect: containerd restarts and connects again to the shims it finds; the shim must have kept serving.
+use containerd_shim_protos::types::task::Status;
+
+use super::util::{drop_connections, expect_status, is_process, poll_until, read_until, stamp, started, HOLD};
+use super::{fail, Case, CaseError, CaseResult};
+use crate::bundle::{ContainerConfig, IoSpec};
+use crate::context::{deadline, Ctx, Task};
+use crate::shim::instance::Shim;
+use crate::shim::task::TaskClient;
+use crate::{case, ensure};
+
+pub fn cases() -> Vec<Case> {
+    vec![
+        case!("reconnect::task_intact", Must, [],
+            breaks_with: "exit-on-disconnect",
+            ref: "runtime-v2.md: shims outlive containerd; on restart containerd reconnects to the address and resumes (core/runtime/v2 loadShims)",
+            "after the client's connection is dropped, a new connection to the same address finds the shim and its running task unchanged",
+            task_intact),
+        case!("reconnect::exit_while_disconnected", Must, [],
+            breaks_with: "exit-on-disconnect",
+            ref: "containerd reconnecting after a restart learns of exits it missed through State and Wait (the events went to the old containerd)",
+            "a task that exits while no client is connected is reported STOPPED with its status by State and Wait on a new connection",
+            exit_while_disconnected),
+    ]
+}
+
+/// Drops the harness's connection to the shim, checks the shim stays up, and connects again.
+async fn reconnect(ctx: &Ctx, shim: &Shim) -> Result<TaskClient, CaseError> {
+    let dropped = drop_connections(&shim.reply.address);
+    ensure!(dropped > 0, "harness: found no connection to {} to drop", shim.reply.address);
+    let pid = shim.shim_pid();
+    let died = poll_until(HOLD, || !is_process(pid)).await;
+    ensure!(!died, "the shim (pid {pid}) exited when its client disconnected; containerd could not reconnect after a restart");
+    let client = TaskClient::connect(&shim.reply.address, shim.reply.api, &ctx.env.namespace, ctx.timeout(deadline::RPC))
+        .await
+        .map_err(|e| fail(format!("connecting again to {}: {e}", shim.reply.address)))?;
+    let connect = client.connect_rpc(shim.id()).await?;
+    ensure!(connect.shim_pid == pid, "Connect on the new connection says shim_pid {}, before it was {pid}", connect.shim_pid);
+    Ok(client)
+}
+
+/// What teardown would do, over the new connection (teardown's own client is the dropped one).
+async fn finish(ctx: &Ctx, shim: &Shim, client: &TaskClient, task: &Task) -> CaseResult {
+    let _ = client.kill(&task.id, "", libc::SIGKILL as u32, true).await;
+    client.wait(&task.id, "", ctx.timeout(deadline::EXIT)).await?;
+    client.delete(&task.id, "").await?;
+    shim.note_deleted(&task.id);
+    let _ = client.shutdown(shim.id(), false).await;
+    Ok(())
+}
+
+async fn task_intact(ctx: &mut Ctx) -> CaseResult {
+    let (shim, mut task) = started(ctx, &ContainerConfig::new(&["ready", "forever"]), IoSpec::OUT).await?;
+    read_until(ctx, &mut task.io, "ready\n", "the payload starting").await?;
+    let client = reconnect(ctx, &shim).await?;
+    let connect = client.connect_rpc(&task.id).await?;
+    ensure!(connect.task_pid == task.pid, "Connect on the new connection says task_pid {}, the init is {}", connect.task_pid, task.pid);
+    let state = client.state(&task.id, "").await?;
+    expect_status(&state, Status::RUNNING, "the task seen through the new connection")?;
+    ensure!(state.pid == task.pid, "State through the new connection says pid {}, the init is {}", state.pid, task.pid);
+    ensure!(is_process(task.pid), "the init pid {} is gone after the reconnect", task.pid);
+    finish(ctx, &shim, &client, &task).await
+}
+
+async fn exit_while_disconnected(ctx: &mut Ctx) -> CaseResult {
+    let (shim, mut task) = started(ctx, &ContainerConfig::new(&["ready", "forever"]), IoSpec::OUT).await?;
+    read_until(ctx, &mut task.io, "ready\n", "the payload starting").await?;
+    let dropped = drop_connections(&shim.reply.address);
+    ensure!(dropped > 0, "harness: found no connection to {} to drop", shim.reply.address);
+    // The container dies while nobody listens (as an OOM kill would).
+    crate::shim::instance::kill_pid(task.pid);
+    ensure!(poll_until(ctx.timeout(deadline::EXIT), || !is_process(task.pid)).await, "the init pid {} survived SIGKILL", task.pid);
+    let client = reconnect(ctx, &shim).await?;
+    let deadline = tokio::time::Instant::now() + ctx.timeout(deadline::EXIT);
+    let state = loop {
+        let state = client.state(&task.id, "").await?;
+        if state.status.enum_value() == Ok(Status::STOPPED) || tokio::time::Instant::now() >= deadline {
+            break state;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    expect_status(&state, Status::STOPPED, "a task that was SIGKILLed while disconnected")?;
+    ensure!(state.exit_status == 137, "State says exit_status {} for a SIGKILLed init, expected 137", state.exit_status);
+    let waited = client.wait(&task.id, "", ctx.timeout(deadline::RPC)).await?;
+    ensure!(waited.exit_status == 137, "Wait on the new connection says exit_status {}, expected 137", waited.exit_status);
+    ensure!(stamp(&waited.exited_at) == stamp(&state.exited_at), "Wait's exited_at {:?} differs from State's {:?}", stamp(&waited.exited_at), stamp(&state.exited_at));
+    finish(ctx, &shim, &client, &task).await
+}
