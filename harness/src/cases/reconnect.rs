@@ -24,10 +24,15 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
-/// Drops the harness's connection to the shim, checks the shim stays up, and connects again.
-async fn reconnect(ctx: &Ctx, shim: &Shim) -> Result<TaskClient, CaseError> {
+/// Drops the harness's connection to the shim (as a restarting containerd does).
+fn disconnect(shim: &Shim) -> CaseResult {
     let dropped = drop_connections(&shim.reply.address);
     ensure!(dropped > 0, "harness: found no connection to {} to drop", shim.reply.address);
+    Ok(())
+}
+
+/// After `disconnect`: checks the shim stays up, and connects again.
+async fn reconnect(ctx: &Ctx, shim: &Shim) -> Result<TaskClient, CaseError> {
     let pid = shim.shim_pid();
     let died = poll_until(HOLD, || !is_process(pid)).await;
     ensure!(!died, "the shim (pid {pid}) exited when its client disconnected; containerd could not reconnect after a restart");
@@ -52,6 +57,7 @@ async fn finish(ctx: &Ctx, shim: &Shim, client: &TaskClient, task: &Task) -> Cas
 async fn task_intact(ctx: &mut Ctx) -> CaseResult {
     let (shim, mut task) = started(ctx, &ContainerConfig::new(&["ready", "forever"]), IoSpec::OUT).await?;
     read_until(ctx, &mut task.io, "ready\n", "the payload starting").await?;
+    disconnect(&shim)?;
     let client = reconnect(ctx, &shim).await?;
     let connect = client.connect_rpc(&task.id).await?;
     ensure!(connect.task_pid == task.pid, "Connect on the new connection says task_pid {}, the init is {}", connect.task_pid, task.pid);
@@ -65,8 +71,7 @@ async fn task_intact(ctx: &mut Ctx) -> CaseResult {
 async fn exit_while_disconnected(ctx: &mut Ctx) -> CaseResult {
     let (shim, mut task) = started(ctx, &ContainerConfig::new(&["ready", "forever"]), IoSpec::OUT).await?;
     read_until(ctx, &mut task.io, "ready\n", "the payload starting").await?;
-    let dropped = drop_connections(&shim.reply.address);
-    ensure!(dropped > 0, "harness: found no connection to {} to drop", shim.reply.address);
+    disconnect(&shim)?;
     // The container dies while nobody listens (as an OOM kill would).
     crate::shim::instance::kill_pid(task.pid);
     ensure!(poll_until(ctx.timeout(deadline::EXIT), || !is_process(task.pid)).await, "the init pid {} survived SIGKILL", task.pid);
