@@ -5,8 +5,7 @@ use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim::oci::CheckpointOptions;
 use containerd_shim_protos::types::task::Status;
 
-use super::stats::unimplemented_skip;
-use super::util::{expect_status, started};
+use super::util::{expect_status, started, unimplemented_skip};
 use super::{fail, Case, CaseError, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::Ctx;

@@ -2,13 +2,11 @@
 use containerd_shim_protos::cgroups::metrics::Metrics as MetricsV1;
 use containerd_shim_protos::cgroups_v2::metrics::Metrics as MetricsV2;
 use containerd_shim_protos::protobuf::Message;
-use containerd_shim_protos::ttrpc::Code;
 
-use super::util::started;
-use super::{fail, Case, CaseError, CaseResult};
+use super::util::{started, unimplemented_skip};
+use super::{fail, Case, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::Ctx;
-use crate::shim::task::RpcError;
 use crate::{case, ensure};
 
 pub fn cases() -> Vec<Case> {
@@ -17,11 +15,6 @@ pub fn cases() -> Vec<Case> {
         ref: "task.proto StatsResponse.stats: an Any of io.containerd.cgroups.v1.Metrics or io.containerd.cgroups.v2.Metrics (containerd decodes it by type URL)",
         "Stats of a running task returns cgroup Metrics of a type containerd knows, which decode and count the task's processes",
         returns_metrics)]
-}
-
-/// The skip an optional RPC earns when the shim says it does not implement it.
-pub fn unimplemented_skip(method: &str, error: &RpcError) -> Option<CaseError> {
-    (error.code() == Some(Code::UNIMPLEMENTED)).then(|| CaseError::Skip(format!("the shim does not implement {method}: {error}")))
 }
 
 async fn returns_metrics(ctx: &mut Ctx) -> CaseResult {

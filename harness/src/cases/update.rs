@@ -4,8 +4,7 @@ use std::path::PathBuf;
 use containerd_shim_protos::api::UpdateTaskRequest;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 
-use super::stats::unimplemented_skip;
-use super::util::started;
+use super::util::{started, unimplemented_skip};
 use super::{Case, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::Ctx;

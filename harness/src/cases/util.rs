@@ -211,3 +211,9 @@ fn peer_name(fd: i32) -> Option<Vec<u8>> {
     }
     Some(bytes)
 }
+
+/// The skip an optional RPC (MAY) earns when the shim answers that it does not implement it.
+pub fn unimplemented_skip(method: &str, error: &crate::shim::task::RpcError) -> Option<CaseError> {
+    (error.code() == Some(containerd_shim_protos::ttrpc::Code::UNIMPLEMENTED))
+        .then(|| CaseError::Skip(format!("the shim does not implement {method}: {error}")))
+}
