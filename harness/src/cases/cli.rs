@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use containerd_shim_protos::api::DeleteResponse;
 
-use super::util::{is_process, poll_until, started, wait_exit};
+use super::util::{carries_marker, is_process, poll_until, started, wait_exit};
 use super::{fail, Case, CaseError, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::{deadline, Ctx, Task};
@@ -79,7 +79,11 @@ async fn start_same_group_same_address(ctx: &mut Ctx) -> CaseResult {
 async fn sigkill_then_delete(ctx: &mut Ctx) -> Result<(Arc<Shim>, Task, Result<DeleteResponse, LaunchError>), CaseError> {
     let (shim, task) = started(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
     let pid = shim.shim_pid();
-    ensure!(is_process(pid), "the shim pid {pid} from Connect is not a live process");
+    ensure!(
+        is_process(pid) && carries_marker(ctx, pid),
+        "Connect's shim_pid {pid} is not a live process launched by this case ({}); not signalling it",
+        crate::shim::instance::cmdline(pid)
+    );
     kill_pid(pid);
     ensure!(wait_gone(pid, ctx.timeout(deadline::TEARDOWN)).await, "the shim pid {pid} survived SIGKILL");
     shim.note_deleted(&task.id);
@@ -114,7 +118,9 @@ async fn delete_after_sigkill_cleans_up(ctx: &mut Ctx) -> CaseResult {
     let gone = poll_until(ctx.timeout(deadline::EXIT), || !is_process(task.pid)).await;
     if !gone {
         // Nobody else will stop it: the shim is dead.
-        kill_pid(task.pid);
+        if carries_marker(ctx, task.pid) {
+            kill_pid(task.pid);
+        }
         return Err(fail(format!(
             "after `delete` ({}), the container's init pid {} was still running {:?} later (the harness killed it)",
             match &response {

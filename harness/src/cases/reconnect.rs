@@ -1,7 +1,7 @@
 //! Reconnect: containerd restarts and connects again to the shims it finds; the shim must have kept serving.
 use containerd_shim_protos::types::task::Status;
 
-use super::util::{drop_connections, expect_status, is_process, poll_until, read_until, stamp, started, HOLD};
+use super::util::{carries_marker, drop_connections, expect_status, is_process, poll_until, read_until, stamp, started, HOLD};
 use super::{fail, Case, CaseError, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::{deadline, Ctx, Task};
@@ -73,6 +73,12 @@ async fn exit_while_disconnected(ctx: &mut Ctx) -> CaseResult {
     read_until(ctx, &mut task.io, "ready\n", "the payload starting").await?;
     disconnect(&shim)?;
     // The container dies while nobody listens (as an OOM kill would).
+    ensure!(
+        carries_marker(ctx, task.pid),
+        "Create's pid {} is not a process of this case's container ({}); not signalling it",
+        task.pid,
+        crate::shim::instance::cmdline(task.pid)
+    );
     crate::shim::instance::kill_pid(task.pid);
     ensure!(poll_until(ctx.timeout(deadline::EXIT), || !is_process(task.pid)).await, "the init pid {} survived SIGKILL", task.pid);
     let client = reconnect(ctx, &shim).await?;

@@ -217,3 +217,13 @@ pub fn unimplemented_skip(method: &str, error: &crate::shim::task::RpcError) -> 
     (error.code() == Some(containerd_shim_protos::ttrpc::Code::UNIMPLEMENTED))
         .then(|| CaseError::Skip(format!("the shim does not implement {method}: {error}")))
 }
+
+/// Whether `pid` belongs to this case: every shim it launched and every container process carries the case's marker
+/// in its environment. Checked before the harness signals a pid a shim reported (a wrong pid must never hit a
+/// stranger).
+pub fn carries_marker(ctx: &Ctx, pid: u32) -> bool {
+    let needle = ctx.marker_env();
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        .unwrap_or(false)
+}
