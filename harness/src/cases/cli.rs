@@ -146,7 +146,11 @@ async fn start_broken_bundle_fails_cleanly(ctx: &mut Ctx) -> CaseResult {
     std::fs::write(&config, format!("!{text}")).map_err(|e| fail(format!("writing {}: {e}", config.display())))?;
     let events_path = ctx.env.sockets.join("e").join(format!("{}.sock", ctx.env.next()));
     let events = EventSink::serve(&events_path).await.map_err(|e| fail(format!("starting the events server: {e}")))?;
-    let spec = ctx.launch_spec(&id, &bundle.dir, &events_path);
+    let mut spec = ctx.launch_spec(&id, &bundle.dir, &events_path);
+    // The mock cannot read its faults from a config.json that does not parse: give them in the environment too.
+    if let Some(faults) = &ctx.target.faults {
+        spec.env.push((crate::context::MOCK_FAULTS_ENV.to_string(), faults.clone()));
+    }
     let started = launch::start(&spec).await;
     let outcome = check_broken_start(ctx, &bundle.dir, started).await;
     events.stop().await;
