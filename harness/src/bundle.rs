@@ -121,6 +121,10 @@ impl Bundle {
             .map_err(io_error(format!("chmod {}", dir.display())))?;
         spec.save(dir.join("config.json"))
             .map_err(|source| BundleError::Spec { context: format!("writing {}/config.json", dir.display()), source })?;
+        // containerd links `work` to a per-task directory under its root; the runc shim puts criu's work dir there.
+        let work = parent.join("..").join("work").join(id);
+        std::fs::create_dir_all(&work).map_err(io_error(format!("creating {}", work.display())))?;
+        let _ = std::os::unix::fs::symlink(&work, dir.join("work"));
         let log = dir.join("log");
         nix::unistd::mkfifo(&log, Mode::from_bits_truncate(0o700))
             .map_err(|e| BundleError::Io { context: format!("mkfifo {}", log.display()), source: e.into() })?;
@@ -160,6 +164,9 @@ impl Bundle {
         }
         // rootfs/ is an empty mount point; a shim that left something mounted there is reported by the leak check,
         // and remove_dir_all refuses to cross into it.
+        if let Ok(work) = std::fs::read_link(self.dir.join("work")) {
+            let _ = std::fs::remove_dir_all(work);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -23,7 +23,7 @@ pub fn cases() -> Vec<Case> {
             "what an exec writes to stdout arrives whole through its own stdout fifo, then EOF",
             stdout_through_fifo),
         case!("exec::stdin_through_fifo", Must, ["exec"],
-            breaks_with: "exec-drop-stdout",
+            breaks_with: "closeio-noop",
             ref: "task.proto ExecProcessRequest stdin, CloseIORequest exec_id (docker exec -i closes its fifo, then CloseIO)",
             "an exec's stdin reaches it through its fifo (echoed back by `cat`), and closing the fifo plus CloseIO on the exec ends it",
             stdin_through_fifo),

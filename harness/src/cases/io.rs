@@ -13,7 +13,7 @@ pub fn cases() -> Vec<Case> {
             "what the container writes to stdout arrives whole through the stdout fifo, then EOF",
             stdout_through_fifo),
         case!("io::stdin_closeio_ends_cat", Must, [],
-            breaks_with: "drop-stdout",
+            breaks_with: "closeio-noop",
             ref: "task.proto CloseIORequest.stdin; docker/ctr close their stdin fifo, then call CloseIO (runc shim holds its own writer until CloseIO)",
             "input written to the stdin fifo reaches the init (`cat` echoes it); closing the fifo and CloseIO end its input, so it exits 0",
             stdin_closeio_ends_cat),

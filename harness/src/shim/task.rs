@@ -160,6 +160,8 @@ impl TaskClient {
                 }
                 Err(RpcError::Status { method, code, message: status.message })
             }
+            // The client's own deadline comes back as a local error, not a status.
+            Err(other) if other.to_string().contains("deadline") => Err(RpcError::Timeout { method, timeout }),
             Err(other) => Err(RpcError::Transport { method, detail: other.to_string() }),
         }
     }

@@ -89,6 +89,7 @@ faults! {
     UpdateFails = "update-fails",
     CheckpointEmpty = "checkpoint-empty",
     VersionFails = "version-fails",
+    StartAcceptsBrokenBundle = "start-accepts-broken-bundle",
 }
 
 /// A set of faults (a bit per fault; the catalogue is well under 128 entries).

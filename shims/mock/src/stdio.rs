@@ -68,11 +68,13 @@ fn open_output(path: &str) -> io::Result<File> {
 }
 
 fn open_stdin_fifo(path: &str) -> io::Result<pipe::Receiver> {
+    // Read-write, as the runc shim holds a writer of its own: the caller closing its end is not EOF for the
+    // process; CloseIO is. Non-blocking: the open must not wait for the caller. tokio only takes fifos here.
     let file = OpenOptions::new()
         .read(true)
+        .write(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(strip_scheme(path))?;
-    // Non-blocking open: it must not wait for the caller's writer. tokio only takes fifos here.
     pipe::Receiver::from_file(file)
 }
 
