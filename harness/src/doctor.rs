@@ -69,17 +69,36 @@ pub fn fingerprint() -> HostFingerprint {
 
 /// The first line a binary prints for a version flag (bounded in time).
 pub fn version_of(binary: &Path, flag: &str) -> Option<String> {
-    let mut child = std::process::Command::new(binary)
-        .arg(flag)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .ok()?;
+    let mut command = std::process::Command::new(binary);
+    command.arg(flag).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = crate::reaper::spawn_std(&mut command).ok()?;
+    let pid = child.id();
+    let result = finish_version(&mut child);
+    crate::reaper::release(pid);
+    let output = result?;
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    // Go shims print "<binary>:\n  Version: X\n  Revision: Y"; keep what identifies the build.
+    let useful: Vec<&str> = lines.iter().copied().filter(|l| !l.ends_with(':')).take(2).collect();
+    (!useful.is_empty()).then(|| useful.join("; "))
+}
+
+fn finish_version(child: &mut std::process::Child) -> Option<std::process::Output> {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => {
+                use std::io::Read;
+                let mut stdout = Vec::new();
+                let mut stderr = Vec::new();
+                if let Some(mut pipe) = child.stdout.take() {
+                    let _ = pipe.read_to_end(&mut stdout);
+                }
+                if let Some(mut pipe) = child.stderr.take() {
+                    let _ = pipe.read_to_end(&mut stderr);
+                }
+                return Some(std::process::Output { status, stdout, stderr });
+            }
             Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             _ => {
                 let _ = child.kill();
@@ -88,12 +107,6 @@ pub fn version_of(binary: &Path, flag: &str) -> Option<String> {
             }
         }
     }
-    let output = child.wait_with_output().ok()?;
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    // Go shims print "<binary>:\n  Version: X\n  Revision: Y"; keep what identifies the build.
-    let useful: Vec<&str> = lines.iter().copied().filter(|l| !l.ends_with(':')).take(2).collect();
-    (!useful.is_empty()).then(|| useful.join("; "))
 }
 
 pub fn sha256_of(path: &Path) -> Option<String> {
@@ -131,6 +144,7 @@ pub fn examine(candidates: Vec<Candidate>, work_base: Option<&Path>) -> (HostFin
     let env = RunEnv::create(work_base, false).ok().map(Arc::new);
     if env.is_some() {
         crate::shim::instance::become_subreaper();
+        crate::reaper::start();
     }
     let mut rows = Vec::new();
     for candidate in candidates {

@@ -122,6 +122,7 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
     // Shims daemonize (their `start` exits and the server is orphaned); as a subreaper the harness inherits and
     // reaps them, as init would under containerd, so a run leaves no zombies behind.
     crate::shim::instance::become_subreaper();
+    crate::reaper::start();
     install_interrupt_cleanup(env.clone());
     let format = args.format();
     if !silent {

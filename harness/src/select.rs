@@ -134,15 +134,14 @@ pub fn missing_needs(candidate: &Candidate) -> Option<String> {
         }
     }
     if let Some(probe) = &needs.probe {
-        let ok = std::process::Command::new("sh")
+        let mut command = std::process::Command::new("sh");
+        command
             .arg("-c")
             .arg(probe)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
+            .stderr(std::process::Stdio::null());
+        let ok = crate::reaper::status(&mut command).map(|s| s.success()).unwrap_or(false);
         if !ok {
             return Some(format!("host probe failed: {probe}"));
         }

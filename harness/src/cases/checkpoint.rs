@@ -25,7 +25,9 @@ async fn criu_unusable() -> Option<String> {
     let Some(criu) = crate::host::which("criu") else {
         return Some("CRIU is not installed (runc checkpoints through it)".into());
     };
-    let check = tokio::process::Command::new(&criu).arg("check").kill_on_drop(true).output();
+    let mut command = tokio::process::Command::new(&criu);
+    command.arg("check").kill_on_drop(true);
+    let check = crate::reaper::output(&mut command);
     match tokio::time::timeout(std::time::Duration::from_secs(10), check).await {
         Ok(Ok(output)) if output.status.success() => None,
         Ok(Ok(output)) => {

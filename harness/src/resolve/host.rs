@@ -63,13 +63,18 @@ pub fn look_path(program: &str, path_var: &str) -> Option<PathBuf> {
 
 /// Runs `program --version` and returns its stdout, or why not. Gives up after `deadline`.
 pub fn version_output(program: &Path, deadline: Duration) -> Result<String, String> {
-    let mut child = Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
+    let mut command = Command::new(program);
+    command.arg("--version").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    // Registered with the harness's reaper, which must not reap a child its waiter is about to wait for.
+    let mut child = crate::reaper::spawn_std(&mut command)
         .map_err(|error| format!("cannot run {} --version: {error}", program.display()))?;
+    let pid = child.id();
+    let result = wait_version(&mut child, program, deadline);
+    crate::reaper::release(pid);
+    result
+}
+
+fn wait_version(child: &mut std::process::Child, program: &Path, deadline: Duration) -> Result<String, String> {
     let started = Instant::now();
     loop {
         match child.try_wait() {

@@ -196,26 +196,24 @@ impl RuntimeSweep {
     }
 
     /// Deletes (forcibly) the containers with the given ids that the runtime still knows about; returns their ids.
+    /// Runtimes lay out their state differently (runc: `<root>/<id>/`, runsc: `<root>/<id>_sandbox:<id>.state`),
+    /// so any entry of the root naming the id counts.
     pub async fn sweep(&self, ids: &[String]) -> Vec<String> {
         let mut swept = Vec::new();
         let Ok(namespaces) = std::fs::read_dir(&self.root) else { return swept };
         for namespace in namespaces.flatten() {
             let root = namespace.path();
+            let entries: Vec<String> = std::fs::read_dir(&root)
+                .map(|e| e.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
             for id in ids {
-                if root.join(id).exists() {
-                    let deleted = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        tokio::process::Command::new(&self.binary)
-                            .arg("--root")
-                            .arg(&root)
-                            .args(["delete", "-f", id])
-                            .kill_on_drop(true)
-                            .output(),
-                    )
-                    .await;
-                    if deleted.is_ok() {
-                        swept.push(id.clone());
-                    }
+                if !entries.iter().any(|entry| entry == id || entry.contains(id.as_str())) {
+                    continue;
+                }
+                let mut command = tokio::process::Command::new(&self.binary);
+                command.arg("--root").arg(&root).args(["delete", "-f", id]).stdin(std::process::Stdio::null()).kill_on_drop(true);
+                if tokio::time::timeout(Duration::from_secs(10), crate::reaper::output(&mut command)).await.is_ok() {
+                    swept.push(id.clone());
                 }
             }
         }

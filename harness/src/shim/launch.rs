@@ -165,6 +165,17 @@ enum RunOutcome {
     TimedOut { stderr: Vec<u8> },
 }
 
+/// Hands a child back to the reaper when its waiter is done with it, however that ends.
+struct Release(Option<u32>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            crate::reaper::release(pid);
+        }
+    }
+}
+
 /// Copies a pipe into a shared buffer until EOF, so that what arrived is available even if a forked server keeps
 /// the pipe open after the helper process exited.
 type Collected = (std::sync::Arc<std::sync::Mutex<Vec<u8>>>, Option<tokio::task::JoinHandle<()>>);
@@ -209,9 +220,10 @@ async fn run_with_deadline(
     timeout: Duration,
     binary: &Path,
 ) -> Result<RunOutcome, LaunchError> {
-    let mut child =
-        command.spawn().map_err(|source| LaunchError::Spawn { binary: binary.display().to_string(), source })?;
+    let mut child = crate::reaper::spawn_tokio(&mut command)
+        .map_err(|source| LaunchError::Spawn { binary: binary.display().to_string(), source })?;
     let pid = child.id();
+    let _release = Release(pid);
     if let Some(mut pipe) = child.stdin.take() {
         tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
