@@ -34,7 +34,7 @@ pub fn cases() -> Vec<Case> {
             ref: "runtime-v2.md `delete`: cleans up the container of a dead shim (runc shim: runc delete --force); nothing else would",
             "after the shim was SIGKILLed, the `delete` action leaves no container process running",
             delete_after_sigkill_cleans_up),
-        case!("cli::start_broken_bundle_fails_cleanly", Should, ["cli"],
+        case!("cli::start_broken_bundle_fails_cleanly", Should, ["cli", "grouping"],
             breaks_with: "start-accepts-broken-bundle",
             ref: "runc shim `start` reads config.json (readSpec) and fails without spawning a server; containerd reports the start error",
             "`start` in a bundle whose config.json does not parse exits non-zero within the deadline, prints no address and leaves no process",

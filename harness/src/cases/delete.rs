@@ -20,7 +20,7 @@ pub fn cases() -> Vec<Case> {
             ref: "runc shim Delete: \"cannot delete a running process\"; containerd kills before deleting",
             "Delete of a running task is refused and the task keeps running",
             running_refused),
-        case!("delete::unknown_id_not_found", Must, [],
+        case!("delete::unknown_id_not_found", Must, ["multi-task"],
             breaks_with: "delete-unknown-ok",
             ref: "errdefs NotFound (code 5) for an unknown container; containerd ignores NotFound on cleanup",
             "Delete of an id the shim never created gives NotFound",

@@ -18,7 +18,7 @@ const MOCK_UNIMPLEMENTED: &str = "io.shimcompat.mock.unimplemented";
 
 pub fn cases() -> Vec<Case> {
     vec![
-        case!("errors::unknown_container_not_found", Must, [],
+        case!("errors::unknown_container_not_found", Must, ["multi-task"],
             breaks_with: "notfound-as-unknown",
             ref: "runc shim getContainer: NotFound \"container not created\"; containerd treats NotFound as \"task gone\" (shim Delete cleanup, tasks Get, CRI StopContainer's Kill, task metrics' Stats)",
             "State, Start, Delete, Kill, Wait and Stats naming a container id the shim does not know answer NotFound (Stats may answer Unimplemented)",
@@ -48,7 +48,7 @@ pub fn cases() -> Vec<Case> {
             ref: "ttrpc: an unknown method is Unimplemented (12); containerd maps it to ErrNotImplemented, while NotFound would mean \"no such task\" (the Rust codegen default answers NotFound)",
             "an unknown Task method answers Unimplemented, and an optional RPC (Stats, Update) on a live task never answers NotFound",
             unimplemented_code),
-        case!("errors::unknown_id_never_crashes", Must, [],
+        case!("errors::unknown_id_never_crashes", Must, ["multi-task"],
             breaks_with: "crash-on-unknown-id",
             ref: "containerd may ask a shim about ids it does not hold (restore, grouped shims, races with delete); a shim serves several containers",
             "every RPC with an unknown container id is answered, and the shim keeps serving its own task afterwards",

@@ -16,7 +16,7 @@ pub fn cases() -> Vec<Case> {
             ref: "runtime-v2.md Shutdown; containerd sends Delete then Shutdown and waits (shim.go shimTask.delete)",
             "Shutdown after the last Delete makes the shim process exit",
             after_delete_exits),
-        case!("shutdown::live_task_keeps_serving", Must, [],
+        case!("shutdown::live_task_keeps_serving", Must, ["multi-task"],
             breaks_with: "shutdown-with-task-exits",
             ref: "runc shim Shutdown: \"return out if the shim is still servicing containers\"; containerd sends Shutdown after each Delete, also to grouped shims",
             "Shutdown while a task is still running leaves the shim up and serving, and the task running",
