@@ -102,6 +102,20 @@ impl Probe {
     }
 }
 
+/// Removes the cgroups of a whole run (container ids end in `-<run nonce>`), once its processes are gone.
+pub fn remove_run_cgroups(nonce: &str) {
+    let suffix = format!("-{nonce}");
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+    for controller in controllers.flatten() {
+        let Ok(groups) = std::fs::read_dir(controller.path().join("shimcompat")) else { continue };
+        for group in groups.flatten() {
+            if group.file_name().to_string_lossy().ends_with(&suffix) {
+                let _ = std::fs::remove_dir(group.path());
+            }
+        }
+    }
+}
+
 /// Removes the empty `/shimcompat` cgroup parents runtimes created for the run's containers.
 pub fn remove_cgroup_parents() {
     let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else { return };

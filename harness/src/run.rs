@@ -121,9 +121,10 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
     let env = Arc::new(RunEnv::create(work_base.as_deref(), keep)?);
     // Shims daemonize (their `start` exits and the server is orphaned); as a subreaper the harness inherits and
     // reaps them, as init would under containerd, so a run leaves no zombies behind.
+    // First, before any thread exists: the signals must be blocked in every thread but the one that waits.
+    install_interrupt_cleanup(env.clone());
     crate::shim::instance::become_subreaper();
     crate::reaper::start();
-    install_interrupt_cleanup(env.clone());
     let format = args.format();
     if !silent {
         println!("\nrunning {} tests", trials.len());
@@ -153,10 +154,8 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
         }
     });
     if crate::context::STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
-        // Interrupted: the cleanup thread removes everything and exits the process.
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-        }
+        // Interrupted, and every trial thread has returned: nothing new can start now.
+        finish_interrupted(&env);
     }
     // Whatever is still running from this run's bundles is a teardown hole: end it and say so.
     let stragglers = crate::shim::instance::processes_in(&[env.workdir.clone()]);
@@ -253,33 +252,60 @@ fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> Outcome {
 /// its marker) is killed and the work and socket directories are removed, then the harness exits 130.
 fn install_interrupt_cleanup(env: Arc<RunEnv>) {
     use nix::sys::signal::{SigSet, Signal};
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        signals.add(signal);
-    }
-    // Blocked here, before the trial threads exist, so that only the waiting thread receives them.
-    if signals.thread_block().is_err() {
-        return;
-    }
-    std::thread::spawn(move || {
-        let Ok(signal) = signals.wait() else { return };
-        eprintln!("\nshimcompat: {signal:?}: stopping; killing this run's shims and containers");
-        crate::context::STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
-        // Trials in flight may still be starting a shim: sweep until two scans in a row find nothing.
-        let mut quiet = 0;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while quiet < 3 && Instant::now() < deadline {
-            let found = crate::leaks::run_processes(&env.nonce);
-            quiet = if found.is_empty() { quiet + 1 } else { 0 };
-            for pid in found {
-                crate::shim::instance::kill_pid(pid);
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    *current_run().lock().unwrap_or_else(|p| p.into_inner()) = Some(env);
+    static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let mut signals = SigSet::empty();
+        for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            signals.add(signal);
         }
-        env.cleanup();
-        crate::leaks::remove_cgroup_parents();
-        std::process::exit(130);
+        // Blocked here, before the trial threads exist, so that only the waiting thread receives them.
+        if signals.thread_block().is_err() {
+            return;
+        }
+        std::thread::spawn(move || {
+            let Ok(signal) = signals.wait() else { return };
+            let Some(env) = current_run().lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+                std::process::exit(130);
+            };
+            eprintln!("\nshimcompat: {signal:?}: stopping; killing this run's shims and containers");
+            crate::context::STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Unblock the trials in flight (their shims die, their RPCs fail, no new shim is launched); the main
+            // thread does the final sweep once every trial thread has returned. Should that take too long, do it here.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                for pid in crate::leaks::run_processes(&env.nonce) {
+                    crate::shim::instance::kill_pid(pid);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            finish_interrupted(&env);
+        });
     });
+}
+
+/// The run an interruption applies to (runs in one process are sequential).
+fn current_run() -> &'static Mutex<Option<Arc<RunEnv>>> {
+    static CURRENT: std::sync::OnceLock<Mutex<Option<Arc<RunEnv>>>> = std::sync::OnceLock::new();
+    CURRENT.get_or_init(Default::default)
+}
+
+/// After an interruption: kill every process of the run until none is left, remove its files, exit 130.
+fn finish_interrupted(env: &RunEnv) -> ! {
+    let mut quiet = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while quiet < 3 && Instant::now() < deadline {
+        let found = crate::leaks::run_processes(&env.nonce);
+        quiet = if found.is_empty() { quiet + 1 } else { 0 };
+        for pid in found {
+            crate::shim::instance::kill_pid(pid);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.cleanup();
+    crate::leaks::remove_run_cgroups(&env.nonce);
+    crate::leaks::remove_cgroup_parents();
+    std::process::exit(130);
 }
 
 /// What teardown had to force, and what is still there after it.
