@@ -189,6 +189,13 @@ impl Candidate {
         if !(candidate.timeout_scale > 0.0 && candidate.timeout_scale <= 100.0) {
             return Err(invalid(format!("timeout_scale {} is not in (0, 100]", candidate.timeout_scale)));
         }
+        // A relative runtime_binary is relative to the file (the shim itself runs in its bundle).
+        if let Some(binary) = candidate.runtime_binary.as_mut() {
+            if binary.is_relative() {
+                let joined = path.parent().unwrap_or(Path::new(".")).join(&*binary);
+                *binary = joined.canonicalize().unwrap_or(joined);
+            }
+        }
         // A runtime binary given as ./path in the file is relative to the file (wrappers shipped beside it).
         if let Some(options) = candidate.runc_options.as_mut() {
             if options.binary_name.starts_with("./") {

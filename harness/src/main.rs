@@ -120,7 +120,11 @@ fn run(args: RunArgs) -> ExitCode {
         }
         candidates.push(Candidate::for_runtime(name));
     } else if let Some(path) = &args.runtime_binary {
-        candidates.push(Candidate::for_binary(path));
+        // The shim runs in its bundle, so a relative path must be made absolute here.
+        match path.canonicalize() {
+            Ok(absolute) => candidates.push(Candidate::for_binary(&absolute)),
+            Err(e) => return usage_error(format!("--runtime-binary {}: {e}", path.display())),
+        }
     } else if let Some(dir) = &args.candidates {
         match Candidate::load_dir(dir) {
             Ok(found) => candidates = found,
@@ -279,15 +283,7 @@ fn compare(baseline_path: &std::path::Path, report_path: &std::path::Path) -> Ex
             continue;
         };
         compared += 1;
-        let outcomes: Vec<baseline::CaseOutcome> = report
-            .results
-            .iter()
-            .filter(|r| r.candidate == candidate.name)
-            .map(|r| {
-                let (word, detail) = baseline::outcome_word(&r.outcome);
-                baseline::CaseOutcome { case: r.case.clone(), area: r.area.clone(), level: r.level, outcome: word.into(), detail }
-            })
-            .collect();
+        let outcomes = baseline::outcomes_of(&report, &candidate.name);
         let changes = baseline::compare(&base.outcomes, &outcomes);
         if changes.is_empty() {
             println!("{}: same outcomes as the baseline ({} cases)", candidate.name, outcomes.len());

@@ -386,6 +386,13 @@ fn print_summary(report: &Report) {
             println!("    {line}");
         }
     }
+    for candidate in report.candidates.iter().filter(|c| !c.certified_by_name && c.unavailable.is_none()) {
+        println!(
+            "\nnote: {} was given by path ({}): these results do not certify a runtime name",
+            candidate.name,
+            candidate.binary.as_deref().unwrap_or("?")
+        );
+    }
     let counts = report.counts();
     let must_failed = failures.iter().filter(|r| r.level == Level::Must).count();
     println!(

@@ -51,6 +51,21 @@ pub fn outcome_word(outcome: &Outcome) -> (&'static str, String) {
     }
 }
 
+/// A candidate's outcomes in a report, sorted by case.
+pub fn outcomes_of(report: &Report, candidate: &str) -> Vec<CaseOutcome> {
+    let mut outcomes: Vec<CaseOutcome> = report
+        .results
+        .iter()
+        .filter(|r| r.candidate == candidate)
+        .map(|r| {
+            let (word, detail) = outcome_word(&r.outcome);
+            CaseOutcome { case: r.case.clone(), area: r.area.clone(), level: r.level, outcome: word.into(), detail }
+        })
+        .collect();
+    outcomes.sort_by(|a, b| a.case.cmp(&b.case));
+    outcomes
+}
+
 /// One baseline per candidate that ran (candidates skipped as a whole get none).
 pub fn from_report(report: &Report, host: &HostFingerprint, describe: &dyn Fn(&str) -> BaselineCandidate) -> Vec<Baseline> {
     let host = serde_json::to_value(host).unwrap_or_default();
@@ -58,18 +73,11 @@ pub fn from_report(report: &Report, host: &HostFingerprint, describe: &dyn Fn(&s
         .candidates
         .iter()
         .filter(|c| c.unavailable.is_none())
-        .map(|c| {
-            let mut outcomes: Vec<CaseOutcome> = report
-                .results
-                .iter()
-                .filter(|r| r.candidate == c.name)
-                .map(|r| {
-                    let (word, detail) = outcome_word(&r.outcome);
-                    CaseOutcome { case: r.case.clone(), area: r.area.clone(), level: r.level, outcome: word.into(), detail }
-                })
-                .collect();
-            outcomes.sort_by(|a, b| a.case.cmp(&b.case));
-            Baseline { schema: SCHEMA.into(), candidate: describe(&c.name), host: host.clone(), outcomes }
+        .map(|c| Baseline {
+            schema: SCHEMA.into(),
+            candidate: describe(&c.name),
+            host: host.clone(),
+            outcomes: outcomes_of(report, &c.name),
         })
         .collect()
 }
