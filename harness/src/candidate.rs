@@ -99,6 +99,9 @@ pub struct Needs {
     /// A command that must succeed (e.g. a probe that the OCI runtime accepts this host's cgroup layout).
     #[serde(default)]
     pub probe: Option<String>,
+    /// What a failed probe means, for the skip reason.
+    #[serde(default)]
+    pub probe_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

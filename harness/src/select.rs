@@ -143,7 +143,10 @@ pub fn missing_needs(candidate: &Candidate) -> Option<String> {
             .stderr(std::process::Stdio::null());
         let ok = crate::reaper::status(&mut command).map(|s| s.success()).unwrap_or(false);
         if !ok {
-            return Some(format!("host probe failed: {probe}"));
+            return Some(match &needs.probe_reason {
+                Some(reason) => format!("{reason} (probe failed: {probe})"),
+                None => format!("host probe failed: {probe}"),
+            });
         }
     }
     None
