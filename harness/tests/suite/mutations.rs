@@ -450,7 +450,12 @@ pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
     ]),
     // Any case that calls Wait after its process exited hangs under this fault; whether a given case's Wait
     // comes before or after the exit is a race, so every case may fail (the named one must).
-    ("wait-late-hangs", &["*"]),
+    ("wait-late-hangs", &[
+        "concurrency::parallel_execs",
+        "concurrency::state_during_execs",
+        "io::terminal_is_a_tty",
+        "reconnect::exit_while_disconnected",
+    ]),
     ("wait-once", &[
         "reconnect::exit_while_disconnected",
     ]),
