@@ -16,6 +16,7 @@ pub mod delete;
 pub mod errors;
 pub mod events;
 pub mod exec;
+pub mod hygiene;
 pub mod io;
 pub mod kill;
 pub mod lifecycle;
@@ -129,6 +130,7 @@ pub fn catalogue() -> Vec<Case> {
     all.extend(update::cases());
     all.extend(checkpoint::cases());
     all.extend(names::cases());
+    all.extend(hygiene::cases());
     all
 }
 

@@ -791,22 +791,25 @@ fn signal_error(e: nix::errno::Errno) -> RpcError {
 
 /// leak-process: a process outside every container group, left running on purpose.
 fn leak_process() {
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        unsafe {
-            for sig in 1..libc::SIGRTMAX() {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
-            }
+    // A real process of the shim's (it inherits the shim's environment), in a session of its own so that nothing
+    // aimed at the container's process group reaches it, and left running when the task is deleted.
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new("sleep");
+    command
+        .arg("3600")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    unsafe {
+        command.pre_exec(|| {
             libc::setsid();
-            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
-            loop {
-                libc::pause();
-            }
-        }
+            Ok(())
+        });
     }
-    warn!("leak-process: left pid {pid} behind");
+    match command.spawn() {
+        Ok(child) => warn!("leak-process: left pid {} behind", child.id()),
+        Err(e) => warn!("leak-process: could not leave a process behind: {e}"),
+    }
 }
 
 impl TaskService {
