@@ -342,7 +342,6 @@ impl Ctx {
             bundles: std::sync::Mutex::new(vec![bundle]),
             connect,
             live_ids: Default::default(),
-            started_at: std::time::Instant::now(),
         });
         self.shims.push(shim.clone());
         Ok(shim)
@@ -413,11 +412,6 @@ impl Ctx {
             spec: Some(spec).into(),
             ..Default::default()
         }
-    }
-
-    /// Shims this case launched (for evidence).
-    pub fn shims(&self) -> &[Arc<Shim>] {
-        &self.shims
     }
 
     /// Evidence for a failure: each shim's events and the tail of its log.

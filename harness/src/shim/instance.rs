@@ -1,6 +1,6 @@
 //! A running shim as a case sees it: launched, connected, with its events sink and bundle, and a teardown that
 //! leaves nothing behind whatever state the shim is in.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,6 @@ pub struct Shim {
     pub connect: ConnectResponse,
     /// Ids created through this shim and not yet deleted by the case; teardown deletes them.
     pub live_ids: Mutex<Vec<String>>,
-    /// Set when the case itself has shut the shim down, so teardown does not insist.
-    pub started_at: Instant,
 }
 
 /// What teardown did, for the hygiene report.
@@ -32,7 +30,6 @@ pub struct TeardownReport {
     pub killed: Vec<String>,
     pub socket_removed: Option<PathBuf>,
     pub swept_containers: Vec<String>,
-    pub notes: Vec<String>,
 }
 
 impl Shim {
@@ -219,11 +216,6 @@ impl RuntimeSweep {
         }
         swept
     }
-}
-
-/// Paths under `dir` that exist, for leak reports.
-pub fn existing(paths: &[&Path]) -> Vec<PathBuf> {
-    paths.iter().filter(|p| p.exists()).map(|p| p.to_path_buf()).collect()
 }
 
 /// Makes this process the reaper of orphaned descendants (daemonized shims).
