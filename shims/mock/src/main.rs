@@ -1,11 +1,17 @@
 //! containerd-shim-mock-v1: shimcompat's bundled mock shim (runtime `io.containerd.mock.v1`).
 //!
-//! Runs each container's process as a plain child process group (no namespaces, works without root), speaks
-//! `containerd.task.v3.Task` through the containerd-shim crate, and misbehaves on request: see FAULTS.md.
+//! Runs each container's process as a plain child process group (no namespaces; chrooted into the container's
+//! root when run as root, which also mounts Create's rootfs mounts), serves `containerd.task.v2.Task` and
+//! `containerd.task.v3.Task` (the same implementation under both names), and misbehaves on request: see FAULTS.md.
+//!
+//! `start` and the server are this file's own (the crate's `run` serves v3 only and always answers a legacy
+//! caller in JSON, which containerd 1.x cannot read); `delete`, `-info` and the rest go through the crate's `run`.
 mod faults;
 mod proc;
 mod service;
+mod start;
 mod stdio;
+mod trace;
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -16,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use containerd_shim::asynchronous::{run, spawn, ExitSignal, Shim};
+use containerd_shim::asynchronous::{run, ExitSignal, Shim};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, DeleteResponse, Error, Flags, StartOpts};
 use containerd_shim_protos::protobuf::MessageField;
@@ -25,14 +31,10 @@ use log::{info, warn};
 use crate::faults::{unimplemented_rpcs, Fault, Faults, FAULTS_ANNOTATION};
 use crate::service::{load_spec, timestamp, ServiceConfig, TaskService, PIDS_FILE};
 
-const RUNTIME_ID: &str = "io.containerd.mock.v1";
+pub const RUNTIME_ID: &str = "io.containerd.mock.v1";
 const RECORD_ENV: &str = "SHIMCOMPAT_MOCK_RECORD";
-const GROUP_LABELS: [&str; 2] = [
-    "io.containerd.runc.v2.group",
-    "io.kubernetes.cri.sandbox-id",
-];
 
-struct MockShim {
+pub struct MockShim {
     id: String,
     namespace: String,
     socket: String,
@@ -78,31 +80,11 @@ impl Shim for MockShim {
         }
     }
 
-    async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
-        // Like the runc shim, start needs ./config.json: its annotations choose the group.
-        let annotations = match load_spec(Path::new(".")) {
-            Ok(spec) => spec.annotations().clone().unwrap_or_default(),
-            // A bundle whose config.json does not parse (binary-level fault, so it comes from the environment).
-            Err(_) if Faults::from_env().has(Fault::StartAcceptsBrokenBundle) => Default::default(),
-            Err(e) => return Err(Error::InvalidArgument(format!("cannot start the mock shim: {e}"))),
-        };
-        let faults = annotations
-            .get(FAULTS_ANNOTATION)
-            .map(|v| Faults::parse_lenient(v))
-            .unwrap_or_default()
-            .union(Faults::from_env());
-        let mut grouping = GROUP_LABELS
-            .iter()
-            .find_map(|label| annotations.get(*label).filter(|v| !v.is_empty()).cloned())
-            .unwrap_or_else(|| opts.id.clone());
-        if faults.has(Fault::StartNewAddress) {
-            let nanos = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos();
-            grouping = format!("{grouping}-{}-{nanos}", std::process::id());
-        }
-        spawn(opts, &grouping, Vec::new()).await
+    async fn start_shim(&mut self, _opts: StartOpts) -> Result<String, Error> {
+        // main() handles `start` itself (start.rs): the crate's reply form does not suit containerd 1.x.
+        Err(Error::InvalidArgument(
+            "start is handled by the mock's own start action".into(),
+        ))
     }
 
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
@@ -122,7 +104,12 @@ impl Shim for MockShim {
             let _ = stdout.flush();
             std::process::exit(0);
         }
-        let init_pid = cleanup_bundle(&self.bundle, !faults.has(Fault::DeleteActionLeavesProcess));
+        let kill = !faults.has(Fault::DeleteActionLeavesProcess);
+        let init_pid = cleanup_bundle(&self.bundle, kill);
+        if kill {
+            // Create mounted the rootfs mounts here; a shim that died before Delete left them.
+            service::unmount_rootfs(&self.bundle);
+        }
         Ok(DeleteResponse {
             pid: init_pid.unwrap_or(0) as u32,
             exit_status: 137,
@@ -254,35 +241,74 @@ fn record_invocation(args: &[String]) {
     }
 }
 
+fn action_of(flags: Option<&Flags>) -> &str {
+    match flags {
+        Some(f) if f.version => "version",
+        Some(f) if f.info => "info",
+        Some(f) if f.action.is_empty() => "server",
+        Some(f) => f.action.as_str(),
+        None => "invalid",
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     record_invocation(&args);
-    // The crate parses -v/-version but does nothing with them.
-    if containerd_shim::parse(args.get(1..).unwrap_or_default()).is_ok_and(|f| f.version) {
-        if Faults::from_env().has(Fault::VersionFails) {
-            eprintln!("mock: version-fails");
-            std::process::exit(1);
-        }
-        println!(
-            "{}: runtime {RUNTIME_ID}, version {} (shimcompat mock, containerd-shim 0.12)",
-            args.first()
-                .map(|a| Path::new(a)
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned())
-                .unwrap_or_default(),
-            env!("CARGO_PKG_VERSION")
-        );
-        return;
-    }
     let flags = containerd_shim::parse(args.get(1..).unwrap_or_default()).ok();
-    if flags.is_some_and(|f| f.action.is_empty() && !f.socket.is_empty()) {
-        // Server mode: the crate reports a failed startup (e.g. no events server on TTRPC_ADDRESS) on stderr.
-        redirect_stderr_to_log();
+    let action = action_of(flags.as_ref()).to_string();
+    if action != "start" {
+        // `start` records itself once it has read its stdin.
+        let stdin = if trace::enabled() && action != "info" {
+            trace::peek_stdin()
+        } else {
+            None
+        };
+        let (id, namespace) = flags
+            .as_ref()
+            .map(|f| (f.id.as_str(), f.namespace.as_str()))
+            .unwrap_or_default();
+        trace::exec(&action, &args, trace::stdin_shape(stdin.as_deref(), id, namespace));
     }
-    run::<MockShim>(RUNTIME_ID, None).await;
+    match (action.as_str(), flags) {
+        ("version", _) => {
+            // The crate parses -v/-version but does nothing with them.
+            if Faults::from_env().has(Fault::VersionFails) {
+                eprintln!("mock: version-fails");
+                std::process::exit(1);
+            }
+            println!(
+                "{}: runtime {RUNTIME_ID}, version {} (shimcompat mock, containerd-shim 0.12)",
+                args.first()
+                    .map(|a| Path::new(a)
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned())
+                    .unwrap_or_default(),
+                env!("CARGO_PKG_VERSION")
+            );
+        }
+        ("start", Some(flags)) => {
+            if let Err(e) = start::start(&args, &flags) {
+                eprintln!("{RUNTIME_ID}: {e}");
+                std::process::exit(1);
+            }
+        }
+        ("server", Some(flags)) if !flags.socket.is_empty() => {
+            // Panics and other stderr output of the server belong in the bundle's `log` fifo, which the caller
+            // drains.
+            redirect_stderr_to_log();
+            if let Err(e) = start::serve(flags).await {
+                // Before readiness stdout is the pipe `start` reads, which reports it; after, it is the log.
+                let mut stdout = std::io::stdout();
+                let _ = writeln!(stdout, "{RUNTIME_ID}: {e}");
+                let _ = stdout.flush();
+                std::process::exit(1);
+            }
+        }
+        _ => run::<MockShim>(RUNTIME_ID, None).await,
+    }
 }

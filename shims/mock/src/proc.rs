@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 /// Everything the child needs, prepared before the fork.
 pub struct Launch {
+    /// chroot here first (as root); `exe` and `cwd` are then paths inside it.
+    pub root: Option<CString>,
     pub exe: CString,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
@@ -102,6 +104,11 @@ unsafe fn child(
         u32::MAX,
         libc::CLOSE_RANGE_CLOEXEC,
     );
+    if let Some(root) = &launch.root {
+        if libc::chroot(root.as_ptr()) != 0 {
+            libc::_exit(126);
+        }
+    }
     libc::chdir(launch.cwd.as_ptr());
     if gate >= 0 {
         let mut byte = 0u8;
@@ -176,6 +183,29 @@ pub fn group_members(pgid: i32) -> Vec<(i32, ProcStat)> {
         .filter_map(|pid| Some((pid, proc_stat(pid)?)))
         .filter(|(_, stat)| stat.pgrp == pgid && stat.state != 'Z' && stat.state != 'X')
         .collect()
+}
+
+/// Resident memory (bytes) and CPU time (ns) of a process, from /proc; zeros when it is gone.
+pub fn usage(pid: i32) -> (u64, u64) {
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let rss = fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * page;
+    let cpu = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|text| {
+            let rest = &text[text.rfind(')')? + 1..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime: fields 14 and 15 of stat, 12 and 13 after the command name.
+            let user: u64 = fields.get(11)?.parse().ok()?;
+            let system: u64 = fields.get(12)?.parse().ok()?;
+            Some((user + system) * 1_000_000_000 / ticks)
+        })
+        .unwrap_or(0);
+    (rss, cpu)
 }
 
 pub fn is_alive(pid: i32) -> bool {

@@ -16,7 +16,9 @@ use containerd_shim::monitor::{Subject, Topic};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::Context;
 use containerd_shim_protos::api;
-use containerd_shim_protos::cgroups::metrics::{Metrics, PidsStat};
+use containerd_shim_protos::cgroups::metrics::{
+    CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat,
+};
 use containerd_shim_protos::events::task::{
     TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO,
     TaskPaused, TaskResumed, TaskStart,
@@ -125,6 +127,8 @@ struct Container {
     pending_init_exit: Option<TaskExit>,
     /// Delete of a created task is killing the init: its exit is not an event.
     deleting: bool,
+    /// Create mounted its rootfs mounts at `<bundle>/rootfs`; Delete unmounts them.
+    rootfs_mounted: bool,
 }
 
 impl Container {
@@ -254,6 +258,7 @@ struct State {
 }
 
 struct Inner {
+    namespace: String,
     state: Mutex<State>,
     events: mpsc::UnboundedSender<Event>,
     exit: Arc<ExitSignal>,
@@ -321,6 +326,7 @@ impl TaskService {
             }
         });
         let inner = Arc::new(Inner {
+            namespace: config.namespace.clone(),
             state: Mutex::new(State {
                 seen: config.start_faults,
                 ..Default::default()
@@ -574,7 +580,28 @@ impl TaskService {
         };
         let (gate_read, gate_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| rpc_err(Code::INTERNAL, format!("gate pipe: {e}")))?;
-        let (pid, io) = spawn_process(&root, &process, &io_request, None, Some(gate_read))?;
+        let rootfs_mounted = !req.rootfs.is_empty();
+        if rootfs_mounted {
+            mount_rootfs(&bundle, &req.rootfs)?;
+        }
+        let launched = spawn_process(
+            &root,
+            &process,
+            &io_request,
+            None,
+            Some(gate_read),
+            &self.inner.namespace,
+            &req.id,
+        );
+        let (pid, io) = match launched {
+            Ok(launched) => launched,
+            Err(e) => {
+                if rootfs_mounted {
+                    unmount_rootfs(&bundle);
+                }
+                return Err(e);
+            }
+        };
         Self::record_pid(&req.bundle, pid, pid, "init");
 
         let mut init = Proc::new("", &req.stdin, &req.stdout, &req.stderr, req.terminal);
@@ -595,6 +622,7 @@ impl TaskService {
             held_create: None,
             pending_init_exit: None,
             deleting: false,
+            rootfs_mounted,
         };
         let event = TaskCreate {
             container_id: container.event_id(),
@@ -632,6 +660,59 @@ impl TaskService {
     }
 }
 
+/// Mounts Create's rootfs mounts at `<bundle>/rootfs`, as the runc shim does before `runc create`.
+fn mount_rootfs(bundle: &Path, mounts: &[api::Mount]) -> R<()> {
+    let euid = unsafe { libc::geteuid() };
+    let target = bundle.join("rootfs");
+    if euid != 0 {
+        return Err(rpc_err(
+            Code::FAILED_PRECONDITION,
+            format!(
+                "cannot mount the {} rootfs mount(s) at {}: mounting needs root and the mock runs as uid {euid}",
+                mounts.len(),
+                target.display()
+            ),
+        ));
+    }
+    fs::create_dir_all(&target)
+        .map_err(|e| rpc_err(Code::UNKNOWN, format!("create {}: {e}", target.display())))?;
+    for mount in mounts {
+        let at = if mount.target.is_empty() {
+            target.clone()
+        } else {
+            target.join(mount.target.trim_start_matches('/'))
+        };
+        let mounted = containerd_shim::mount::mount_rootfs(
+            Some(mount.type_.as_str()),
+            Some(mount.source.as_str()),
+            &mount.options,
+            &at,
+        );
+        if let Err(e) = mounted {
+            unmount_rootfs(bundle);
+            return Err(rpc_err(
+                Code::UNKNOWN,
+                format!(
+                    "mount {} {} at {}: {e}",
+                    mount.type_,
+                    mount.source,
+                    at.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts everything at or under `<bundle>/rootfs` (lazily: a process being killed may still hold it).
+pub fn unmount_rootfs(bundle: &Path) {
+    let target = bundle.join("rootfs");
+    let Some(target) = target.to_str() else { return };
+    if let Err(e) = containerd_shim::mount::umount_recursive(Some(target), libc::MNT_DETACH) {
+        warn!("unmount {target}: {e}");
+    }
+}
+
 /// Resolves and launches a process of a container. For an init, `gate` holds it before exec until Start.
 fn spawn_process(
     root: &Path,
@@ -639,6 +720,8 @@ fn spawn_process(
     io_request: &IoRequest,
     pgid: Option<i32>,
     gate: Option<OwnedFd>,
+    namespace: &str,
+    container_id: &str,
 ) -> R<(i32, IoHandles)> {
     let args = process.args().clone().unwrap_or_default();
     let Some(arg0) = args.first() else {
@@ -654,18 +737,33 @@ fn spawn_process(
             ),
         )
     })?;
-    let cwd = {
-        let wanted = root.join(process.cwd().strip_prefix("/").unwrap_or(process.cwd()));
-        if wanted.is_dir() {
-            wanted
+    let in_root = process.cwd().strip_prefix("/").unwrap_or(process.cwd());
+    let cwd_exists = root.join(in_root).is_dir();
+    // As root the process runs inside its root, as an OCI runtime would run it (no namespaces though); without
+    // root the mock cannot chroot and runs it from the host's view of the root.
+    let chroot = unsafe { libc::geteuid() } == 0 && root != Path::new("/");
+    let (exe, cwd) = if chroot {
+        let inside = Path::new("/").join(exe.strip_prefix(root).unwrap_or(&exe));
+        let cwd = if cwd_exists {
+            Path::new("/").join(in_root)
         } else {
-            root.to_path_buf()
-        }
+            PathBuf::from("/")
+        };
+        (inside, cwd)
+    } else if cwd_exists {
+        (exe, root.join(in_root))
+    } else {
+        (exe, root.to_path_buf())
     };
     let invalid = |e: String| rpc_err(Code::INVALID_ARGUMENT, e);
-    let (child_io, handles) =
-        stdio::setup(io_request).map_err(|e| rpc_err(Code::UNKNOWN, e.to_string()))?;
+    let (child_io, handles) = stdio::setup(io_request, namespace, container_id)
+        .map_err(|e| rpc_err(Code::UNKNOWN, e.to_string()))?;
     let launch = Launch {
+        root: if chroot {
+            Some(cstring(root.as_os_str().as_bytes()).map_err(invalid)?)
+        } else {
+            None
+        },
         exe: cstring(exe.as_os_str().as_bytes()).map_err(invalid)?,
         argv: args
             .iter()
@@ -895,7 +993,15 @@ impl TaskService {
                     .has(Fault::StdoutTruncate)
                     .then_some(STDOUT_TRUNCATE_LIMIT),
             };
-            let (pid, io) = spawn_process(&root, &spec, &io_request, Some(init_pid), None)?;
+            let (pid, io) = spawn_process(
+                &root,
+                &spec,
+                &io_request,
+                Some(init_pid),
+                None,
+                &self.inner.namespace,
+                &req.id,
+            )?;
             exec.pid = pid;
             exec.io = io;
             exec.phase = Phase::Running;
@@ -1198,6 +1304,13 @@ impl TaskService {
         st.deleted.insert(req.id.clone(), faults);
         drop(st);
         let _ = container.signal_all(libc::SIGKILL);
+        container.init.io.stop_logger();
+        for exec in container.execs.values() {
+            exec.io.stop_logger();
+        }
+        if container.rootfs_mounted {
+            unmount_rootfs(Path::new(&container.bundle));
+        }
         if let Some(create) = container.held_create.clone() {
             self.publish(topics::TASK_CREATE_EVENT_TOPIC, create);
         }
@@ -1270,6 +1383,7 @@ impl TaskService {
             Phase::Stopped | Phase::Created => {}
         }
         let exec = container.execs.remove(&req.exec_id).expect("present");
+        exec.io.stop_logger();
         if faults.has(Fault::DeleteWrongStatus) {
             return Ok(api::DeleteResponse::default());
         }
@@ -1399,10 +1513,30 @@ impl TaskService {
                 ..Default::default()
             }
         } else {
+            let pids = container.live_pids();
+            let (rss, cpu_ns) = pids
+                .iter()
+                .map(|pid| proc::usage(*pid))
+                .fold((0u64, 0u64), |(m, c), (pm, pc)| (m + pm, c + pc));
             let metrics = Metrics {
                 pids: MessageField::some(PidsStat {
-                    current: container.live_pids().len() as u64,
+                    current: pids.len() as u64,
                     limit: 0,
+                    ..Default::default()
+                }),
+                memory: MessageField::some(MemoryStat {
+                    rss,
+                    usage: MessageField::some(MemoryEntry {
+                        usage: rss,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                cpu: MessageField::some(CPUStat {
+                    usage: MessageField::some(CPUUsage {
+                        total: cpu_ns,
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()

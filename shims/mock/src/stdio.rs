@@ -1,12 +1,16 @@
 //! Container stdio the way the runc shim does it: the caller made the fifos, the shim opens them.
 //! stdout/stderr fifos go straight to the process (so the caller sees EOF exactly when the process and its
 //! children are gone); stdin is copied through a pipe the shim can close (CloseIO); a terminal is a pty whose
-//! master the shim copies.
+//! master the shim copies. stdout's URI scheme decides where both output streams go (runc shim `createIO`): a
+//! path or `fifo://` as above, `file:///path` (created, both streams appended), `binary:///path?args` (a logging
+//! binary reading stdout on fd 3 and stderr on fd 4, signalling readiness on fd 5).
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use tokio::io::unix::AsyncFd;
@@ -34,11 +38,40 @@ pub struct ChildStdio {
     pub tty: bool,
 }
 
-/// What the shim keeps: a way to close stdin, and the pty master for resizes.
+/// What the shim keeps: a way to close stdin, the pty master for resizes, the logging binary.
 #[derive(Default)]
 pub struct IoHandles {
     pub stdin_close: Option<oneshot::Sender<()>>,
     pub pty_master: Option<Arc<AsyncFd<OwnedFd>>>,
+    /// Pid of the `binary://` logger (0: none).
+    logger: AtomicI32,
+}
+
+impl IoHandles {
+    /// Ends the logging binary as the runc shim does when the process is deleted: SIGTERM, time to flush, then
+    /// SIGKILL. Returns once it is gone.
+    pub fn stop_logger(&self) {
+        let pid = self.logger.swap(0, Ordering::SeqCst);
+        if pid <= 0 {
+            return;
+        }
+        let _ = crate::proc::send_signal(pid, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while crate::proc::is_alive(pid) {
+            if Instant::now() > deadline {
+                warn!("logger {pid} ignored SIGTERM; killing it");
+                let _ = crate::proc::send_signal(pid, libc::SIGKILL);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for IoHandles {
+    fn drop(&mut self) {
+        self.stop_logger();
+    }
 }
 
 fn dev_null() -> io::Result<OwnedFd> {
@@ -88,11 +121,173 @@ fn annotate<'a>(what: &'a str, path: &'a str) -> impl Fn(io::Error) -> io::Error
     move |e| io::Error::new(e.kind(), format!("open {what} {path}: {e}"))
 }
 
-pub fn setup(req: &IoRequest) -> io::Result<(ChildStdio, IoHandles)> {
-    if req.terminal {
-        return setup_terminal(req);
+/// Decodes %XX escapes (and `+` in a query) of a URI part.
+fn percent_decode(text: &str, plus_is_space: bool) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
     }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `binary:///path?k=v&flag`: the logger's path and its arguments (each key, then its value, as the runc shim's
+/// NewBinaryCmd builds them).
+fn binary_command(uri: &str) -> (String, Vec<String>) {
+    let rest = uri.strip_prefix("binary://").unwrap_or(uri);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut args = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        args.push(percent_decode(key, true));
+        args.push(percent_decode(value, true));
+    }
+    (percent_decode(path, false), args)
+}
+
+/// Moves an fd to a number >= 10 (close-on-exec), so the child can dup2 it onto 3, 4 or 5 without clobbering.
+fn high_fd(fd: OwnedFd) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let raw = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Starts a `binary://` logger and waits until it is ready. Returns the write ends for the process's stdout and
+/// stderr, and the logger's pid.
+fn start_logger(uri: &str, namespace: &str, id: &str) -> io::Result<(File, File, i32)> {
+    use std::os::unix::process::CommandExt;
+    let (path, args) = binary_command(uri);
+    let (out_read, out_write) = cloexec_pipe()?;
+    let (err_read, err_write) = cloexec_pipe()?;
+    let (ready_read, ready_write) = cloexec_pipe()?;
+    let child_fds = [high_fd(out_read)?, high_fd(err_read)?, high_fd(ready_write)?];
+    let raw: Vec<i32> = child_fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let mut command = std::process::Command::new(&path);
+    command
+        .args(&args)
+        .env_clear()
+        .env("CONTAINER_ID", id)
+        .env("CONTAINER_NAMESPACE", namespace)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    unsafe {
+        command.pre_exec(move || {
+            for (target, fd) in raw.iter().enumerate() {
+                if libc::dup2(*fd, 3 + target as i32) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("start logging binary {path}: {e}")))?;
+    let pid = child.id() as i32;
+    // The shim's reaper collects it; std must not.
+    drop(child);
+    drop(child_fds);
+    // Ready when the logger writes a byte or closes fd 5.
+    let mut pfd = libc::pollfd {
+        fd: ready_read.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let n = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+    if n <= 0 {
+        let _ = crate::proc::send_signal(pid, libc::SIGKILL);
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("logging binary {path} did not become ready within 10s"),
+        ));
+    }
+    let mut byte = [0u8; 1];
+    let _ = nix::unistd::read(ready_read.as_raw_fd(), &mut byte);
+    Ok((File::from(out_write), File::from(err_write), pid))
+}
+
+/// Opens `file:///path` for appending, creating it and its directory.
+fn open_file_uri(uri: &str) -> io::Result<File> {
+    let path = percent_decode(uri.strip_prefix("file://").unwrap_or(uri), false);
+    if let Some(dir) = std::path::Path::new(&path).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .open(&path)
+}
+
+/// Where stdout and stderr go: (stdout, stderr), `None` for /dev/null. stdout's scheme decides for both.
+fn outputs(
+    req: &IoRequest,
+    namespace: &str,
+    id: &str,
+    handles: &mut IoHandles,
+) -> io::Result<(Option<File>, Option<File>)> {
+    let scheme = req.stdout.split_once("://").map(|(s, _)| s).unwrap_or("");
+    let (out, err) = match scheme {
+        "binary" => {
+            let (out, err, pid) = start_logger(req.stdout, namespace, id)?;
+            handles.logger.store(pid, Ordering::SeqCst);
+            (Some(out), Some(err))
+        }
+        "file" => {
+            let out = open_file_uri(req.stdout).map_err(annotate("stdout", req.stdout))?;
+            let err = out.try_clone()?;
+            (Some(out), Some(err))
+        }
+        "" | "fifo" => {
+            let out = if req.stdout.is_empty() || req.drop_stdout {
+                None
+            } else {
+                Some(open_output(req.stdout).map_err(annotate("stdout", req.stdout))?)
+            };
+            let err = if req.stderr.is_empty() || req.terminal {
+                None
+            } else {
+                Some(open_output(req.stderr).map_err(annotate("stderr", req.stderr))?)
+            };
+            (out, err)
+        }
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown STDIO scheme {other}"),
+            ))
+        }
+    };
+    let out = if req.drop_stdout { None } else { out };
+    Ok((out, err))
+}
+
+pub fn setup(req: &IoRequest, namespace: &str, id: &str) -> io::Result<(ChildStdio, IoHandles)> {
     let mut handles = IoHandles::default();
+    let (out, err) = outputs(req, namespace, id, &mut handles)?;
+    if req.terminal {
+        return setup_terminal(req, out, handles);
+    }
 
     let stdin = if req.stdin.is_empty() {
         dev_null()?
@@ -106,11 +301,9 @@ pub fn setup(req: &IoRequest) -> io::Result<(ChildStdio, IoHandles)> {
         read
     };
 
-    let stdout = if req.stdout.is_empty() || req.drop_stdout {
-        dev_null()?
-    } else {
-        let fifo = open_output(req.stdout).map_err(annotate("stdout", req.stdout))?;
-        match req.stdout_limit {
+    let stdout = match out {
+        None => dev_null()?,
+        Some(fifo) => match req.stdout_limit {
             None => fifo.into(),
             Some(limit) => {
                 let (read, write) = cloexec_pipe()?;
@@ -118,17 +311,16 @@ pub fn setup(req: &IoRequest) -> io::Result<(ChildStdio, IoHandles)> {
                 tokio::spawn(copy_limited(from, fifo, limit));
                 write
             }
-        }
+        },
     };
 
     let stderr = if req.stderr_to_stdout {
         stdout.try_clone()?
-    } else if req.stderr.is_empty() {
-        dev_null()?
     } else {
-        open_output(req.stderr)
-            .map_err(annotate("stderr", req.stderr))?
-            .into()
+        match err {
+            None => dev_null()?,
+            Some(file) => file.into(),
+        }
     };
 
     Ok((
@@ -142,7 +334,11 @@ pub fn setup(req: &IoRequest) -> io::Result<(ChildStdio, IoHandles)> {
     ))
 }
 
-fn setup_terminal(req: &IoRequest) -> io::Result<(ChildStdio, IoHandles)> {
+fn setup_terminal(
+    req: &IoRequest,
+    stdout: Option<File>,
+    handles: IoHandles,
+) -> io::Result<(ChildStdio, IoHandles)> {
     let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
     for fd in [pty.master.as_raw_fd(), pty.slave.as_raw_fd()] {
         unsafe {
@@ -159,16 +355,8 @@ fn setup_terminal(req: &IoRequest) -> io::Result<(ChildStdio, IoHandles)> {
     }
     // SAFETY: the master is an OwnedFd moved into the AsyncFd, so it stays open while registered.
     let master = Arc::new(unsafe { AsyncFd::register(pty.master) }.map_err(|e| e.into_parts().1)?);
-    let mut handles = IoHandles {
-        pty_master: Some(master.clone()),
-        ..Default::default()
-    };
-
-    let stdout = if req.stdout.is_empty() || req.drop_stdout {
-        None
-    } else {
-        Some(open_output(req.stdout).map_err(annotate("stdout", req.stdout))?)
-    };
+    let mut handles = handles;
+    handles.pty_master = Some(master.clone());
     if !req.stdin.is_empty() {
         let fifo = open_stdin_fifo(req.stdin).map_err(annotate("stdin", req.stdin))?;
         let (close_tx, close_rx) = oneshot::channel();
