@@ -1,9 +1,14 @@
 //! Bundles and fifos: what containerd prepares before it runs a shim's `start`.
 //!
-//! A bundle directory is named after the task id (the runc shim's `delete` derives the bundle from it), holds
-//! `config.json` (built with oci-spec types), an empty `rootfs/` mount point, and the `log` fifo, opened for reading
-//! before `start` and drained into a per-case log file. The root filesystem itself is shared, read-only, and holds
-//! only the static payload.
+//! Laid out as containerd lays it out (core/runtime/v2/bundle.go): `<state>/io.containerd.runtime.v2.task/<ns>/<id>`
+//! (0700; the directory is named after the task id, as the runc shim's `delete` requires), with `config.json` (built
+//! with oci-spec types), `rootfs/` (0711), the `work` link to `<root>/io.containerd.runtime.v2.task/<ns>/<id>`, and
+//! the `log` fifo, opened for reading before `start` and drained into a per-case log file.
+//!
+//! The root filesystem is what every image container gets: `root.path = "rootfs"` and, in Create, an overlay mount
+//! whose lower dir is the run's shared payload tree and whose upper and work dirs are the container's own (as the
+//! overlay snapshotter prepares them). The shim mounts it. Without root no shim can mount, so the harness falls
+//! back to what `ctr run --rootfs DIR` sends: an absolute, read-only `root.path` and no mounts.
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -86,13 +91,30 @@ pub fn payload_process(steps: &[String], terminal: bool, extra_env: &[String]) -
     process
 }
 
-/// Builds `config.json` for a container over the shared rootfs.
-pub fn build_spec(config: &ContainerConfig, rootfs: &Path, cgroups_path: &str) -> Spec {
+/// How a container gets its root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootfsForm {
+    /// `root.path = "rootfs"` and an overlay mount in Create (every image container; needs root).
+    Overlay,
+    /// An absolute `root.path` to the shared tree, read-only, and no mounts (`ctr run --rootfs`).
+    Absolute(PathBuf),
+}
+
+/// Builds `config.json` for a container.
+pub fn build_spec(config: &ContainerConfig, rootfs: &RootfsForm, cgroups_path: &str) -> Spec {
     let mut spec = Spec::default();
     spec.set_hostname(Some("shimcompat".into()));
     let mut root = Root::default();
-    root.set_path(rootfs.to_path_buf());
-    root.set_readonly(Some(true));
+    match rootfs {
+        RootfsForm::Overlay => {
+            root.set_path(PathBuf::from("rootfs"));
+            root.set_readonly(Some(false));
+        }
+        RootfsForm::Absolute(path) => {
+            root.set_path(path.clone());
+            root.set_readonly(Some(true));
+        }
+    }
     spec.set_root(Some(root));
     spec.set_process(Some(payload_process(&config.steps, config.terminal, &config.env)));
     spec.set_annotations(Some(config.annotations.clone().into_iter().collect()));
@@ -108,23 +130,65 @@ pub struct Bundle {
     pub dir: PathBuf,
     pub spec: Spec,
     pub log_file: PathBuf,
+    /// The `work` link's target.
+    pub work: PathBuf,
+    /// The container's overlay upper and work dirs (`<snapshot>/fs`, `<snapshot>/work`), when it has any.
+    pub snapshot: Option<PathBuf>,
     drain: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The overlay mount containerd's overlay snapshotter hands Create for a one-layer image: lower = the image's
+/// layer, upper and work = the container's active snapshot.
+pub fn overlay_mount(lower: &Path, snapshot: &Path) -> containerd_shim_protos::api::Mount {
+    containerd_shim_protos::api::Mount {
+        type_: "overlay".into(),
+        source: "overlay".into(),
+        options: vec![
+            "index=off".into(),
+            format!("workdir={}", snapshot.join("work").display()),
+            format!("upperdir={}", snapshot.join("fs").display()),
+            format!("lowerdir={}", lower.display()),
+        ],
+        ..Default::default()
+    }
+}
+
 impl Bundle {
-    /// Creates `<parent>/<id>` with config.json, rootfs/ and the log fifo, and starts draining the fifo. Must run
-    /// inside a tokio runtime.
-    pub fn create(parent: &Path, id: &str, spec: Spec, log_file: PathBuf) -> Result<Bundle, BundleError> {
+    /// Creates `<parent>/<id>` (0700) with config.json, rootfs/ (0711), the `work` link to `<work_parent>/<id>`
+    /// and the log fifo, and starts draining the fifo; with `snapshot`, also the overlay's upper and work dirs.
+    /// Must run inside a tokio runtime.
+    pub fn create(
+        parent: &Path,
+        work_parent: &Path,
+        id: &str,
+        spec: Spec,
+        log_file: PathBuf,
+        snapshot: Option<PathBuf>,
+    ) -> Result<Bundle, BundleError> {
         let dir = parent.join(id);
-        std::fs::create_dir_all(dir.join("rootfs")).map_err(io_error(format!("creating {}", dir.display())))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+        for (path, mode) in [(parent, 0o711), (work_parent, 0o711)] {
+            std::fs::create_dir_all(path).map_err(io_error(format!("creating {}", path.display())))?;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+        }
+        std::fs::create_dir(&dir).map_err(io_error(format!("creating {}", dir.display())))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_error(format!("chmod {}", dir.display())))?;
+        std::fs::create_dir(dir.join("rootfs")).map_err(io_error(format!("creating {}/rootfs", dir.display())))?;
+        std::fs::set_permissions(dir.join("rootfs"), std::fs::Permissions::from_mode(0o711))
+            .map_err(io_error(format!("chmod {}/rootfs", dir.display())))?;
         spec.save(dir.join("config.json"))
             .map_err(|source| BundleError::Spec { context: format!("writing {}/config.json", dir.display()), source })?;
         // containerd links `work` to a per-task directory under its root; the runc shim puts criu's work dir there.
-        let work = parent.join("..").join("work").join(id);
+        let work = work_parent.join(id);
         std::fs::create_dir_all(&work).map_err(io_error(format!("creating {}", work.display())))?;
-        let _ = std::os::unix::fs::symlink(&work, dir.join("work"));
+        let _ = std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o711));
+        std::os::unix::fs::symlink(&work, dir.join("work")).map_err(io_error(format!("linking {}/work", dir.display())))?;
+        if let Some(snapshot) = &snapshot {
+            for sub in ["fs", "work"] {
+                std::fs::create_dir_all(snapshot.join(sub)).map_err(io_error(format!("creating {}", snapshot.join(sub).display())))?;
+            }
+            let _ = std::fs::set_permissions(snapshot.join("fs"), std::fs::Permissions::from_mode(0o755));
+        }
         let log = dir.join("log");
         nix::unistd::mkfifo(&log, Mode::from_bits_truncate(0o700))
             .map_err(|e| BundleError::Io { context: format!("mkfifo {}", log.display()), source: e.into() })?;
@@ -147,7 +211,7 @@ impl Bundle {
                 }
             }
         });
-        Ok(Bundle { id: id.to_string(), dir, spec, log_file, drain: Some(drain) })
+        Ok(Bundle { id: id.to_string(), dir, spec, log_file, work, snapshot, drain: Some(drain) })
     }
 
     /// The last `lines` lines of the shim's log, for evidence.
@@ -157,17 +221,31 @@ impl Bundle {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// Stops draining and removes the directory.
-    pub fn remove(&mut self) {
+    /// Stops draining and removes the directory, its work dir and its snapshot. Nothing is ever removed through a
+    /// mount: whatever is still mounted under the bundle is detached first, and returned (a shim that leaves its
+    /// rootfs mounted after Delete leaks it). Should a mount refuse to go, the bundle is left in place.
+    pub fn remove(&mut self) -> Vec<String> {
         if let Some(drain) = self.drain.take() {
             drain.abort();
         }
-        // rootfs/ is an empty mount point; a shim that left something mounted there is reported by the leak check,
-        // and remove_dir_all refuses to cross into it.
-        if let Ok(work) = std::fs::read_link(self.dir.join("work")) {
-            let _ = std::fs::remove_dir_all(work);
+        let left = crate::leaks::mounts_under(std::slice::from_ref(&self.dir));
+        // Deepest first, so that a mount on top of another comes off before the one below it.
+        let mut sorted = left.clone();
+        sorted.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for mount in &sorted {
+            let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
+        if !crate::leaks::mounts_under(std::slice::from_ref(&self.dir)).is_empty() {
+            return left;
+        }
+        let _ = std::fs::remove_dir_all(&self.work);
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(snapshot) = &self.snapshot {
+            if crate::leaks::mounts_under(std::slice::from_ref(snapshot)).is_empty() {
+                let _ = std::fs::remove_dir_all(snapshot);
+            }
+        }
+        left
     }
 }
 

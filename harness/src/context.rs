@@ -9,13 +9,14 @@ use containerd_shim_protos::api::{CreateTaskRequest, ExecProcessRequest};
 use containerd_shim_protos::protobuf::{well_known_types::any::Any, Message};
 use containerd_shim_protos::shim::oci::Options;
 
-use crate::bundle::{self, Bundle, ContainerConfig, IoSpec, ProcessIo};
-use crate::candidate::{Bootstrap, Candidate};
+use crate::bundle::{self, Bundle, ContainerConfig, IoSpec, ProcessIo, RootfsForm};
+use crate::candidate::Candidate;
 use crate::cases::{fail, CaseError};
+use crate::profile::{Line, Profile};
 use crate::shim::events::EventSink;
 use crate::shim::instance::{RuntimeSweep, Shim, TeardownReport};
 use crate::shim::launch::{self, LaunchSpec};
-use crate::shim::task::TaskClient;
+use crate::shim::task::{RpcResult, TaskClient};
 
 /// The mock's fault annotation (shims/mock/FAULTS.md).
 pub const FAULT_ANNOTATION: &str = "io.shimcompat.mock.faults";
@@ -29,6 +30,8 @@ pub static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBo
 /// One run's shared state: created once, torn down once.
 pub struct RunEnv {
     pub workdir: PathBuf,
+    /// How containers get their root filesystem: overlay mounts in Create as root, else an absolute root.path.
+    pub rootfs_form: RootfsForm,
     /// Short directory for sockets (shim sockets are `<dir>/<64 hex>`; sun_path holds ~107 bytes).
     pub sockets: PathBuf,
     pub rootfs: PathBuf,
@@ -36,6 +39,8 @@ pub struct RunEnv {
     /// Short, unique per run: part of every container id so concurrent runs never collide.
     pub nonce: String,
     pub keep: bool,
+    /// `-debug` on `start` (containerd passes it when it logs at debug level).
+    pub shim_debug: bool,
     counter: AtomicU64,
     /// Every shim socket of the run (shims that ignore socket_dir put theirs in /run/containerd/s), so that an
     /// interrupted run can remove them.
@@ -67,13 +72,16 @@ impl RunEnv {
         }
         let rootfs = workdir.join("rootfs");
         bundle::prepare_rootfs(&rootfs)?;
+        let rootfs_form = if crate::host::is_root() { RootfsForm::Overlay } else { RootfsForm::Absolute(rootfs.clone()) };
         Ok(RunEnv {
             workdir,
+            rootfs_form,
             sockets,
             rootfs,
             namespace: "shimcompat".into(),
             nonce,
             keep,
+            shim_debug: false,
             counter: AtomicU64::new(0),
             shim_sockets: Default::default(),
         })
@@ -81,6 +89,16 @@ impl RunEnv {
 
     pub fn next(&self) -> u64 {
         self.counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// `<state>/io.containerd.runtime.v2.task/<ns>`: where bundles go, as containerd lays them out.
+    pub fn bundle_parent(&self) -> PathBuf {
+        self.workdir.join("state").join("io.containerd.runtime.v2.task").join(&self.namespace)
+    }
+
+    /// `<root>/io.containerd.runtime.v2.task/<ns>`: the targets of the bundles' `work` links.
+    pub fn work_parent(&self) -> PathBuf {
+        self.workdir.join("root").join("io.containerd.runtime.v2.task").join(&self.namespace)
     }
 
     /// Where runc-style runtimes keep state for this run (so the harness can sweep it).
@@ -103,33 +121,41 @@ fn now_nanos() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
-/// The candidate as resolved for this run.
+/// The candidate as resolved for this run, under one containerd profile.
 #[derive(Debug)]
 pub struct Target {
     pub candidate: Candidate,
     pub binary: PathBuf,
     /// Faults injected into every bundle (mutation testing of the harness against the mock).
     pub faults: Option<String>,
-    /// The stdin form `start` accepted, once known (see Candidate::bootstrap), and why params were refused.
-    pub bootstrap: std::sync::Mutex<Option<(Bootstrap, Option<String>)>>,
+    /// The containerd line the harness behaves as.
+    pub profile: &'static Profile,
+    /// Whether the candidate's `start` reply is usable by this containerd line, once probed.
+    pub verdict: std::sync::Mutex<Option<Verdict>>,
+}
+
+/// Whether a containerd line can use the candidate at all: its `start` reply parsed and dialled as that line does.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Verdict {
+    pub usable: bool,
+    /// Why not, in the words of what failed (containerd's own where it has them).
+    pub reason: Option<String>,
+    /// What `start` answered (form, version, Task API), when it answered.
+    pub reply: Option<String>,
 }
 
 impl Target {
-    pub fn new(candidate: Candidate, binary: PathBuf, faults: Option<String>) -> Target {
-        let known = candidate.bootstrap.map(|mode| (mode, None));
-        Target { candidate, binary, faults, bootstrap: std::sync::Mutex::new(known) }
+    pub fn new(candidate: Candidate, binary: PathBuf, faults: Option<String>, line: Line) -> Target {
+        Target { candidate, binary, faults, profile: line.profile(), verdict: Default::default() }
     }
 
-    /// The bootstrap form to use: the candidate's, or what an earlier start in this run found.
-    pub fn bootstrap_mode(&self) -> Option<Bootstrap> {
-        self.bootstrap.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(mode, _)| *mode)
+    /// `<candidate>@<line>`: the prefix of every trial of this target.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.candidate.name, self.profile.line)
     }
 
-    fn learn_bootstrap(&self, mode: Bootstrap, refusal: Option<String>) {
-        let mut known = self.bootstrap.lock().unwrap_or_else(|p| p.into_inner());
-        if known.is_none() {
-            *known = Some((mode, refusal));
-        }
+    pub fn verdict(&self) -> Option<Verdict> {
+        self.verdict.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn timeout(&self, base: Duration) -> Duration {
@@ -166,7 +192,7 @@ impl Target {
     }
 }
 
-/// Deadlines the harness uses, before the candidate's scale.
+/// The harness's own bounds, before the candidate's scale (what goes on the wire is the profile's).
 pub mod deadline {
     use std::time::Duration;
     pub const RPC: Duration = Duration::from_secs(10);
@@ -179,8 +205,18 @@ pub mod deadline {
 /// A container created through a shim: its id, init pid and the harness side of its stdio.
 pub struct Task {
     pub id: String,
+    /// The pid Create returned.
     pub pid: u32,
+    /// The pid Connect returned right after Create: the one containerd reports for the task.
+    pub connect_pid: u32,
     pub io: ProcessIo,
+}
+
+/// The pids containerd learns when it starts a process: Start's reply, and State's (the one it reports).
+#[derive(Debug, Clone, Copy)]
+pub struct StartedPids {
+    pub start: u32,
+    pub state: u32,
 }
 
 /// One case's context.
@@ -196,6 +232,8 @@ pub struct Ctx {
     pub marker: String,
     /// Everything the case created, for the leak check after teardown.
     pub probe: crate::leaks::Probe,
+    /// The last refused Create (the verdict probe tells "no such service" from other refusals).
+    pub last_create_error: Option<crate::shim::task::RpcError>,
 }
 
 impl Ctx {
@@ -207,7 +245,17 @@ impl Ctx {
             runtime_state: target.sweep(&env).map(|sweep| sweep.state_root(&env.namespace)),
             ..Default::default()
         };
-        Ctx { env, target, case_id: case_id.into(), grpc_address, shims: Vec::new(), reports: Vec::new(), marker, probe }
+        Ctx {
+            env,
+            target,
+            case_id: case_id.into(),
+            grpc_address,
+            shims: Vec::new(),
+            reports: Vec::new(),
+            marker,
+            probe,
+            last_create_error: None,
+        }
     }
 
     pub fn timeout(&self, base: Duration) -> Duration {
@@ -227,9 +275,10 @@ impl Ctx {
             config.annotations.insert(FAULT_ANNOTATION.into(), faults.clone());
         }
         config.env.push(self.marker_env());
-        let spec = bundle::build_spec(&config, &self.env.rootfs, &format!("/shimcompat/{id}"));
+        let spec = bundle::build_spec(&config, &self.env.rootfs_form, &format!("/{}/{id}", self.env.namespace));
         let log = self.env.workdir.join("logs").join(format!("{id}.log"));
-        let bundle = Bundle::create(&self.env.workdir.join("b"), id, spec, log)
+        let snapshot = (self.env.rootfs_form == RootfsForm::Overlay).then(|| self.env.workdir.join("snapshots").join(id));
+        let bundle = Bundle::create(&self.env.bundle_parent(), &self.env.work_parent(), id, spec, log, snapshot)
             .map_err(|e| fail(format!("preparing the bundle: {e}")))?;
         Ok(bundle)
     }
@@ -256,8 +305,9 @@ impl Ctx {
             ttrpc_address: events.to_path_buf(),
             socket_dir: Some(self.env.sockets.join("s")),
             options: self.target.options_any(&self.env),
-            bootstrap_params: self.target.bootstrap_mode() != Some(Bootstrap::Legacy),
-            debug: false,
+            profile: self.target.profile,
+            debug: self.env.shim_debug,
+            publish_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/bin/true")),
             timeout: self.timeout(deadline::START),
             env: candidate
                 .env
@@ -284,28 +334,8 @@ impl Ctx {
         let events = Arc::new(
             EventSink::serve(&events_path).await.map_err(|e| fail(format!("starting the events server: {e}")))?,
         );
-        let mut spec = self.launch_spec(id, &bundle.dir, &events_path);
-        let probing = self.target.bootstrap_mode().is_none();
-        let mut started = launch::start(&spec).await;
-        if probing {
-            match &started {
-                Ok(_) => self.target.learn_bootstrap(Bootstrap::Params, None),
-                Err(launch::LaunchError::StartFailed { stderr, .. }) => {
-                    // A shim that predates BootstrapParams reads stdin as an options Any and fails on them.
-                    let refusal = stderr.clone();
-                    crate::shim::instance::processes_in(std::slice::from_ref(&bundle.dir))
-                        .into_iter()
-                        .for_each(|pid| drop(crate::shim::instance::kill_pid(pid)));
-                    spec.bootstrap_params = false;
-                    started = launch::start(&spec).await;
-                    if started.is_ok() {
-                        self.target.learn_bootstrap(Bootstrap::Legacy, Some(refusal));
-                    }
-                }
-                Err(_) => {}
-            }
-        }
-        let reply = match started {
+        let spec = self.launch_spec(id, &bundle.dir, &events_path);
+        let reply = match launch::start(&spec).await {
             Ok(reply) => reply,
             Err(error) => {
                 let tail = bundle.log_tail(20);
@@ -313,34 +343,40 @@ impl Ctx {
                 return Err(fail(format!("shim start failed: {error}\nshim log:\n{tail}")));
             }
         };
-        let task = match TaskClient::connect(&reply.address, reply.api, &self.env.namespace, self.timeout(deadline::RPC)).await {
-            Ok(task) => task,
-            Err(error) => {
-                let tail = bundle.log_tail(20);
-                self.abandon(bundle, &events).await;
-                return Err(fail(format!("connecting to {}: {error}\nshim log:\n{tail}", reply.address)));
-            }
-        };
-        let connect = match task.connect_rpc(id).await {
-            Ok(connect) => connect,
-            Err(error) => {
-                // Keep the shim for teardown (kill by cwd), but report.
-                let tail = bundle.log_tail(20);
-                self.abandon(bundle, &events).await;
-                return Err(fail(format!("Connect failed: {error}\nshim log:\n{tail}")));
-            }
-        };
+        // From here the shim has a socket, whatever happens next.
         if let Some(socket) = launch::socket_path(&reply.address) {
             self.env.shim_sockets.lock().unwrap_or_else(|p| p.into_inner()).push(socket.clone());
             self.probe.sockets.push(socket);
         }
+        let task = match TaskClient::connect(
+            &reply.address,
+            reply.api,
+            &self.env.namespace,
+            self.timeout(deadline::RPC),
+            self.target.profile,
+        )
+        .await
+        {
+            Ok(task) => task,
+            Err(error) => {
+                let tail = bundle.log_tail(20);
+                self.abandon(bundle, &events).await;
+                if let Some(socket) = launch::socket_path(&reply.address) {
+                    let _ = std::fs::remove_file(socket);
+                }
+                return Err(fail(format!(
+                    "connecting to {} as containerd {} would (Task API {}): {error}\nshim log:\n{tail}",
+                    reply.address, self.target.profile.line, reply.api
+                )));
+            }
+        };
         let shim = Arc::new(Shim {
             launch: spec,
             reply,
             task,
             events,
             bundles: std::sync::Mutex::new(vec![bundle]),
-            connect,
+            connect: Default::default(),
             live_ids: Default::default(),
         });
         self.shims.push(shim.clone());
@@ -357,8 +393,8 @@ impl Ctx {
             sweep.sweep(std::slice::from_ref(&bundle.id)).await;
         }
         events.stop().await;
-        bundle.remove();
-        self.reports.push(TeardownReport { killed, ..Default::default() });
+        let mounts_left = bundle.remove();
+        self.reports.push(TeardownReport { killed, mounts_left, ..Default::default() });
     }
 
     /// Creates the shim's own container with the given stdio.
@@ -369,16 +405,22 @@ impl Ctx {
     }
 
     pub async fn create_in(&mut self, shim: &Shim, id: &str, bundle_dir: &Path, io: IoSpec) -> Result<Task, CaseError> {
-        let terminal = {
+        let (terminal, snapshot) = {
             let bundles = shim.bundles.lock().unwrap_or_else(|p| p.into_inner());
-            bundles.iter().find(|b| b.id == id).and_then(|b| b.spec.process().as_ref().and_then(|p| p.terminal())).unwrap_or(false)
+            let bundle = bundles.iter().find(|b| b.id == id);
+            (
+                bundle.and_then(|b| b.spec.process().as_ref().and_then(|p| p.terminal())).unwrap_or(false),
+                bundle.and_then(|b| b.snapshot.clone()),
+            )
         };
         let mut process_io = ProcessIo::create(&bundle_dir.join("io"), "init", io)
             .map_err(|e| fail(format!("creating stdio fifos: {e}")))?;
         let (stdin, stdout, stderr) = process_io.paths();
+        let rootfs = snapshot.map(|snapshot| bundle::overlay_mount(&self.env.rootfs, &snapshot));
         let request = CreateTaskRequest {
             id: id.into(),
             bundle: bundle_dir.display().to_string(),
+            rootfs: rootfs.into_iter().collect(),
             terminal,
             stdin,
             stdout,
@@ -386,12 +428,45 @@ impl Ctx {
             options: self.target.options_any(&self.env).into(),
             ..Default::default()
         };
-        let reply = shim.task.create(&request).await.map_err(|e| fail(format!("{e}\nshim log:\n{}", shim.log_tail(20))))?;
+        let reply = match shim.task.create(&request).await {
+            Ok(reply) => reply,
+            Err(error) => {
+                // containerd's TaskManager.Create: a failed Create is followed by a Delete on a background context
+                // with the cleanup deadline (teardown then shuts the shim down and runs the `delete` action).
+                let _ = shim.task.delete_after_failed_create(id).await;
+                self.last_create_error = Some(error.clone());
+                return Err(fail(format!("{error}\nshim log:\n{}", shim.log_tail(20))));
+            }
+        };
         shim.note_created(id);
         if io.stdout || io.stderr {
             process_io.seal();
         }
-        Ok(Task { id: id.into(), pid: reply.pid, io: process_io })
+        // services/tasks Create: the pid it reports is PID(), i.e. Connect's task_pid, asked right after Create.
+        let connect = shim.task.connect_rpc(id).await.map_err(|e| {
+            fail(format!(
+                "Connect right after Create failed (containerd {} asks Connect for the task pid it reports: services/tasks Create -> PID): {e}",
+                self.target.profile.line
+            ))
+        })?;
+        shim.record_connect(&connect);
+        Ok(Task { id: id.into(), pid: reply.pid, connect_pid: connect.task_pid, io: process_io })
+    }
+
+    /// Start as containerd's tasks service does it: Start, then State for the pid it reports (local.go Start).
+    pub async fn start_process(&self, shim: &Shim, id: &str, exec_id: &str) -> RpcResult<StartedPids> {
+        let started = shim.task.start(id, exec_id).await?;
+        let state = shim.task.state(id, exec_id).await?;
+        Ok(StartedPids { start: started.pid, state: state.pid })
+    }
+
+    /// Wait on a process as containerd's runtime does: for the init, Connect first (shimTask.Wait calls PID()).
+    pub async fn wait_process(&self, shim: &Shim, id: &str, exec_id: &str) -> RpcResult<containerd_shim_protos::api::WaitResponse> {
+        if exec_id.is_empty() {
+            let connect = shim.task.connect_rpc(id).await?;
+            shim.record_connect(&connect);
+        }
+        shim.task.wait(id, exec_id, self.timeout(deadline::EXIT)).await
     }
 
     /// Exec request for the payload with `steps`.
@@ -432,14 +507,33 @@ impl Ctx {
         out
     }
 
-    /// Tears down every shim the case launched; always runs, pass or fail.
+    /// Tears down every shim the case launched, as containerd would; always runs, pass or fail. First every shim
+    /// is stopped (Delete, Shutdown, exit), then what is still running of the case is noted, then containerd's
+    /// `delete` action runs for every bundle of a shim that went (where this line runs it after a disconnect),
+    /// and last whatever did not go by itself is forced.
     pub async fn teardown(&mut self) {
         let sweep = self.target.sweep(&self.env);
         let grace = self.timeout(deadline::TEARDOWN);
-        for shim in std::mem::take(&mut self.shims) {
-            let report = shim.teardown(sweep.as_ref(), grace).await;
-            self.reports.push(report);
+        let shims = std::mem::take(&mut self.shims);
+        let mut gone = Vec::new();
+        for shim in &shims {
+            gone.push(shim.stop(grace).await);
         }
+        let mut report = TeardownReport::default();
+        if self.target.profile.delete_action_on_disconnect && gone.iter().any(|g| *g) {
+            for leftover in crate::leaks::marked_processes(&self.marker) {
+                report.left_after_shutdown.push(format!("pid {leftover} ({})", crate::shim::instance::cmdline(leftover)));
+            }
+            for (shim, gone) in shims.iter().zip(&gone) {
+                if *gone {
+                    shim.delete_actions(&mut report).await;
+                }
+            }
+        }
+        for shim in &shims {
+            shim.force_cleanup(sweep.as_ref(), &mut report).await;
+        }
+        self.reports.push(report);
     }
 }
 

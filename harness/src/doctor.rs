@@ -6,10 +6,10 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::bundle::ContainerConfig;
 use crate::candidate::Candidate;
-use crate::context::{Ctx, RunEnv, Target};
+use crate::context::{RunEnv, Verdict};
 use crate::host;
+use crate::profile::Line;
 use crate::run::Planned;
 use crate::select;
 
@@ -26,6 +26,14 @@ pub struct HostFingerprint {
 }
 
 #[derive(Debug, Serialize)]
+pub struct LineVerdict {
+    pub containerd: Line,
+    pub profile: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Serialize)]
 pub struct CandidateDoctor {
     pub name: String,
     pub runtime: Option<String>,
@@ -33,11 +41,9 @@ pub struct CandidateDoctor {
     pub path: Option<String>,
     pub version: Option<String>,
     pub sha256: Option<String>,
-    /// `plain`, `json` or `protobuf`, from a real `start`.
-    pub bootstrap_form: Option<String>,
-    /// What `start` accepted on stdin: `params` or `legacy`.
-    pub bootstrap_stdin: Option<String>,
-    pub task_api: Option<String>,
+    /// Per containerd line: can that containerd use the shim (its `start` reply read as that line reads it, the
+    /// Task service it speaks answering), and what `start` answered.
+    pub verdicts: Vec<LineVerdict>,
     /// The OCI runtime the candidate's runc options name, with its version.
     pub oci_runtime: Option<String>,
     pub missing: Option<String>,
@@ -114,32 +120,6 @@ pub fn sha256_of(path: &Path) -> Option<String> {
     Some(hex::encode(Sha256::digest(&bytes)))
 }
 
-/// Starts the candidate once (trivial container, never created) to learn its bootstrap form and Task API version.
-fn probe(target: Arc<Target>, env: Arc<RunEnv>) -> Result<(String, String, String), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let result = runtime.block_on(async {
-        let mut ctx = Ctx::new(env, target.clone(), "doctor::probe");
-        let launched = ctx.launch(&ContainerConfig::new(&["exit", "0"])).await;
-        let answer = match &launched {
-            Ok(shim) => Ok((
-                shim.reply.form.to_string(),
-                format!("{} ({})", shim.reply.api, shim.reply.api.service()),
-                match target.bootstrap_mode() {
-                    Some(crate::candidate::Bootstrap::Legacy) => "legacy (BootstrapParams refused)".to_string(),
-                    _ => "params".to_string(),
-                },
-            )),
-            Err(crate::cases::CaseError::Fail(message)) | Err(crate::cases::CaseError::Skip(message)) => {
-                Err(message.lines().next().unwrap_or("").to_string())
-            }
-        };
-        ctx.teardown().await;
-        answer
-    });
-    runtime.shutdown_timeout(Duration::from_millis(200));
-    result
-}
-
 pub fn examine(candidates: Vec<Candidate>, work_base: Option<&Path>) -> (HostFingerprint, Vec<CandidateDoctor>) {
     let env = RunEnv::create(work_base, false).ok().map(Arc::new);
     if env.is_some() {
@@ -175,26 +155,28 @@ pub fn examine(candidates: Vec<Candidate>, work_base: Option<&Path>) -> (HostFin
             path: located.as_ref().ok().map(|p| p.display().to_string()),
             version: located.as_ref().ok().and_then(|p| version_of(p, "-v")),
             sha256: located.as_ref().ok().and_then(|p| sha256_of(p)),
-            bootstrap_form: None,
-            bootstrap_stdin: None,
-            task_api: None,
+            verdicts: Vec::new(),
             oci_runtime,
             missing: None,
             probe_error: None,
         };
-        match select::plan(candidate, None) {
-            Planned::Unavailable { reason, .. } => row.missing = Some(reason),
-            Planned::Ready(target) => match &env {
-                Some(env) => match probe(target, env.clone()) {
-                    Ok((form, api, stdin)) => {
-                        row.bootstrap_form = Some(form);
-                        row.task_api = Some(api);
-                        row.bootstrap_stdin = Some(stdin);
+        for line in Line::ALL {
+            match select::plan(candidate.clone(), None, line) {
+                Planned::Unavailable { reason, .. } => {
+                    row.missing = Some(reason);
+                    break;
+                }
+                Planned::Ready(target) => match &env {
+                    Some(env) => {
+                        let verdict = crate::run::judge(&target, env);
+                        row.verdicts.push(LineVerdict { containerd: line, profile: line.profile().describe(), verdict });
                     }
-                    Err(e) => row.probe_error = Some(e),
+                    None => {
+                        row.probe_error = Some("cannot create a work directory".into());
+                        break;
+                    }
                 },
-                None => row.probe_error = Some("cannot create a work directory".into()),
-            },
+            }
         }
         rows.push(row);
     }
@@ -231,9 +213,18 @@ pub fn print(host: &HostFingerprint, rows: &[CandidateDoctor]) {
         if let Some(oci) = &row.oci_runtime {
             println!("  OCI runtime: {oci}");
         }
-        if let (Some(form), Some(api)) = (&row.bootstrap_form, &row.task_api) {
-            println!("  bootstrap: {form} reply, stdin {}", row.bootstrap_stdin.as_deref().unwrap_or("?"));
-            println!("  task API:  {api}");
+        for line in &row.verdicts {
+            let judged = if line.containerd.profile().judged_by_daemon() { "" } else { " (modelled from source)" };
+            match (&line.verdict.usable, &line.verdict.reason) {
+                (true, _) => println!(
+                    "  containerd {}{judged}: usable: {}",
+                    line.containerd,
+                    line.verdict.reply.as_deref().unwrap_or("")
+                ),
+                (false, reason) => {
+                    println!("  containerd {}{judged}: NOT usable: {}", line.containerd, reason.as_deref().unwrap_or(""))
+                }
+            }
         }
         if let Some(missing) = &row.missing {
             println!("  missing:   {missing}");
@@ -242,7 +233,8 @@ pub fn print(host: &HostFingerprint, rows: &[CandidateDoctor]) {
             println!("  start probe failed: {error}");
         }
         if row.missing.is_none() && row.probe_error.is_none() {
-            println!("  ready:     yes");
+            let usable: Vec<String> = row.verdicts.iter().filter(|v| v.verdict.usable).map(|v| v.containerd.to_string()).collect();
+            println!("  ready:     yes (usable by containerd {})", if usable.is_empty() { "none".into() } else { usable.join(", ") });
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod context;
 pub mod doctor;
 pub mod host;
 pub mod leaks;
+pub mod profile;
 pub mod reaper;
 pub mod report;
 pub mod resolve;

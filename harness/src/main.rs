@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use shimcompat::candidate::Candidate;
+use shimcompat::profile::Line;
 use shimcompat::run::{Planned, TestArgs};
 use shimcompat::select;
 
@@ -24,8 +25,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run every candidate and write results/baselines/<candidate>.json and results/MATRIX.md
+    /// Run every candidate under every containerd line and write results/baselines/<candidate>@<line>.json and
+    /// results/MATRIX.md
     Baseline {
+        /// containerd lines (default: all)
+        #[arg(long, value_name = "LINE", default_value = "all")]
+        containerd: String,
         /// Candidate files
         #[arg(long, value_name = "DIR", default_value = "shims/candidates")]
         candidates: PathBuf,
@@ -81,14 +86,48 @@ struct RunArgs {
     /// Keep the work directory (bundles, shim logs) after the run
     #[arg(long)]
     keep: bool,
-    /// Write the results as JSON (schema shimcompat.report/v1)
+    /// Write the results as JSON (schema shimcompat.report/v2)
     #[arg(long, value_name = "FILE")]
     report_json: Option<PathBuf>,
+    /// Behave as this containerd line: 1.6, 1.7, 2.0 (2.0-2.2), 2.x (2.3+), a comma-separated list, or `all`
+    /// (default: the installed containerd's line, else the newest)
+    #[arg(long, value_name = "LINE")]
+    containerd: Option<String>,
+    /// Pass -debug to the shim's `start`, as containerd does when it logs at debug level
+    #[arg(long)]
+    shim_debug: bool,
     #[command(flatten)]
     test: TestArgs,
 }
 
+/// `--containerd` to lines: `all`, a list, or the default (installed containerd's line, else the newest).
+fn lines(arg: Option<&str>) -> Result<Vec<Line>, String> {
+    let Some(arg) = arg else {
+        let (line, why) = shimcompat::profile::default_line();
+        eprintln!("note: behaving as containerd {line} ({why}); choose with --containerd 1.6|1.7|2.0|2.x|all");
+        return Ok(vec![line]);
+    };
+    if arg.trim() == "all" {
+        return Ok(Line::ALL.to_vec());
+    }
+    let mut found = Vec::new();
+    for part in arg.split(',') {
+        let line = Line::parse(part)
+            .ok_or_else(|| format!("--containerd {part:?}: not a containerd line shimcompat models (1.6, 1.7, 2.0, 2.x or all)"))?;
+        if !found.contains(&line) {
+            found.push(line);
+        }
+    }
+    Ok(found)
+}
+
 fn main() -> ExitCode {
+    // containerd hands shims its own binary as -publish-binary and they run `<it> --address A publish --topic T
+    // --namespace N` with the event on stdin; shimcompat passes itself and forwards the event to the events server.
+    let raw: Vec<String> = std::env::args().collect();
+    if raw.iter().skip(1).any(|a| a == "publish") && raw.get(1).is_some_and(|a| a == "--address" || a == "-address") {
+        return shimcompat::shim::events::publish_command(&raw[1..]);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
@@ -101,7 +140,12 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => usage_error(e),
         },
-        Command::Baseline { candidates, results, matrix_only, test } => baseline(&candidates, &results, matrix_only, &test),
+        Command::Baseline { containerd, candidates, results, matrix_only, test } => {
+            match lines(Some(&containerd)) {
+                Ok(lines) => baseline(&candidates, &results, matrix_only, &test, &lines),
+                Err(e) => usage_error(e),
+            }
+        }
         Command::Compare { baseline, report } => compare(&baseline, &report),
     }
 }
@@ -143,7 +187,16 @@ fn run(args: RunArgs) -> ExitCode {
     if args.faults.is_some() && candidates.iter().any(|c| c.runtime.as_deref() != Some(shimcompat::candidate::MOCK_RUNTIME)) {
         return usage_error("--faults only applies to the bundled mock shim (io.containerd.mock.v1)");
     }
-    let plans: Vec<Planned> = candidates.into_iter().map(|c| select::plan(c, args.faults.as_deref())).collect();
+    let lines = match lines(args.containerd.as_deref()) {
+        Ok(lines) => lines,
+        Err(e) => return usage_error(e),
+    };
+    let mut plans: Vec<Planned> = Vec::new();
+    for candidate in candidates {
+        for line in &lines {
+            plans.push(select::plan(candidate.clone(), args.faults.as_deref(), *line));
+        }
+    }
     if explicit {
         // A shim the user named explicitly must exist: a skip would hide a typo.
         if let Some(Planned::Unavailable { reason, .. }) = plans.first() {
@@ -154,11 +207,16 @@ fn run(args: RunArgs) -> ExitCode {
         }
     }
     for plan in &plans {
-        if let Planned::Unavailable { candidate, reason } = plan {
-            println!("candidate {} skipped: {reason}", candidate.name);
+        if let Planned::Unavailable { reason, .. } = plan {
+            println!("candidate {} skipped: {reason}", plan.label());
         }
     }
-    let config = shimcompat::run::RunConfig { work_base: args.work_dir.clone(), keep: args.keep, silent: false };
+    let config = shimcompat::run::RunConfig {
+        work_base: args.work_dir.clone(),
+        keep: args.keep,
+        silent: false,
+        shim_debug: args.shim_debug,
+    };
     let report = match shimcompat::run::run(plans, &args.test, &config) {
         Ok(report) => report,
         Err(e) => return usage_error(e),
@@ -197,7 +255,7 @@ fn doctor(dir: Option<PathBuf>, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn baseline(dir: &std::path::Path, results: &std::path::Path, matrix_only: bool, test: &TestArgs) -> ExitCode {
+fn baseline(dir: &std::path::Path, results: &std::path::Path, matrix_only: bool, test: &TestArgs, lines: &[Line]) -> ExitCode {
     use shimcompat::report::{baseline, matrix};
     let baselines_dir = results.join("baselines");
     let candidates = match Candidate::load_dir(dir) {
@@ -206,10 +264,13 @@ fn baseline(dir: &std::path::Path, results: &std::path::Path, matrix_only: bool,
     };
     let mut unavailable = Vec::new();
     if !matrix_only {
-        let plans: Vec<Planned> = candidates.iter().cloned().map(|c| select::plan(c, None)).collect();
+        let plans: Vec<Planned> = candidates
+            .iter()
+            .flat_map(|c| lines.iter().map(move |line| select::plan(c.clone(), None, *line)))
+            .collect();
         for plan in &plans {
-            if let Planned::Unavailable { candidate, reason } = plan {
-                println!("candidate {} skipped: {reason}", candidate.name);
+            if let Planned::Unavailable { reason, .. } = plan {
+                println!("candidate {} skipped: {reason}", plan.label());
             }
         }
         let config = shimcompat::run::RunConfig::default();
@@ -243,9 +304,10 @@ fn baseline(dir: &std::path::Path, results: &std::path::Path, matrix_only: bool,
             if let Err(e) = baseline::save(&written, &baselines_dir) {
                 return usage_error(e);
             }
-            println!("wrote {}/{}.json", baselines_dir.display(), written.candidate.name);
+            println!("wrote {}/{}", baselines_dir.display(), baseline::file_name(&written.candidate.name, written.containerd));
         }
         unavailable = report.candidates.iter().filter_map(|c| c.unavailable.clone().map(|r| (c.name.clone(), r))).collect();
+        unavailable.dedup();
     }
     let baselines = match baseline::load_dir(&baselines_dir) {
         Ok(found) => found,
@@ -278,19 +340,20 @@ fn compare(baseline_path: &std::path::Path, report_path: &std::path::Path) -> Ex
     let mut regressions = 0;
     let mut compared = 0;
     for candidate in &report.candidates {
-        let Some(base) = baselines.iter().find(|b| b.candidate.name == candidate.name) else {
-            println!("{}: no baseline", candidate.name);
+        let label = format!("{}@{}", candidate.name, candidate.containerd);
+        let Some(base) = baselines.iter().find(|b| b.candidate.name == candidate.name && b.containerd == candidate.containerd) else {
+            println!("{label}: no baseline");
             continue;
         };
         compared += 1;
-        let outcomes = baseline::outcomes_of(&report, &candidate.name);
+        let outcomes = baseline::outcomes_of(&report, &candidate.name, candidate.containerd);
         let changes = baseline::compare(&base.outcomes, &outcomes);
         if changes.is_empty() {
-            println!("{}: same outcomes as the baseline ({} cases)", candidate.name, outcomes.len());
+            println!("{label}: same outcomes as the baseline ({} cases)", outcomes.len());
         }
         for change in &changes {
             let mark = if change.is_regression() { "REGRESSION" } else { "changed" };
-            println!("{}: {mark} {change}", candidate.name);
+            println!("{label}: {mark} {change}");
             regressions += usize::from(change.is_regression());
         }
     }

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cases::{self, Case, CaseError, Level};
-use crate::context::{Ctx, RunEnv, Target};
+use crate::context::{Ctx, RunEnv, Target, Verdict};
+use crate::profile::Line;
 use crate::report::{Outcome, Report, TrialResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -60,11 +61,11 @@ impl TestArgs {
     }
 }
 
-/// A candidate ready to run, or the reason it cannot run here.
+/// A candidate under one containerd line, ready to run, or the reason it cannot run here.
 #[derive(Debug, Clone)]
 pub enum Planned {
     Ready(Arc<Target>),
-    Unavailable { candidate: crate::candidate::Candidate, reason: String },
+    Unavailable { candidate: crate::candidate::Candidate, reason: String, line: Line },
 }
 
 impl Planned {
@@ -73,6 +74,18 @@ impl Planned {
             Planned::Ready(target) => &target.candidate.name,
             Planned::Unavailable { candidate, .. } => &candidate.name,
         }
+    }
+
+    pub fn line(&self) -> Line {
+        match self {
+            Planned::Ready(target) => target.profile.line,
+            Planned::Unavailable { line, .. } => *line,
+        }
+    }
+
+    /// `<candidate>@<line>`: the prefix of its trial names.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.name(), self.line())
     }
 }
 
@@ -91,6 +104,8 @@ pub struct RunConfig {
     pub keep: bool,
     /// Print nothing (library callers such as the self-test read the report instead).
     pub silent: bool,
+    /// Pass -debug to shims (containerd does at log level debug).
+    pub shim_debug: bool,
 }
 
 /// Runs (or lists) the trials; returns the report. Console output goes to stdout as trials finish.
@@ -101,15 +116,15 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
     let mut trials = Vec::new();
     for (planned, plan) in plans.iter().enumerate() {
         for (case_index, case) in catalogue.iter().enumerate() {
-            let name = format!("{}::{}", plan.name(), case.id);
+            let name = format!("{}::{}", plan.label(), case.id);
             if args.selects(&name) {
                 trials.push(Trial { name, case_index, planned });
             }
         }
     }
     let filtered_out = total - trials.len();
-    let mut report = Report::new(&plans);
     if args.list {
+        let report = Report::new(&plans);
         for trial in &trials {
             println!("{}: test", trial.name);
         }
@@ -118,7 +133,9 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
         }
         return Ok(report);
     }
-    let env = Arc::new(RunEnv::create(work_base.as_deref(), keep)?);
+    let mut env = RunEnv::create(work_base.as_deref(), keep)?;
+    env.shim_debug = config.shim_debug;
+    let env = Arc::new(env);
     // Shims daemonize (their `start` exits and the server is orphaned); as a subreaper the harness inherits and
     // reaps them, as init would under containerd, so a run leaves no zombies behind.
     // First, before any thread exists: the signals must be blocked in every thread but the one that waits.
@@ -126,7 +143,17 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
     crate::shim::instance::become_subreaper();
     crate::reaper::start();
     let format = args.format();
+    // What each containerd line makes of each candidate: decided once, before any case runs.
+    for plan in plans.iter() {
+        if let Planned::Ready(target) = plan {
+            if trials.iter().any(|t| plans_match(&plans, t.planned, target)) {
+                let verdict = judge(target, &env);
+                *target.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict);
+            }
+        }
+    }
     if !silent {
+        print_verdicts(&plans);
         println!("\nrunning {} tests", trials.len());
     }
     let started = Instant::now();
@@ -168,6 +195,7 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
     env.cleanup();
     crate::shim::instance::reap_orphans();
     crate::leaks::remove_cgroup_parents();
+    let mut report = Report::new(&plans);
     let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
     results.sort_by(|a, b| a.name.cmp(&b.name));
     report.results = results;
@@ -186,12 +214,25 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
 fn run_trial(name: &str, case: &Case, plan: &Planned, env: &Arc<RunEnv>) -> TrialResult {
     let started = Instant::now();
     let (candidate, outcome) = match plan {
-        Planned::Unavailable { candidate, reason } => (candidate.name.clone(), Outcome::Skip { reason: reason.clone() }),
-        Planned::Ready(target) => (target.candidate.name.clone(), run_ready(case, target, env)),
+        Planned::Unavailable { candidate, reason, .. } => (candidate.name.clone(), Outcome::Skip { reason: reason.clone() }),
+        Planned::Ready(target) => match target.verdict() {
+            Some(Verdict { usable: false, reason, .. }) => (
+                target.candidate.name.clone(),
+                Outcome::Fail {
+                    message: format!(
+                        "not run: containerd {} cannot use this shim: {}",
+                        target.profile.line,
+                        reason.unwrap_or_default()
+                    ),
+                },
+            ),
+            _ => (target.candidate.name.clone(), run_ready(case, target, env)),
+        },
     };
     TrialResult {
         name: name.to_string(),
         candidate,
+        containerd: plan.line(),
         case: case.id.to_string(),
         area: case.area().to_string(),
         level: case.level,
@@ -315,6 +356,15 @@ fn hygiene(ctx: &Ctx) -> Vec<String> {
         for line in &report.killed {
             leaked.push(format!("process still running after Shutdown (SIGKILLed): {line}"));
         }
+        for line in &report.left_after_shutdown {
+            leaked.push(format!("process still running after the shim exited (before containerd's delete action): {line}"));
+        }
+        for line in &report.delete_action_hung {
+            leaked.push(format!("containerd's `delete` action after the disconnect hung: {line}"));
+        }
+        for mount in &report.mounts_left {
+            leaked.push(format!("mount left under the bundle after Delete and Shutdown: {mount}"));
+        }
         if let Some(socket) = &report.socket_removed {
             leaked.push(format!("socket left after the shim exited: {}", socket.display()));
         }
@@ -324,6 +374,100 @@ fn hygiene(ctx: &Ctx) -> Vec<String> {
     }
     leaked.extend(ctx.probe.check());
     leaked
+}
+
+fn plans_match(plans: &[Planned], index: usize, target: &Arc<Target>) -> bool {
+    matches!(&plans[index], Planned::Ready(other) if Arc::ptr_eq(other, target))
+}
+
+/// Whether the target's containerd line can use the shim at all: `start` read and dialled as that line does, and
+/// the Task service it speaks answering a Create (a trivial container, then deleted).
+pub fn judge(target: &Arc<Target>, env: &Arc<RunEnv>) -> Verdict {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return Verdict { usable: false, reason: Some(format!("harness: cannot start a tokio runtime: {e}")), reply: None },
+    };
+    let verdict = runtime.block_on(async {
+        let mut ctx = Ctx::new(env.clone(), target.clone(), "verdict::probe");
+        let config = crate::bundle::ContainerConfig::new(&["exit", "0"]);
+        let verdict = match ctx.launch(&config).await {
+            Err(error) => Verdict { usable: false, reason: Some(first_line(&error)), reply: None },
+            Ok(shim) => {
+                let reply = format!(
+                    "{} reply, version {}, Task API {} ({})",
+                    shim.reply.form,
+                    shim.reply.version,
+                    shim.reply.api,
+                    shim.reply.api.service()
+                );
+                match ctx.create(&shim, crate::bundle::IoSpec::NULL).await {
+                    Ok(_) => Verdict { usable: true, reason: None, reply: Some(reply) },
+                    Err(error) => match ctx.last_create_error.as_ref().filter(|e| unknown_service(e)) {
+                        Some(rpc) => Verdict {
+                            usable: false,
+                            reason: Some(format!(
+                                "the shim does not serve {}, the Task service containerd {} speaks to it (it answered Create with {rpc})",
+                                shim.reply.api.service(),
+                                target.profile.line
+                            )),
+                            reply: Some(reply),
+                        },
+                        // Reachable and speaking the service: what else goes wrong is for the cases to show.
+                        None => {
+                            let _ = error;
+                            Verdict { usable: true, reason: None, reply: Some(reply) }
+                        }
+                    },
+                }
+            }
+        };
+        ctx.teardown().await;
+        let _ = ctx.probe.check();
+        verdict
+    });
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    verdict
+}
+
+fn first_line(error: &CaseError) -> String {
+    match error {
+        CaseError::Fail(message) | CaseError::Skip(message) => message.lines().next().unwrap_or("").to_string(),
+    }
+}
+
+/// A status that means "no such service": Go ttrpc answers UNIMPLEMENTED "service X", Rust ttrpc INVALID_ARGUMENT
+/// "X service does not exist".
+fn unknown_service(error: &crate::shim::task::RpcError) -> bool {
+    use containerd_shim_protos::ttrpc::Code;
+    match error {
+        crate::shim::task::RpcError::Status { code, message, .. } => {
+            (*code == Code::UNIMPLEMENTED && message.contains("service"))
+                || (*code == Code::INVALID_ARGUMENT && message.contains("service does not exist"))
+        }
+        _ => false,
+    }
+}
+
+fn print_verdicts(plans: &[Planned]) {
+    for plan in plans {
+        let Planned::Ready(target) = plan else { continue };
+        let Some(verdict) = target.verdict() else { continue };
+        let judged = if target.profile.judged_by_daemon() { "" } else { " [modelled from source]" };
+        match (&verdict.usable, &verdict.reason) {
+            (true, _) => println!(
+                "{} under containerd {}{judged}: usable ({})",
+                target.candidate.name,
+                target.profile.line,
+                verdict.reply.as_deref().unwrap_or("")
+            ),
+            (false, reason) => println!(
+                "{} under containerd {}{judged}: NOT usable: {}",
+                target.candidate.name,
+                target.profile.line,
+                reason.as_deref().unwrap_or("")
+            ),
+        }
+    }
 }
 
 fn print_result(result: &TrialResult, format: Format, console: &Mutex<usize>) {

@@ -9,6 +9,7 @@ use crate::resolve::{self, explain::Explanation, explain::Selection};
 use crate::candidate::{Candidate, MOCK_RUNTIME};
 use crate::context::Target;
 use crate::host;
+use crate::profile::Line;
 use crate::run::Planned;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,11 +88,11 @@ pub fn resolve_runtime(name: &str) -> Result<PathBuf, SelectError> {
     }
 }
 
-/// Plans one candidate: resolves its binary and checks what it needs from the host.
-pub fn plan(candidate: Candidate, faults: Option<&str>) -> Planned {
+/// Plans one candidate under one containerd line: resolves its binary and checks what it needs from the host.
+pub fn plan(candidate: Candidate, faults: Option<&str>, line: Line) -> Planned {
     let unavailable = |candidate: Candidate, reason: String| {
         let reason = if candidate.install.is_empty() { reason } else { format!("{reason}; install: {}", candidate.install) };
-        Planned::Unavailable { candidate, reason }
+        Planned::Unavailable { candidate, reason, line }
     };
     let binary = match (&candidate.runtime, &candidate.runtime_binary) {
         (Some(name), _) => match resolve_runtime(name) {
@@ -110,7 +111,7 @@ pub fn plan(candidate: Candidate, faults: Option<&str>) -> Planned {
     if let Some(reason) = missing_needs(&candidate) {
         return unavailable(candidate, reason);
     }
-    Planned::Ready(Arc::new(Target::new(candidate, binary, faults.map(str::to_string))))
+    Planned::Ready(Arc::new(Target::new(candidate, binary, faults.map(str::to_string), line)))
 }
 
 /// The first thing the host lacks for this candidate.

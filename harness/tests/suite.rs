@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use shimcompat::candidate::{Candidate, MOCK_RUNTIME};
 use shimcompat::cases;
+use shimcompat::profile::Line;
 use shimcompat::report::{Outcome, Report};
 use shimcompat::run::{self, Planned, RunConfig, TestArgs};
 use shimcompat::select;
@@ -98,7 +99,7 @@ impl Drop for HostFault {
 
 fn run_quiet(plan: Planned, filters: Vec<String>, exact: bool, base: &Path) -> Result<Report, String> {
     let args = TestArgs { filters, exact, test_threads: Some(8), ..TestArgs::default() };
-    let config = RunConfig { work_base: Some(base.to_path_buf()), keep: false, silent: true };
+    let config = RunConfig { work_base: Some(base.to_path_buf()), keep: false, silent: true, shim_debug: false };
     run::run(vec![plan], &args, &config).map_err(|e| e.to_string())
 }
 
@@ -124,8 +125,19 @@ fn first_lines(text: &str, n: usize) -> String {
     text.lines().take(n).collect::<Vec<_>>().join("\n        ")
 }
 
+/// The lines real candidates are compared with their baselines under: the daemon line here and the newest
+/// (modelled) one.
+const REAL_LINES: [Line; 2] = [Line::V1_6, Line::V2x];
+
+/// The line the mutation table was measured under: containerd 1.6, the daemon the mock is checked against here.
+const MUTATION_LINE: Line = Line::V1_6;
+
 fn mock_plan(faults: Option<&str>) -> Result<Planned, String> {
-    match select::plan(mock_candidate(), faults) {
+    mock_plan_under(faults, MUTATION_LINE)
+}
+
+fn mock_plan_under(faults: Option<&str>, line: Line) -> Result<Planned, String> {
+    match select::plan(mock_candidate(), faults, line) {
         Planned::Unavailable { reason, .. } => {
             Err(format!("the bundled mock is not built ({reason}); run `cargo test --workspace`"))
         }
@@ -236,29 +248,31 @@ fn main() {
     let mut suite = SelfTest { base: base.clone(), filters, results: Vec::new() };
     let catalogue = cases::catalogue();
 
-    suite.check("mock::clean_mock_passes_every_case", |base| {
-        let plan = match mock_plan(None) {
-            Ok(plan) => plan,
-            Err(e) => return Verdict::Fail(e),
-        };
-        match run_quiet(plan, Vec::new(), false, base) {
-            Err(e) => Verdict::Fail(e),
-            Ok(report) => {
-                let problems = not_passed(&report);
-                if problems.is_empty() && report.results.len() == catalogue.len() && report.stragglers.is_empty() {
-                    Verdict::Pass
-                } else {
-                    Verdict::Fail(format!(
-                        "{} of {} cases did not pass on the clean mock:\n    {}\nstragglers: {:?}",
-                        problems.len(),
-                        report.results.len(),
-                        problems.join("\n    "),
-                        report.stragglers
-                    ))
+    for line in Line::ALL {
+        suite.check(&format!("mock::clean_mock_passes_every_case_under_{}", line.label().replace('.', "_")), |base| {
+            let plan = match mock_plan_under(None, line) {
+                Ok(plan) => plan,
+                Err(e) => return Verdict::Fail(e),
+            };
+            match run_quiet(plan, Vec::new(), false, base) {
+                Err(e) => Verdict::Fail(e),
+                Ok(report) => {
+                    let problems = not_passed(&report);
+                    if problems.is_empty() && report.results.len() == catalogue.len() && report.stragglers.is_empty() {
+                        Verdict::Pass
+                    } else {
+                        Verdict::Fail(format!(
+                            "{} of {} cases did not pass on the clean mock under containerd {line}:\n    {}\nstragglers: {:?}",
+                            problems.len(),
+                            report.results.len(),
+                            problems.join("\n    "),
+                            report.stragglers
+                        ))
+                    }
                 }
             }
-        }
-    });
+        });
+    }
 
     // Every fault named by some case: the full catalogue under it fails exactly the expected set.
     let mut faults: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
@@ -302,7 +316,7 @@ fn main() {
             let mut attempts = Vec::new();
             for _ in 0..2 {
                 let plan = match &host_fault {
-                    Some(applied) => select::plan(applied.candidate.clone(), None),
+                    Some(applied) => select::plan(applied.candidate.clone(), None, MUTATION_LINE),
                     None => match mock_plan(Some(fault)) {
                         Ok(plan) => plan,
                         Err(e) => return Verdict::Fail(e),
@@ -353,17 +367,21 @@ fn main() {
     // (outcomes, not timings): a change is either a regression or a baseline to regenerate (`shimcompat baseline`).
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let candidates = Candidate::load_dir(&root.join("shims/candidates")).unwrap_or_default();
-    for candidate in candidates.into_iter().filter(|c| c.runtime.as_deref() != Some(MOCK_RUNTIME)) {
+    for (candidate, line) in candidates
+        .into_iter()
+        .filter(|c| c.runtime.as_deref() != Some(MOCK_RUNTIME))
+        .flat_map(|c| REAL_LINES.iter().map(move |line| (c.clone(), *line)))
+    {
         let name = candidate.name.clone();
-        suite.check(&format!("real::{name}_matches_baseline"), |base| {
+        suite.check(&format!("real::{name}_matches_baseline_under_{}", line.label().replace('.', "_")), |base| {
             if !nix::unistd::geteuid().is_root() {
                 return Verdict::Skip("needs root (real shims create namespaces and cgroups)".into());
             }
-            let plan = select::plan(candidate, None);
+            let plan = select::plan(candidate, None, line);
             if let Planned::Unavailable { reason, .. } = &plan {
                 return Verdict::Skip(reason.clone());
             }
-            let baseline_path = root.join(format!("results/baselines/{name}.json"));
+            let baseline_path = root.join("results/baselines").join(shimcompat::report::baseline::file_name(&name, line));
             let baseline = match shimcompat::report::baseline::load(&baseline_path) {
                 Ok(baseline) => baseline,
                 Err(e) => return Verdict::Fail(format!("no committed baseline ({e}); run `shimcompat baseline`")),
@@ -372,14 +390,14 @@ fn main() {
                 Ok(report) => report,
                 Err(e) => return Verdict::Fail(e),
             };
-            let outcomes = shimcompat::report::baseline::outcomes_of(&report, &name);
+            let outcomes = shimcompat::report::baseline::outcomes_of(&report, &name, line);
             let mut changes = shimcompat::report::baseline::compare(&baseline.outcomes, &outcomes);
             if changes.is_empty() && report.stragglers.is_empty() {
                 return Verdict::Pass;
             }
             // Rerun the cases that changed once: a real shim's outcome that flips only under load is reported as
             // flaky on stdout, one that changes again is a failure.
-            let changed: Vec<String> = changes.iter().map(|c| format!("{name}::{}", c.case)).collect();
+            let changed: Vec<String> = changes.iter().map(|c| format!("{name}@{line}::{}", c.case)).collect();
             let retry_plan = select::plan(
                 Candidate::load_dir(&root.join("shims/candidates"))
                     .unwrap_or_default()
@@ -387,9 +405,10 @@ fn main() {
                     .find(|c| c.name == name)
                     .unwrap_or_else(|| Candidate::for_runtime("io.containerd.runc.v2")),
                 None,
+                line,
             );
             if let Ok(retry) = run_quiet(retry_plan, changed.clone(), true, base) {
-                let retried = shimcompat::report::baseline::outcomes_of(&retry, &name);
+                let retried = shimcompat::report::baseline::outcomes_of(&retry, &name, line);
                 let wanted: Vec<_> =
                     baseline.outcomes.iter().filter(|o| changes.iter().any(|c| c.case == o.case)).cloned().collect();
                 if shimcompat::report::baseline::compare(&wanted, &retried).is_empty() && report.stragglers.is_empty() {

@@ -58,8 +58,9 @@ pub fn cases() -> Vec<Case> {
 }
 
 async fn connect_returns_shim_pid(ctx: &mut Ctx) -> CaseResult {
-    let shim = ctx.launch(&ContainerConfig::new(&["exit", "0"])).await?;
-    let pid = shim.connect.shim_pid;
+    // containerd connects once the task exists (Create, then Connect for the task pid).
+    let (shim, _task) = created(ctx, &ContainerConfig::new(&["exit", "0"]), IoSpec::NULL).await?;
+    let pid = shim.shim_pid();
     ensure!(pid > 0, "Connect returned shim_pid 0");
     ensure!(is_process(pid), "Connect's shim_pid {pid} is not a live process (not a thread, not a zombie)");
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();

@@ -5,6 +5,7 @@ use super::util::{drop_connections, expect_status, is_process, poll_until, read_
 use super::{fail, Case, CaseError, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::{deadline, Ctx, Task};
+use crate::profile::ReloadFrom;
 use crate::shim::instance::Shim;
 use crate::shim::task::TaskClient;
 use crate::{case, ensure};
@@ -31,17 +32,57 @@ fn disconnect(shim: &Shim) -> CaseResult {
     Ok(())
 }
 
-/// After `disconnect`: checks the shim stays up, and connects again.
+/// After `disconnect`: checks the shim stays up, and connects again the way the profile's containerd reloads a shim
+/// after a restart: from `<bundle>/address`, which the shim wrote (1.x), or from what containerd recorded at start
+/// (2.x `bootstrap.json`); then Connect within the load timeout, and (1.7+) Pids.
 async fn reconnect(ctx: &Ctx, shim: &Shim) -> Result<TaskClient, CaseError> {
     let pid = shim.shim_pid();
     let died = poll_until(HOLD, || !is_process(pid)).await;
     ensure!(!died, "the shim (pid {pid}) exited when its client disconnected; containerd could not reconnect after a restart");
-    let client = TaskClient::connect(&shim.reply.address, shim.reply.api, &ctx.env.namespace, ctx.timeout(deadline::RPC))
+    let profile = ctx.target.profile;
+    let (address, api) = match profile.reload_from {
+        ReloadFrom::BootstrapJson => (shim.reply.address.clone(), shim.reply.api),
+        ReloadFrom::AddressFile => {
+            let file = shim.bundle_dir().join("address");
+            let written = std::fs::read(&file).map_err(|e| {
+                fail(format!(
+                    "containerd {} reloads a shim after a restart from {} (runtime/v2/shim.go loadShim), which the shim \
+                     did not write ({e}): the running task would be lost",
+                    profile.line,
+                    file.display()
+                ))
+            })?;
+            let reply = crate::shim::launch::parse_start_output(&written, profile).map_err(|e| {
+                fail(format!("{} does not hold an address containerd {} can dial: {e}", file.display(), profile.line))
+            })?;
+            (reply.address, reply.api)
+        }
+    };
+    let client = TaskClient::connect(&address, api, &ctx.env.namespace, ctx.timeout(deadline::RPC), profile)
         .await
-        .map_err(|e| fail(format!("connecting again to {}: {e}", shim.reply.address)))?;
-    let connect = client.connect_rpc(shim.id()).await?;
+        .map_err(|e| fail(format!("connecting again to {address}: {e}")))?;
+    let connect = client.connect_on_reload(shim.id()).await?;
     ensure!(connect.shim_pid == pid, "Connect on the new connection says shim_pid {}, before it was {pid}", connect.shim_pid);
     Ok(client)
+}
+
+/// containerd 1.7+ checks a reloaded shim's task with Pids and treats it as leaked when that fails or is empty.
+async fn pids_after_reload(ctx: &Ctx, client: &TaskClient, task: &Task) -> CaseResult {
+    if !ctx.target.profile.reload_checks_pids {
+        return Ok(());
+    }
+    let pids = client.pids(&task.id).await.map_err(|e| {
+        fail(format!(
+            "containerd {} lists a reloaded task's pids and drops the shim as leaked when that fails: {e}",
+            ctx.target.profile.line
+        ))
+    })?;
+    ensure!(
+        !pids.processes.is_empty(),
+        "containerd {} drops a reloaded shim as leaked when Pids lists no process; Pids of the running task is empty",
+        ctx.target.profile.line
+    );
+    Ok(())
 }
 
 /// What teardown would do, over the new connection (teardown's own client is the dropped one).
@@ -59,6 +100,7 @@ async fn task_intact(ctx: &mut Ctx) -> CaseResult {
     read_until(ctx, &mut task.io, "ready\n", "the payload starting").await?;
     disconnect(&shim)?;
     let client = reconnect(ctx, &shim).await?;
+    pids_after_reload(ctx, &client, &task).await?;
     let connect = client.connect_rpc(&task.id).await?;
     ensure!(connect.task_pid == task.pid, "Connect on the new connection says task_pid {}, the init is {}", connect.task_pid, task.pid);
     let state = client.state(&task.id, "").await?;

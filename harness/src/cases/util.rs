@@ -16,16 +16,17 @@ pub async fn created(ctx: &mut Ctx, config: &ContainerConfig, io: IoSpec) -> Res
     Ok((shim, task))
 }
 
-/// Launches, creates and starts; checks nothing beyond the calls succeeding.
+/// Launches, creates and starts (Start, then State, as containerd's tasks service does); checks nothing beyond the
+/// calls succeeding.
 pub async fn started(ctx: &mut Ctx, config: &ContainerConfig, io: IoSpec) -> Result<(Arc<Shim>, Task), CaseError> {
     let (shim, task) = created(ctx, config, io).await?;
-    shim.task.start(&task.id, "").await?;
+    ctx.start_process(&shim, &task.id, "").await?;
     Ok((shim, task))
 }
 
-/// Waits for a process to exit, with the exit deadline.
+/// Waits for a process to exit as containerd does (for the init, Connect first), with the exit deadline.
 pub async fn wait_exit(ctx: &Ctx, shim: &Shim, id: &str, exec_id: &str) -> Result<WaitResponse, CaseError> {
-    Ok(shim.task.wait(id, exec_id, ctx.timeout(deadline::EXIT)).await?)
+    Ok(ctx.wait_process(shim, id, exec_id).await?)
 }
 
 /// Runs the payload with `steps` to completion and returns the Wait reply.
@@ -94,10 +95,10 @@ pub async fn exec_started(
     let mut process_io = exec_io(shim, exec_id, io)?;
     let request = ctx.exec_request(id, exec_id, steps, false, &process_io);
     shim.task.exec(&request).await?;
-    let started = shim.task.start(id, exec_id).await?;
+    let started = ctx.start_process(shim, id, exec_id).await?;
     // The shim has opened its side of the fifos by now: from here on EOF means the process's side closed.
     process_io.seal();
-    Ok((started.pid, process_io))
+    Ok((started.start, process_io))
 }
 
 /// Reads a process's stdout until `needle` appears, failing with what did arrive.

@@ -1,5 +1,5 @@
-//! Baselines: one candidate's outcomes on a reference host, committed under `results/baselines/<candidate>.json`,
-//! compared by outcome (never by timing) with later runs.
+//! Baselines: one candidate's outcomes under one containerd line on a reference host, committed under
+//! `results/baselines/<candidate>@<line>.json`, compared by outcome (never by timing) with later runs.
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -7,14 +7,20 @@ use serde::{Deserialize, Serialize};
 
 use super::{Outcome, Report};
 use crate::cases::Level;
+use crate::context::Verdict;
 use crate::doctor::HostFingerprint;
+use crate::profile::Line;
 
-pub const SCHEMA: &str = "shimcompat.baseline/v1";
+pub const SCHEMA: &str = "shimcompat.baseline/v2";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Baseline {
     pub schema: String,
     pub candidate: BaselineCandidate,
+    /// The containerd line the harness behaved as.
+    pub containerd: Line,
+    pub profile: String,
+    pub verdict: Option<Verdict>,
     pub host: serde_json::Value,
     pub outcomes: Vec<CaseOutcome>,
 }
@@ -51,12 +57,12 @@ pub fn outcome_word(outcome: &Outcome) -> (&'static str, String) {
     }
 }
 
-/// A candidate's outcomes in a report, sorted by case.
-pub fn outcomes_of(report: &Report, candidate: &str) -> Vec<CaseOutcome> {
+/// A candidate's outcomes under one containerd line in a report, sorted by case.
+pub fn outcomes_of(report: &Report, candidate: &str, line: Line) -> Vec<CaseOutcome> {
     let mut outcomes: Vec<CaseOutcome> = report
         .results
         .iter()
-        .filter(|r| r.candidate == candidate)
+        .filter(|r| r.candidate == candidate && r.containerd == line)
         .map(|r| {
             let (word, detail) = outcome_word(&r.outcome);
             CaseOutcome { case: r.case.clone(), area: r.area.clone(), level: r.level, outcome: word.into(), detail }
@@ -76,8 +82,11 @@ pub fn from_report(report: &Report, host: &HostFingerprint, describe: &dyn Fn(&s
         .map(|c| Baseline {
             schema: SCHEMA.into(),
             candidate: describe(&c.name),
+            containerd: c.containerd,
+            profile: c.profile.clone(),
+            verdict: c.verdict.clone(),
             host: host.clone(),
-            outcomes: outcomes_of(report, &c.name),
+            outcomes: outcomes_of(report, &c.name, c.containerd),
         })
         .collect()
 }
@@ -106,11 +115,16 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Baseline>, BaselineError> {
 }
 
 pub fn save(baseline: &Baseline, dir: &Path) -> Result<(), BaselineError> {
-    let path = dir.join(format!("{}.json", baseline.candidate.name));
+    let path = dir.join(file_name(&baseline.candidate.name, baseline.containerd));
     let fail = |detail: String| BaselineError::Io { path: path.display().to_string(), detail };
     std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     let json = serde_json::to_string_pretty(baseline).map_err(|e| fail(e.to_string()))?;
     std::fs::write(&path, json + "\n").map_err(|e| fail(e.to_string()))
+}
+
+/// `<candidate>@<line>.json`.
+pub fn file_name(candidate: &str, line: Line) -> String {
+    format!("{candidate}@{line}.json")
 }
 
 /// A difference between two runs of the same candidate, by outcome.

@@ -13,6 +13,9 @@ use super::baseline::Baseline;
 pub struct Finding {
     pub candidate: String,
     pub case: String,
+    /// The containerd lines it was seen under (`1.6`, `2.x`, ...); empty: every line the case failed under.
+    #[serde(default)]
+    pub containerd: Vec<String>,
     /// `shim divergence`, `shim bug`, `harness bug (fixed)`, `case level`, ...
     pub kind: String,
     /// One line for the matrix.
@@ -63,12 +66,58 @@ pub fn render(baselines: &[Baseline], findings: &Findings, unavailable: &[(Strin
             host.get("kvm").and_then(|v| v.as_bool()).map(|k| if k { "usable" } else { "absent" }).unwrap_or("?")
         );
     }
-    let _ = write!(out, "| candidate | shim | total |");
+    // The verdict per containerd line: can that containerd use the shim at all?
+    let lines: BTreeSet<crate::profile::Line> = baselines.iter().map(|b| b.containerd).collect();
+    let names: Vec<&str> = {
+        let mut seen = Vec::new();
+        for b in baselines {
+            if !seen.contains(&b.candidate.name.as_str()) {
+                seen.push(b.candidate.name.as_str());
+            }
+        }
+        seen
+    };
+    let _ = writeln!(out, "## Verdict per containerd line
+");
+    let _ = writeln!(
+        out,
+        "Whether that containerd can use the shim at all (its `start` reply read and dialled as that release does, and the\n\
+         Task service it speaks answering). Lines marked (source) are modelled from containerd's source: no daemon of that\n\
+         line is obtainable on the reference host; the others are checked against the running daemon.\n"
+    );
+    let _ = write!(out, "| candidate |");
+    for line in &lines {
+        let judged = if line.profile().judged_by_daemon() { "" } else { " (source)" };
+        let _ = write!(out, " containerd {line}{judged} |");
+    }
+    let _ = writeln!(out);
+    let _ = write!(out, "|---|");
+    for _ in &lines {
+        let _ = write!(out, "---|");
+    }
+    let _ = writeln!(out);
+    for name in &names {
+        let _ = write!(out, "| {name} |");
+        for line in &lines {
+            let cell = match baselines.iter().find(|b| b.candidate.name == *name && b.containerd == *line) {
+                None => "not run".to_string(),
+                Some(b) => match &b.verdict {
+                    Some(v) if v.usable => "usable".to_string(),
+                    Some(v) => format!("**not usable**: {}", v.reason.as_deref().unwrap_or("").replace('|', "\\|")),
+                    None => "?".to_string(),
+                },
+            };
+            let _ = write!(out, " {cell} |");
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "\n## Outcomes\n");
+    let _ = write!(out, "| candidate | containerd | shim | total |");
     for area in &areas {
         let _ = write!(out, " {area} |");
     }
     let _ = writeln!(out);
-    let _ = write!(out, "|---|---|---|");
+    let _ = write!(out, "|---|---|---|---|");
     for _ in &areas {
         let _ = write!(out, "---|");
     }
@@ -95,26 +144,30 @@ pub fn render(baselines: &[Baseline], findings: &Findings, unavailable: &[(Strin
             (Some(runtime), None) => runtime.clone(),
             (None, _) => baseline.candidate.binary.clone().unwrap_or_default(),
         };
-        let _ = write!(out, "| {} | {} | {} |", baseline.candidate.name, shim, count(&|_| true));
+        let _ = write!(out, "| {} | {} | {} | {} |", baseline.candidate.name, baseline.containerd, shim, count(&|_| true));
         for area in &areas {
             let _ = write!(out, " {} |", count(&|a| a == *area));
         }
         let _ = writeln!(out);
     }
     for (name, reason) in unavailable {
-        let _ = writeln!(out, "| {name} | not run here: {} | | |", reason.replace('|', "\\|"));
+        let _ = writeln!(out, "| {name} | | not run here: {} | | |", reason.replace('|', "\\|"));
     }
     let _ = writeln!(out, "\n## Failures\n");
     let mut any = false;
     for baseline in baselines {
         for outcome in baseline.outcomes.iter().filter(|o| o.outcome == "fail" || o.outcome == "waived") {
             any = true;
-            let finding = findings.finding.iter().find(|f| f.candidate == baseline.candidate.name && f.case == outcome.case);
+            let finding = findings.finding.iter().find(|f| applies(f, baseline) && f.case == outcome.case);
             let line = match finding {
                 Some(f) => format!("{} ({})", f.summary, f.kind),
                 None => "**not yet run down**".to_string(),
             };
-            let _ = writeln!(out, "- `{}::{}` ({}, {}): {line}", baseline.candidate.name, outcome.case, outcome.level, outcome.outcome);
+            let _ = writeln!(
+                out,
+                "- `{}@{}::{}` ({}, {}): {line}",
+                baseline.candidate.name, baseline.containerd, outcome.case, outcome.level, outcome.outcome
+            );
         }
     }
     if !any {
@@ -123,7 +176,7 @@ pub fn render(baselines: &[Baseline], findings: &Findings, unavailable: &[(Strin
     let relevant: Vec<&crate::report::matrix::Finding> = findings
         .finding
         .iter()
-        .filter(|f| baselines.iter().any(|b| b.candidate.name == f.candidate && b.outcomes.iter().any(|o| o.case == f.case && o.outcome != "pass")))
+        .filter(|f| baselines.iter().any(|b| applies(f, b) && b.outcomes.iter().any(|o| o.case == f.case && o.outcome != "pass")))
         .collect();
     if !relevant.is_empty() {
         let _ = writeln!(out, "\n## Findings, with evidence\n");
@@ -136,6 +189,12 @@ pub fn render(baselines: &[Baseline], findings: &Findings, unavailable: &[(Strin
         }
     }
     out
+}
+
+/// Whether a finding is about this baseline's candidate and containerd line.
+fn applies(finding: &Finding, baseline: &Baseline) -> bool {
+    finding.candidate == baseline.candidate.name
+        && (finding.containerd.is_empty() || finding.containerd.iter().any(|l| l == baseline.containerd.label()))
 }
 
 fn short(oci: &str) -> String {

@@ -7,9 +7,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cases::Level;
+use crate::context::Verdict;
+use crate::profile::Line;
 use crate::run::Planned;
 
-pub const SCHEMA: &str = "shimcompat.report/v1";
+pub const SCHEMA: &str = "shimcompat.report/v2";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "outcome", rename_all = "lowercase")]
@@ -24,6 +26,8 @@ pub enum Outcome {
 pub struct TrialResult {
     pub name: String,
     pub candidate: String,
+    /// The containerd line the harness behaved as.
+    pub containerd: Line,
     pub case: String,
     pub area: String,
     pub level: Level,
@@ -36,6 +40,12 @@ pub struct TrialResult {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CandidateReport {
     pub name: String,
+    /// The containerd line it ran under (one entry per candidate and line).
+    pub containerd: Line,
+    /// Which release that line's profile models, and whether it was checked against a running daemon.
+    pub profile: String,
+    /// Whether that containerd line can use the shim at all, and why not.
+    pub verdict: Option<Verdict>,
     pub runtime: Option<String>,
     pub binary: Option<String>,
     /// False when the shim was given by path: the result does not certify a runtime name.
@@ -72,13 +82,19 @@ impl Report {
             .map(|plan| match plan {
                 Planned::Ready(target) => CandidateReport {
                     name: target.candidate.name.clone(),
+                    containerd: target.profile.line,
+                    profile: target.profile.describe(),
+                    verdict: target.verdict(),
                     runtime: target.candidate.runtime.clone(),
                     binary: Some(target.binary.display().to_string()),
                     certified_by_name: target.candidate.certified_by_name(),
                     unavailable: None,
                 },
-                Planned::Unavailable { candidate, reason } => CandidateReport {
+                Planned::Unavailable { candidate, reason, line } => CandidateReport {
                     name: candidate.name.clone(),
+                    containerd: *line,
+                    profile: line.profile().describe(),
+                    verdict: None,
                     runtime: candidate.runtime.clone(),
                     binary: None,
                     certified_by_name: candidate.certified_by_name(),

@@ -206,3 +206,68 @@ pub fn render(events: &[Event]) -> String {
     }
     events.iter().map(|e| format!("  {}", e.summary())).collect::<Vec<_>>().join("\n")
 }
+
+/// `shimcompat --address A publish --topic T --namespace N`, with the event `Any` on stdin: what a shim that
+/// publishes through `-publish-binary` runs (containerd's own `publish` command forwards to its events service).
+/// The event goes to the events server named by `TTRPC_ADDRESS` (the shim's environment, inherited), as an envelope
+/// stamped now. Exit status 0 when the server took it.
+pub fn publish_command(args: &[String]) -> std::process::ExitCode {
+    use std::io::Read;
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag || a.trim_start_matches('-') == flag.trim_start_matches('-'))
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let (Some(topic), Some(namespace)) = (value("--topic"), value("--namespace")) else {
+        eprintln!("shimcompat publish: --topic and --namespace are required");
+        return std::process::ExitCode::from(2);
+    };
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("shimcompat publish: reading the event from stdin: {e}");
+        return std::process::ExitCode::from(1);
+    }
+    let any = match containerd_shim_protos::protobuf::well_known_types::any::Any::parse_from_bytes(&input) {
+        Ok(any) => any,
+        Err(e) => {
+            eprintln!("shimcompat publish: stdin is not a protobuf Any ({} bytes): {e}", input.len());
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let Some(address) = std::env::var_os("TTRPC_ADDRESS") else {
+        eprintln!("shimcompat publish: no TTRPC_ADDRESS in the environment: nowhere to forward the event");
+        return std::process::ExitCode::from(1);
+    };
+    let address = address.to_string_lossy().into_owned();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("shimcompat publish: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let url = if address.contains("://") { address.clone() } else { format!("unix://{address}") };
+        let client = ttrpc::asynchronous::Client::connect(&url).await.map_err(|e| format!("{url}: {e}"))?;
+        let events = containerd_shim_protos::shim_async::EventsClient::new(client);
+        let mut envelope = containerd_shim_protos::shim::event::Envelope::new();
+        envelope.timestamp = Some(containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp::now()).into();
+        envelope.namespace = namespace;
+        envelope.topic = topic;
+        envelope.event = Some(any).into();
+        let request = ForwardRequest { envelope: Some(envelope).into(), ..Default::default() };
+        events
+            .forward(ttrpc::context::with_timeout(Duration::from_secs(5).as_nanos() as i64), &request)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shimcompat publish: forwarding the event: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

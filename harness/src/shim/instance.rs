@@ -18,7 +18,8 @@ pub struct Shim {
     pub events: Arc<EventSink>,
     /// Bundles of every container this shim was asked to create (the first is the one it was started for).
     pub bundles: Mutex<Vec<Bundle>>,
-    pub connect: ConnectResponse,
+    /// The first Connect reply (containerd calls Connect after Create, for the task pid): the shim's pid.
+    pub connect: Mutex<Option<ConnectResponse>>,
     /// Ids created through this shim and not yet deleted by the case; teardown deletes them.
     pub live_ids: Mutex<Vec<String>>,
 }
@@ -28,6 +29,14 @@ pub struct Shim {
 pub struct TeardownReport {
     /// Processes that had to be SIGKILLed (pid and command line).
     pub killed: Vec<String>,
+    /// Processes of the case still running once the shim had gone, before containerd's `delete` action ran.
+    pub left_after_shutdown: Vec<String>,
+    /// The `delete` action containerd runs after the disconnect, when it did not finish in time (a hang).
+    pub delete_action_hung: Vec<String>,
+    /// What the `delete` actions answered (evidence; containerd only logs a failure).
+    pub delete_actions: Vec<String>,
+    /// Mounts still under a bundle when it was removed (detached then).
+    pub mounts_left: Vec<String>,
     pub socket_removed: Option<PathBuf>,
     pub swept_containers: Vec<String>,
 }
@@ -37,8 +46,21 @@ impl Shim {
         &self.launch.id
     }
 
+    /// The shim pid from Connect, or 0 while no Connect has been made.
     pub fn shim_pid(&self) -> u32 {
-        self.connect.shim_pid
+        self.connect_reply().map(|c| c.shim_pid).unwrap_or(0)
+    }
+
+    pub fn connect_reply(&self) -> Option<ConnectResponse> {
+        self.connect.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Remembers the first Connect reply.
+    pub fn record_connect(&self, reply: &ConnectResponse) {
+        let mut known = self.connect.lock().unwrap_or_else(|p| p.into_inner());
+        if known.is_none() {
+            *known = Some(reply.clone());
+        }
     }
 
     pub fn bundle_dir(&self) -> PathBuf {
@@ -57,33 +79,61 @@ impl Shim {
         self.live_ids.lock().unwrap_or_else(|p| p.into_inner()).retain(|known| known != id);
     }
 
-    /// containerd's teardown: Delete, Shutdown, wait for the process, then force what did not go by itself.
-    pub async fn teardown(&self, runtime_sweep: Option<&RuntimeSweep>, grace: Duration) -> TeardownReport {
-        let mut report = TeardownReport::default();
+    /// containerd's teardown, first phase: for each task State and Delete, then Shutdown (with the shutdown
+    /// deadline), and wait for the process to go. Returns whether the shim and everything running in its bundles
+    /// went by themselves.
+    pub async fn stop(&self, grace: Duration) -> bool {
         let ids: Vec<String> = self.live_ids.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let quick = self.task.with_timeout(grace);
         for id in &ids {
-            // Stop it first: a running task cannot be deleted.
+            // Stop it first: a running task cannot be deleted. The client checks the status before it deletes.
             let _ = quick.kill(id, "", libc::SIGKILL as u32, true).await;
             let _ = quick.wait(id, "", grace).await;
+            let _ = quick.state(id, "").await;
             let _ = quick.delete(id, "").await;
         }
-        let _ = quick.shutdown(self.id(), false).await;
+        let _ = quick.shutdown_after_delete(self.id()).await;
         // Wait for the shim to go: the pid Connect gave, and anything running in our bundles (the shim runs there;
-        // Connect may have misreported its pid, and a hung `start` runs there too). Then force what is left.
-        let dirs: Vec<PathBuf> = self.bundles.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|b| b.dir.clone()).collect();
+        // Connect may have misreported its pid, and a hung `start` runs there too).
+        let dirs = self.bundle_dirs();
         let pid = self.shim_pid();
         let deadline = Instant::now() + grace;
         loop {
             let pid_gone = pid == 0 || !pid_alive(pid) || !is_shim_of(pid, &dirs);
             if pid_gone && processes_in(&dirs).is_empty() {
-                break;
+                return true;
             }
             if Instant::now() >= deadline {
-                break;
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    fn bundle_dirs(&self) -> Vec<PathBuf> {
+        self.bundles.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|b| b.dir.clone()).collect()
+    }
+
+    /// Second phase, once the shim has gone: the `delete` action for each of its bundles, as containerd runs it
+    /// when a shim's connection closes (with the cleanup timeout; a failure is only logged by containerd, a hang is
+    /// a leak).
+    pub async fn delete_actions(&self, report: &mut TeardownReport) {
+        let bundles: Vec<(String, PathBuf)> =
+            self.bundles.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|b| (b.id.clone(), b.dir.clone())).collect();
+        for (id, dir) in bundles {
+            let spec = LaunchSpec { id: id.clone(), bundle: dir, ..self.launch.clone() };
+            match launch::delete_action(&spec).await {
+                Ok(answer) => report.delete_actions.push(format!("{id}: exit_status {} pid {}", answer.exit_status, answer.pid)),
+                Err(error @ launch::LaunchError::DeleteTimeout { .. }) => report.delete_action_hung.push(format!("{id}: {error}")),
+                Err(error) => report.delete_actions.push(format!("{id}: {error}")),
+            }
+        }
+    }
+
+    /// Last phase: force what did not go by itself, remove the socket, sweep the runtime, remove the bundles.
+    pub async fn force_cleanup(&self, runtime_sweep: Option<&RuntimeSweep>, report: &mut TeardownReport) {
+        let dirs = self.bundle_dirs();
+        let pid = self.shim_pid();
         if pid > 0 && is_shim_of(pid, &dirs) {
             if let Some(line) = kill_pid(pid) {
                 report.killed.push(format!("shim {line}"));
@@ -101,13 +151,12 @@ impl Shim {
         }
         if let Some(sweep) = runtime_sweep {
             let all_ids: Vec<String> = self.bundles.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|b| b.id.clone()).collect();
-            report.swept_containers = sweep.sweep(&all_ids).await;
+            report.swept_containers.extend(sweep.sweep(&all_ids).await);
         }
         self.events.stop().await;
         for bundle in self.bundles.lock().unwrap_or_else(|p| p.into_inner()).iter_mut() {
-            bundle.remove();
+            report.mounts_left.extend(bundle.remove());
         }
-        report
     }
 }
 

@@ -1,6 +1,8 @@
-//! Launching a shim the way containerd does: `<shim> -namespace NS -address A -publish-binary B -id ID start` in the
-//! bundle, BootstrapParams on stdin together with the legacy flags and environment, and the address parsed from
-//! whichever of the three forms the shim prints. Also the `delete` action containerd runs after losing a shim.
+//! Launching a shim the way one containerd line does (crate::profile): `<shim> -namespace NS -address A
+//! -publish-binary B -id ID [-debug] start` in the bundle, with that line's environment and stdin (the options `Any`,
+//! or BootstrapParams on 2.3+), its output read as that line reads it (stdout and stderr combined; a plain address,
+//! JSON up to the line's version, or protobuf), and the Task service it would then dial. Also the `delete` action
+//! containerd runs after a shim disconnects.
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use containerd_shim_protos::protobuf::{well_known_types::any::Any, Message};
 use tokio::io::AsyncReadExt;
 
 use super::task::TaskApi;
+use crate::profile::{EnvVar, Profile, StartOutput, StartStdin, CONTAINERD_ENV};
 
 /// How a shim's `start` answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,6 +60,9 @@ pub enum LaunchError {
     BadStartOutput(String),
     #[error("shim reports bootstrap version {0}, newer than the Task API v3 containerd speaks")]
     UnsupportedVersion(i32),
+    /// What containerd of this line would answer to the reply (e.g. 1.7: "unsupported shim version (3)").
+    #[error("containerd {line} cannot use this shim: {reason}")]
+    RefusedByProfile { line: crate::profile::Line, reason: String },
     #[error("shim reports protocol {0:?}; only ttrpc is supported")]
     UnsupportedProtocol(String),
     #[error("`{binary} delete` did not finish within {timeout:?} (killed)")]
@@ -84,9 +90,12 @@ pub struct LaunchSpec {
     pub socket_dir: Option<PathBuf>,
     /// Runtime options (`containerd.runc.v1.Options` for runc shims), sent as a bootstrap extension.
     pub options: Option<Any>,
-    /// Whether to send `BootstrapParams` on stdin (containerd 2.3+) or the legacy options `Any` only.
-    pub bootstrap_params: bool,
+    /// The containerd line being emulated: environment, stdin, how the output is read.
+    pub profile: &'static Profile,
     pub debug: bool,
+    /// The `-publish-binary` value: containerd passes its own executable; the harness passes itself, whose
+    /// `publish` command forwards an event to the events server as containerd's would.
+    pub publish_binary: PathBuf,
     pub timeout: Duration,
     /// Extra environment (e.g. PATH for the OCI runtime).
     pub env: Vec<(String, String)>,
@@ -101,23 +110,32 @@ impl LaunchSpec {
             .arg("-address")
             .arg(&self.grpc_address)
             .arg("-publish-binary")
-            .arg("/bin/true")
+            .arg(&self.publish_binary)
             .arg("-id")
             .arg(&self.id);
         if action == "delete" {
+            // binary.Delete passes -bundle and never -debug.
             command.arg("-bundle").arg(&self.bundle);
-        }
-        if self.debug {
+        } else if self.debug {
             command.arg("-debug");
         }
+        command.arg(action).current_dir(&self.bundle);
+        // containerd's own environment plus what this line adds; nothing of the harness's own that would look like
+        // a variable this line does not set.
+        for var in CONTAINERD_ENV {
+            command.env_remove(var.name());
+        }
+        for var in self.profile.env {
+            let value = match var {
+                EnvVar::GoMaxProcs => "2".to_string(),
+                EnvVar::TtrpcAddress => self.ttrpc_address.display().to_string(),
+                EnvVar::GrpcAddress => self.grpc_address.clone(),
+                EnvVar::Namespace => self.namespace.clone(),
+                EnvVar::MaxShimVersion => "2".to_string(),
+            };
+            command.env(var.name(), value);
+        }
         command
-            .arg(action)
-            .current_dir(&self.bundle)
-            .env("GOMAXPROCS", "2")
-            .env("TTRPC_ADDRESS", &self.ttrpc_address)
-            .env("GRPC_ADDRESS", &self.grpc_address)
-            .env("NAMESPACE", &self.namespace)
-            .env("MAX_SHIM_VERSION", "2")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -128,28 +146,32 @@ impl LaunchSpec {
     }
 
     /// What goes on the shim's stdin for `start`.
-    pub fn start_stdin(&self) -> Vec<u8> {
-        if !self.bootstrap_params {
+    pub fn start_stdin(&self) -> Result<Vec<u8>, LaunchError> {
+        let encode = |what: &str, e: containerd_shim_protos::protobuf::Error| LaunchError::Io {
+            context: format!("encoding {what} for `start`'s stdin"),
+            source: std::io::Error::other(e.to_string()),
+        };
+        if self.profile.start_stdin == StartStdin::OptionsAny {
             return match &self.options {
-                Some(any) => any.write_to_bytes().unwrap_or_default(),
-                None => Vec::new(),
+                Some(any) => any.write_to_bytes().map_err(|e| encode("the runtime options", e)),
+                None => Ok(Vec::new()),
             };
         }
         let mut params = BootstrapParams::new();
         params.instance_id = self.id.clone();
         params.namespace = self.namespace.clone();
         params.log_level = if self.debug { LogLevel::LOG_LEVEL_DEBUG } else { LogLevel::LOG_LEVEL_INFO }.into();
-        params.containerd_version = "shimcompat".into();
+        params.containerd_version = format!("{} (shimcompat)", self.profile.release);
         params.containerd_ttrpc_address = self.ttrpc_address.display().to_string();
         params.containerd_grpc_address = self.grpc_address.clone();
-        params.containerd_binary = "/bin/true".into();
+        params.containerd_binary = self.publish_binary.display().to_string();
         params.socket_dir = self.socket_dir.as_ref().map(|d| d.display().to_string());
         if let Some(options) = &self.options {
             let mut extension = Extension::new();
             extension.value = Some(options.clone()).into();
             params.extensions.push(extension);
         }
-        params.write_to_bytes().unwrap_or_default()
+        params.write_to_bytes().map_err(|e| encode("BootstrapParams", e))
     }
 }
 
@@ -214,14 +236,34 @@ fn take(buffer: &std::sync::Mutex<Vec<u8>>) -> Vec<u8> {
     std::mem::take(&mut *buffer.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
+/// How a helper's output is captured.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    /// stdout and stderr apart (containerd's `delete`: cmd.Stdout and cmd.Stderr are two buffers).
+    Separate,
+    /// One pipe on both fds, as Go's CombinedOutput gives (containerd's `start`); it all lands in `stdout`.
+    Combined,
+}
+
 async fn run_with_deadline(
     mut command: tokio::process::Command,
     stdin: Vec<u8>,
     timeout: Duration,
     binary: &Path,
+    capture: Capture,
 ) -> Result<RunOutcome, LaunchError> {
+    let mut combined_reader = None;
+    if capture == Capture::Combined {
+        let io_error = |source: std::io::Error| LaunchError::Io { context: "creating the output pipe".into(), source };
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_error(e.into()))?;
+        let write_again = write.try_clone().map_err(io_error)?;
+        command.stdout(Stdio::from(write)).stderr(Stdio::from(write_again));
+        combined_reader = Some(tokio::net::unix::pipe::Receiver::from_owned_fd(read).map_err(io_error)?);
+    }
     let mut child = crate::reaper::spawn_tokio(&mut command)
         .map_err(|source| LaunchError::Spawn { binary: binary.display().to_string(), source })?;
+    // The command holds our copies of the pipe's write end: drop it so the pipe reaches EOF with the child.
+    drop(command);
     let pid = child.id();
     let _release = Release(pid);
     if let Some(mut pipe) = child.stdin.take() {
@@ -232,8 +274,10 @@ async fn run_with_deadline(
             let _ = pipe.shutdown().await;
         });
     }
-    let stdout = collect(child.stdout.take());
-    let stderr = collect(child.stderr.take());
+    let (stdout, stderr) = match combined_reader {
+        Some(reader) => (collect(Some(reader)), collect(None::<tokio::process::ChildStderr>)),
+        None => (collect(child.stdout.take()), collect(child.stderr.take())),
+    };
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => {
             // A forked server may hold the pipes open forever, so EOF is awaited only briefly.
@@ -247,15 +291,18 @@ async fn run_with_deadline(
                 let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
             }
             let _ = child.kill().await;
-            Ok(RunOutcome::TimedOut { stderr: take(&stderr.0) })
+            let mut seen = take(&stderr.0);
+            seen.extend(take(&stdout.0));
+            Ok(RunOutcome::TimedOut { stderr: seen })
         }
     }
 }
 
-/// Runs `start` and parses its reply.
+/// Runs `start` and reads its reply as the spec's containerd line does.
 pub async fn start(spec: &LaunchSpec) -> Result<StartReply, LaunchError> {
     let binary = spec.binary.display().to_string();
-    let outcome = run_with_deadline(spec.command("start"), spec.start_stdin(), spec.timeout, &spec.binary).await?;
+    let capture = if spec.profile.combined_output { Capture::Combined } else { Capture::Separate };
+    let outcome = run_with_deadline(spec.command("start"), spec.start_stdin()?, spec.timeout, &spec.binary, capture).await?;
     let finished = match outcome {
         RunOutcome::Finished(finished) => finished,
         RunOutcome::TimedOut { stderr } => {
@@ -274,48 +321,103 @@ pub async fn start(spec: &LaunchSpec) -> Result<StartReply, LaunchError> {
             stderr: String::from_utf8_lossy(&finished.stderr).trim().into(),
         });
     }
-    parse_start_output(&finished.stdout)
+    parse_start_output(&finished.stdout, spec.profile)
 }
 
-/// Parses `start` stdout as containerd HEAD does: protobuf `BootstrapResult`, then JSON, then a plain address.
-pub fn parse_start_output(stdout: &[u8]) -> Result<StartReply, LaunchError> {
-    if stdout.first() == Some(&0x08) {
-        if let Ok(result) = BootstrapResult::parse_from_bytes(stdout) {
-            if !result.address.is_empty() {
-                return finish(BootstrapForm::Protobuf, result.version, result.protocol, result.address);
-            }
-        }
+/// A short, printable rendering of a reply for error messages.
+fn preview(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(160)]).into_owned();
+    if bytes.len() > 160 {
+        format!("{text:?}... ({} bytes)", bytes.len())
+    } else {
+        format!("{text:?}")
     }
-    let text = String::from_utf8_lossy(stdout);
-    let trimmed = text.trim();
-    if trimmed.starts_with('{') {
-        #[derive(serde::Deserialize)]
-        struct JsonReply {
-            #[serde(default)]
-            version: i32,
-            #[serde(default)]
-            address: String,
-            #[serde(default)]
-            protocol: String,
-        }
-        if let Ok(reply) = serde_json::from_str::<JsonReply>(trimmed) {
-            // containerd treats a JSON reply without version >= 2 as a plain address; so do we.
-            if reply.version >= 2 && !reply.address.is_empty() {
-                return finish(BootstrapForm::Json, reply.version, reply.protocol, reply.address);
+}
+
+/// `{version, address, protocol}` as Go's json.Unmarshal fills it (unknown fields ignored, missing ones zero).
+#[derive(serde::Deserialize)]
+struct JsonReply {
+    #[serde(default)]
+    version: i32,
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    protocol: String,
+}
+
+/// Parses `start`'s output as the profile's containerd does (the profile says whether stderr is mixed in).
+pub fn parse_start_output(output: &[u8], profile: &Profile) -> Result<StartReply, LaunchError> {
+    let line = profile.line;
+    let refused = |reason: String| LaunchError::RefusedByProfile { line, reason };
+    let max_version = match profile.start_output {
+        StartOutput::CombinedAddress => {
+            // 1.6 dials strings.TrimSpace(output) as it is: no JSON, no protobuf.
+            let trimmed = String::from_utf8_lossy(output).trim().to_string();
+            if output.first() == Some(&0x08) || trimmed.starts_with('{') {
+                return Err(refused(format!(
+                    "containerd {line} dials `start`'s whole output (stdout and stderr combined, trimmed) as the socket \
+                     address and reads no bootstrap reply; the shim printed {} (a {} bootstrap reply): `dial unix \
+                     {trimmed}` fails",
+                    preview(output),
+                    if trimmed.starts_with('{') { "JSON" } else { "protobuf" }
+                )));
             }
+            return plain(&trimmed, profile, output);
         }
+        StartOutput::CombinedJson { max_version } => max_version,
+        StartOutput::CombinedProtobuf { max_version } => {
+            if output.first() == Some(&0x08) {
+                if let Ok(result) = BootstrapResult::parse_from_bytes(output) {
+                    if !result.address.is_empty() {
+                        if result.version > max_version {
+                            return Err(refused(format!("unsupported shim version ({}): not implemented", result.version)));
+                        }
+                        return finish(BootstrapForm::Protobuf, result.version, result.protocol, result.address, profile);
+                    }
+                }
+            }
+            max_version
+        }
+    };
+    let trimmed = String::from_utf8_lossy(output).trim().to_string();
+    match serde_json::from_str::<JsonReply>(&trimmed) {
+        Ok(reply) if reply.version >= 2 => {
+            if reply.version > max_version {
+                // containerd's own words (parseStartResponse).
+                return Err(refused(format!(
+                    "unsupported shim version ({}): not implemented (containerd {line} accepts bootstrap version {max_version} at most; \
+                     the shim printed {})",
+                    reply.version,
+                    preview(output)
+                )));
+            }
+            finish(BootstrapForm::Json, reply.version, reply.protocol, reply.address, profile)
+        }
+        // Not JSON, or JSON below version 2: the whole output is the address (legacy shims).
+        _ => plain(&trimmed, profile, output),
     }
+}
+
+fn plain(trimmed: &str, profile: &Profile, output: &[u8]) -> Result<StartReply, LaunchError> {
     if trimmed.is_empty() {
         return Err(LaunchError::BadStartOutput("empty".into()));
     }
-    if trimmed.contains(char::is_whitespace) || trimmed.contains('\0') {
-        return Err(LaunchError::BadStartOutput(format!("{trimmed:?}")));
+    if trimmed.contains(char::is_whitespace) || trimmed.contains('\0') || trimmed.starts_with('{') {
+        let mixed = if profile.combined_output { " (containerd reads stdout and stderr combined: anything the shim writes to stderr during `start` becomes part of the address)" } else { "" };
+        return Err(LaunchError::RefusedByProfile {
+            line: profile.line,
+            reason: format!("`start` printed {} which is not a socket address{mixed}", preview(output)),
+        });
     }
-    finish(BootstrapForm::Plain, 2, "ttrpc".into(), trimmed.into())
+    finish(BootstrapForm::Plain, 2, "ttrpc".into(), trimmed.into(), profile)
 }
 
-fn finish(form: BootstrapForm, version: i32, protocol: String, raw: String) -> Result<StartReply, LaunchError> {
+fn finish(form: BootstrapForm, version: i32, protocol: String, raw: String, profile: &Profile) -> Result<StartReply, LaunchError> {
     let api = TaskApi::from_bootstrap_version(version).ok_or(LaunchError::UnsupportedVersion(version))?;
+    if raw.is_empty() {
+        return Err(LaunchError::BadStartOutput(format!("a {form} reply without an address")));
+    }
+    let _ = profile;
     let protocol = if protocol.is_empty() { "ttrpc".to_string() } else { protocol };
     if protocol != "ttrpc" {
         return Err(LaunchError::UnsupportedProtocol(protocol));
@@ -342,8 +444,9 @@ pub fn socket_path(address: &str) -> Option<PathBuf> {
 /// Runs `<shim> ... -bundle B delete` and decodes its `DeleteResponse`.
 pub async fn delete_action(spec: &LaunchSpec) -> Result<DeleteResponse, LaunchError> {
     let binary = spec.binary.display().to_string();
-    match run_with_deadline(spec.command("delete"), Vec::new(), spec.timeout, &spec.binary).await? {
-        RunOutcome::TimedOut { .. } => Err(LaunchError::DeleteTimeout { binary, timeout: spec.timeout }),
+    let timeout = spec.profile.cleanup_timeout;
+    match run_with_deadline(spec.command("delete"), Vec::new(), timeout, &spec.binary, Capture::Separate).await? {
+        RunOutcome::TimedOut { .. } => Err(LaunchError::DeleteTimeout { binary, timeout }),
         RunOutcome::Finished(finished) if !finished.status.success() => Err(LaunchError::DeleteFailed {
             binary,
             status: finished.status.to_string(),
@@ -357,50 +460,80 @@ pub async fn delete_action(spec: &LaunchSpec) -> Result<DeleteResponse, LaunchEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profile::Line;
+
+    fn parse(output: &[u8], line: Line) -> Result<StartReply, LaunchError> {
+        parse_start_output(output, line.profile())
+    }
 
     #[test]
     fn plain_address_with_newline() {
-        let reply = parse_start_output(b"unix:///run/containerd/s/abc\n").unwrap();
-        assert_eq!(reply.form, BootstrapForm::Plain);
-        assert_eq!(reply.api, TaskApi::V2);
-        assert_eq!(reply.address, "unix:///run/containerd/s/abc");
+        for line in Line::ALL {
+            let reply = parse(b"unix:///run/containerd/s/abc\n", line).unwrap();
+            assert_eq!((reply.form, reply.api), (BootstrapForm::Plain, TaskApi::V2), "{line}");
+            assert_eq!(reply.address, "unix:///run/containerd/s/abc");
+        }
     }
 
     #[test]
-    fn json_v3() {
-        let reply = parse_start_output(br#"{"version":3,"address":"unix:///s/x","protocol":"ttrpc"}"#).unwrap();
-        assert_eq!((reply.form, reply.api), (BootstrapForm::Json, TaskApi::V3));
+    fn json_v3_per_line() {
+        let json = br#"{"version":3,"address":"unix:///s/x","protocol":"ttrpc"}"#;
+        // 1.6 dials the JSON text itself; 1.7 refuses version 3 in containerd's words; 2.x takes it.
+        let refused = parse(json, Line::V1_6).unwrap_err().to_string();
+        assert!(refused.contains("dials `start`'s whole output") && refused.contains("JSON"), "{refused}");
+        let refused = parse(json, Line::V1_7).unwrap_err().to_string();
+        assert!(refused.contains("unsupported shim version (3): not implemented"), "{refused}");
+        for line in [Line::V2_0, Line::V2x] {
+            let reply = parse(json, line).unwrap();
+            assert_eq!((reply.form, reply.api), (BootstrapForm::Json, TaskApi::V3));
+        }
     }
 
     #[test]
-    fn json_without_version_is_an_error_as_address() {
-        // containerd would treat it as a plain address; it contains spaces/quotes only if formatted so.
-        let reply = parse_start_output(br#"{"address":"unix:///s/x"}"#).unwrap();
-        assert_eq!(reply.form, BootstrapForm::Plain);
+    fn json_v2_is_accepted_from_1_7() {
+        let json = br#"{"version":2,"address":"unix:///s/x","protocol":"ttrpc"}"#;
+        assert!(parse(json, Line::V1_6).is_err());
+        for line in [Line::V1_7, Line::V2_0, Line::V2x] {
+            assert_eq!(parse(json, line).unwrap().api, TaskApi::V2);
+        }
     }
 
     #[test]
-    fn protobuf_v3() {
+    fn json_without_version_is_taken_as_a_plain_address() {
+        // containerd (1.7+) takes JSON below version 2 as the address itself, which is then not dialable.
+        let error = parse(br#"{"address":"unix:///s/x"}"#, Line::V2x).unwrap_err().to_string();
+        assert!(error.contains("not a socket address"), "{error}");
+    }
+
+    #[test]
+    fn stderr_noise_breaks_the_address() {
+        let error = parse(b"time=... level=info msg=starting\nunix:///s/x\n", Line::V1_6).unwrap_err().to_string();
+        assert!(error.contains("stdout and stderr combined"), "{error}");
+    }
+
+    #[test]
+    fn protobuf_v3_only_from_2_3() {
         let mut result = BootstrapResult::new();
         result.version = 3;
         result.address = "unix:///s/y".into();
         result.protocol = "ttrpc".into();
-        let reply = parse_start_output(&result.write_to_bytes().unwrap()).unwrap();
+        let bytes = result.write_to_bytes().unwrap();
+        let reply = parse(&bytes, Line::V2x).unwrap();
         assert_eq!((reply.form, reply.api, reply.address.as_str()), (BootstrapForm::Protobuf, TaskApi::V3, "unix:///s/y"));
+        assert!(parse(&bytes, Line::V1_6).is_err());
+        assert!(parse(&bytes, Line::V2_0).is_err());
     }
 
     #[test]
     fn version_four_refused() {
-        assert!(matches!(
-            parse_start_output(br#"{"version":4,"address":"unix:///s/x","protocol":"ttrpc"}"#),
-            Err(LaunchError::UnsupportedVersion(4))
-        ));
+        let error = parse(br#"{"version":4,"address":"unix:///s/x","protocol":"ttrpc"}"#, Line::V2x).unwrap_err();
+        assert!(matches!(error, LaunchError::RefusedByProfile { .. }), "{error}");
     }
 
     #[test]
     fn grpc_refused() {
         assert!(matches!(
-            parse_start_output(br#"{"version":3,"address":"unix:///s/x","protocol":"grpc"}"#),
+            parse(br#"{"version":3,"address":"unix:///s/x","protocol":"grpc"}"#, Line::V2x),
             Err(LaunchError::UnsupportedProtocol(_))
         ));
     }

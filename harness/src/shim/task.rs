@@ -1,13 +1,17 @@
 //! The Task API client: containerd's side of `containerd.task.v2.Task` / `containerd.task.v3.Task`.
 //!
 //! The two services are identical on the wire apart from the package name, so one client speaks both by naming the
-//! service per request (there is no generated v2 client in containerd-shim-protos 0.12). Every call has a deadline,
-//! and a status reply comes back typed so cases can assert on the code.
+//! service per request (there is no generated v2 client in containerd-shim-protos 0.12). What goes on the wire with
+//! each request (the `timeout_nano` deadline, the namespace header) is what the emulated containerd line sends for
+//! that call (crate::profile); the harness bounds every call locally as well, so a hung shim never hangs a run. A
+//! status reply comes back typed so cases can assert on the code.
 use std::time::Duration;
 
 use containerd_shim_protos::api::*;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::ttrpc::{self, asynchronous::Client, Code};
+
+use crate::profile::{Caller, Profile, Rpc};
 
 /// Which Task service the shim serves, from the version its `start` reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -94,18 +98,30 @@ pub struct TaskClient {
     client: Client,
     api: TaskApi,
     namespace: String,
+    /// The harness's own bound on every call (never sent: the wire deadline is the profile's).
     timeout: Duration,
+    profile: &'static Profile,
 }
 
 pub type RpcResult<T> = Result<T, RpcError>;
 
 impl TaskClient {
-    pub async fn connect(address: &str, api: TaskApi, namespace: &str, timeout: Duration) -> RpcResult<TaskClient> {
+    pub async fn connect(
+        address: &str,
+        api: TaskApi,
+        namespace: &str,
+        timeout: Duration,
+        profile: &'static Profile,
+    ) -> RpcResult<TaskClient> {
         let client = tokio::time::timeout(timeout, Client::connect(address))
             .await
             .map_err(|_| RpcError::Timeout { method: "connect", timeout })?
             .map_err(|e| RpcError::Transport { method: "connect", detail: format!("{address}: {e}") })?;
-        Ok(TaskClient { client, api, namespace: namespace.to_string(), timeout })
+        Ok(TaskClient { client, api, namespace: namespace.to_string(), timeout, profile })
+    }
+
+    pub fn profile(&self) -> &'static Profile {
+        self.profile
     }
 
     pub fn api(&self) -> TaskApi {
@@ -121,32 +137,54 @@ impl TaskClient {
         TaskClient { timeout, ..self.clone() }
     }
 
-    /// One unary call with the client's deadline.
+    /// One unary call as containerd makes it for a client request, bounded by the client's deadline.
     pub async fn call<Req: Message, Resp: Message>(&self, method: &'static str, request: &Req) -> RpcResult<Resp> {
-        self.call_with(method, request, self.timeout).await
+        self.call_as(method, request, Caller::Client, self.timeout).await
     }
 
+    /// A client-request call with another local bound (for calls that legitimately block, such as Wait).
     pub async fn call_with<Req: Message, Resp: Message>(
         &self,
         method: &'static str,
         request: &Req,
         timeout: Duration,
     ) -> RpcResult<Resp> {
+        self.call_as(method, request, Caller::Client, timeout).await
+    }
+
+    /// One unary call shaped as containerd shapes it for `caller`, bounded locally by `timeout` (or by the wire
+    /// deadline, when that is shorter: containerd gives up then, and so does the harness).
+    pub async fn call_as<Req: Message, Resp: Message>(
+        &self,
+        method: &'static str,
+        request: &Req,
+        caller: Caller,
+        timeout: Duration,
+    ) -> RpcResult<Resp> {
         let payload = request
             .write_to_bytes()
             .map_err(|e| RpcError::Decode { method, detail: format!("encoding the request: {e}") })?;
-        let mut namespace = ttrpc::proto::KeyValue::new();
-        namespace.key = "containerd-namespace-ttrpc".into();
-        namespace.value = self.namespace.clone();
+        let shape = match Rpc::from_method(method) {
+            Some(rpc) => self.profile.call(rpc, caller),
+            None => crate::profile::CallShape { deadline: None, namespace_header: true },
+        };
+        let mut metadata = Vec::new();
+        if shape.namespace_header {
+            let mut namespace = ttrpc::proto::KeyValue::new();
+            namespace.key = "containerd-namespace-ttrpc".into();
+            namespace.value = self.namespace.clone();
+            metadata.push(namespace);
+        }
+        let timeout = shape.deadline.map_or(timeout, |wire| wire.min(timeout));
         let wire = ttrpc::Request {
             service: self.api.service().into(),
             method: method.into(),
             payload,
-            timeout_nano: timeout.as_nanos() as i64,
-            metadata: vec![namespace],
+            timeout_nano: shape.deadline.map_or(0, |d| d.as_nanos() as i64),
+            metadata,
             ..Default::default()
         };
-        // The ttrpc client enforces timeout_nano on the reply; the outer timeout also bounds the send.
+        // The ttrpc client enforces timeout_nano on the reply; the outer timeout bounds calls without one.
         let reply = tokio::time::timeout(timeout + Duration::from_millis(200), self.client.request(wire))
             .await
             .map_err(|_| RpcError::Timeout { method, timeout })?;
@@ -180,6 +218,12 @@ impl TaskClient {
 
     pub async fn state(&self, id: &str, exec_id: &str) -> RpcResult<StateResponse> {
         self.call("State", &StateRequest { id: id.into(), exec_id: exec_id.into(), ..Default::default() }).await
+    }
+
+    /// State as the tasks service reads it (`ctr task ls`, Get): with containerd's task-state deadline.
+    pub async fn state_for_service(&self, id: &str, exec_id: &str) -> RpcResult<StateResponse> {
+        let request = StateRequest { id: id.into(), exec_id: exec_id.into(), ..Default::default() };
+        self.call_as("State", &request, Caller::TaskState, self.timeout).await
     }
 
     pub async fn wait(&self, id: &str, exec_id: &str, timeout: Duration) -> RpcResult<WaitResponse> {
@@ -237,5 +281,23 @@ impl TaskClient {
 
     pub async fn shutdown(&self, id: &str, now: bool) -> RpcResult<Empty> {
         self.call("Shutdown", &ShutdownRequest { id: id.into(), now, ..Default::default() }).await
+    }
+
+    /// The Shutdown containerd sends after deleting a task (`waitShutdown`: the shim-shutdown deadline).
+    pub async fn shutdown_after_delete(&self, id: &str) -> RpcResult<Empty> {
+        let request = ShutdownRequest { id: id.into(), ..Default::default() };
+        self.call_as("Shutdown", &request, Caller::ShutdownAfterDelete, self.timeout).await
+    }
+
+    /// The Delete containerd sends after a failed Create (background context, cleanup deadline, no namespace).
+    pub async fn delete_after_failed_create(&self, id: &str) -> RpcResult<DeleteResponse> {
+        let request = DeleteRequest { id: id.into(), ..Default::default() };
+        self.call_as("Delete", &request, Caller::CleanupAfterFailedCreate, self.timeout).await
+    }
+
+    /// The Connect containerd makes when it reloads a shim after a restart (load deadline).
+    pub async fn connect_on_reload(&self, id: &str) -> RpcResult<ConnectResponse> {
+        let request = ConnectRequest { id: id.into(), ..Default::default() };
+        self.call_as("Connect", &request, Caller::Reload, self.timeout).await
     }
 }
