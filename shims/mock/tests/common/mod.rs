@@ -213,20 +213,42 @@ impl World {
             .join("\n")
     }
 
-    /// Runs `start` in the bundle; returns (exit status, stdout, stderr).
-    pub fn run_start(
-        &self,
-        id: &str,
-        bundle: &Path,
-    ) -> (std::process::ExitStatus, Vec<u8>, String) {
-        let params = BootstrapParams {
+    /// The BootstrapParams containerd 2.3+ would send for `id` (private socket dir).
+    pub fn bootstrap_params(&self, id: &str) -> Vec<u8> {
+        BootstrapParams {
             instance_id: id.to_string(),
             namespace: NS.to_string(),
             containerd_ttrpc_address: self.events_path.display().to_string(),
             containerd_grpc_address: self.address_flag.clone(),
             socket_dir: Some(self.dir.join("s").display().to_string()),
             ..Default::default()
-        };
+        }
+        .write_to_bytes()
+        .unwrap()
+    }
+
+    /// Kills this pid when the world is dropped.
+    pub fn track(&self, pid: i32) {
+        self.shim_pids.lock().unwrap().push(pid);
+    }
+
+    /// Runs `start` in the bundle with BootstrapParams; returns (exit status, stdout, stderr).
+    pub fn run_start(
+        &self,
+        id: &str,
+        bundle: &Path,
+    ) -> (std::process::ExitStatus, Vec<u8>, String) {
+        self.run_start_with(id, bundle, self.bootstrap_params(id), &[])
+    }
+
+    /// Runs `start` in the bundle with the given stdin and extra environment.
+    pub fn run_start_with(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdin: Vec<u8>,
+        env: &[(&str, &str)],
+    ) -> (std::process::ExitStatus, Vec<u8>, String) {
         let mut child = Command::new(BIN)
             .args([
                 "-namespace",
@@ -241,18 +263,14 @@ impl World {
             ])
             .current_dir(bundle)
             .env("TTRPC_ADDRESS", &self.events_path)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn start");
         use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(&params.write_to_bytes().unwrap())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(&stdin).unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if child.try_wait().unwrap().is_some() {
