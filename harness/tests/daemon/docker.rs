@@ -100,6 +100,11 @@ impl Docker {
         }
     }
 
+    /// dockerd's data root (dockerd keeps it bind-mounted onto itself while it runs).
+    pub fn data_root(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.root.join("docker.sock")
     }
@@ -148,6 +153,12 @@ impl Docker {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // dockerd bind-mounts its data root onto itself (and unmounts it on a clean exit).
+        let mut mounts = mounts_under(&self.root);
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for mount in mounts {
+            let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
         // Containers dockerd left (runc state of its namespace): thawed and killed by runc.
         super::runc_delete_all(&self.runc, &PathBuf::from("/run/containerd/runc").join(&self.namespace));

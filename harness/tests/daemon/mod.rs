@@ -383,8 +383,12 @@ impl Lab {
     }
 
     fn ctr_command(&self, args: &[&str]) -> Command {
+        self.ctr_command_in(&self.namespace, args)
+    }
+
+    fn ctr_command_in(&self, namespace: &str, args: &[&str]) -> Command {
         let mut command = Command::new(&self.binaries.ctr);
-        command.arg("--address").arg(self.grpc_socket()).args(["--namespace", &self.namespace]);
+        command.arg("--address").arg(self.grpc_socket()).args(["--namespace", namespace]);
         // --fifo-dir belongs to `run` and `task exec`/`task start`/`task attach`; put it right after the subcommand.
         let fifo_at = match args {
             ["run", ..] => Some(1),
@@ -416,6 +420,11 @@ impl Lab {
     pub fn ctr_with(&self, args: &[&str], stdin: Option<&[u8]>, deadline: Duration) -> Output {
         let command = self.ctr_command(args);
         run_command(command, self.render(args), stdin, deadline)
+    }
+
+    /// Runs ctr in another namespace (e.g. dockerd's), stdin /dev/null, the default deadline.
+    pub fn ctr_in(&self, namespace: &str, args: &[&str]) -> Output {
+        run_command(self.ctr_command_in(namespace, args), format!("ctr -n {namespace} {}", args.join(" ")), None, CTR_DEADLINE)
     }
 
     /// Runs ctr writing `stdin`, holding stdin open until stdout contains `close_after` (or the deadline), then
@@ -484,6 +493,18 @@ impl Lab {
 
     /// The `address` file of each live bundle (the shim's socket), remembered for clean-up.
     pub fn record_sockets(&self) {
+        self.record_sockets_in(&self.bundles_dir());
+        // Other namespaces (dockerd's) have their own bundle directories.
+        if let Ok(namespaces) = fs::read_dir(self.path("state/io.containerd.runtime.v2.task")) {
+            for namespace in namespaces.flatten() {
+                if namespace.path() != self.bundles_dir() {
+                    self.record_sockets_in(&namespace.path());
+                }
+            }
+        }
+    }
+
+    fn record_sockets_in(&self, bundles: &Path) {
         let mut sockets = self.sockets.lock().unwrap();
         // A shim started by the containerd-shim crate carries its socket as `-socket unix://...`.
         for pid in self.shim_pids() {
@@ -494,7 +515,7 @@ impl Lab {
                 }
             }
         }
-        let Ok(entries) = fs::read_dir(self.bundles_dir()) else { return };
+        let Ok(entries) = fs::read_dir(bundles) else { return };
         for entry in entries.flatten() {
             if let Ok(address) = fs::read_to_string(entry.path().join("address")) {
                 let path = address.trim().trim_start_matches("unix://").to_owned();
@@ -510,14 +531,14 @@ impl Lab {
         fs::read_to_string(self.bundles_dir().join(id).join("address")).ok().map(|s| s.trim().to_owned())
     }
 
-    /// Shim processes started for this lab: their command line carries the lab's grpc socket as `-address`.
+    /// Shim processes started for this lab: their command line carries `-address <the lab's grpc socket>`.
     pub fn shim_pids(&self) -> Vec<i32> {
         let address = self.grpc_socket().to_string_lossy().into_owned();
         let containerd = self.containerd_pid();
         processes()
             .into_iter()
             .filter(|pid| Some(*pid) != containerd)
-            .filter(|pid| cmdline(*pid).iter().any(|arg| arg == &address))
+            .filter(|pid| cmdline(*pid).windows(2).any(|pair| pair[0] == "-address" && pair[1] == address))
             .collect()
     }
 
