@@ -196,6 +196,8 @@ pub struct Profile {
     /// Environment variables containerd adds to its own for `start` and `delete`, in order, with their sources.
     pub env: &'static [EnvVar],
     pub start_stdin: StartStdin,
+    /// Shims that still get the legacy options `Any` on a BootstrapParams line (base name contains one of these).
+    pub legacy_stdin_binaries: &'static [&'static str],
     pub start_output: StartOutput,
     /// `start`'s stdout and stderr are read as one stream (Go's `cmd.CombinedOutput()`).
     pub combined_output: bool,
@@ -305,6 +307,7 @@ pub static V1_6: Profile = Profile {
     judge: Judge::Daemon,
     env: &[EnvVar::GoMaxProcs, EnvVar::TtrpcAddress],
     start_stdin: StartStdin::OptionsAny,
+    legacy_stdin_binaries: &[],
     start_output: StartOutput::CombinedAddress,
     combined_output: true,
     max_task_api: 2,
@@ -335,6 +338,7 @@ pub static V1_7: Profile = Profile {
     judge: Judge::Daemon,
     env: &[EnvVar::GoMaxProcs, EnvVar::TtrpcAddress, EnvVar::GrpcAddress, EnvVar::Namespace, EnvVar::MaxShimVersion],
     start_stdin: StartStdin::OptionsAny,
+    legacy_stdin_binaries: &[],
     start_output: StartOutput::CombinedJson { max_version: 2 },
     combined_output: true,
     max_task_api: 2,
@@ -364,6 +368,7 @@ pub static V2_0: Profile = Profile {
     judge: Judge::Source,
     env: &[EnvVar::GoMaxProcs, EnvVar::TtrpcAddress, EnvVar::GrpcAddress, EnvVar::Namespace, EnvVar::MaxShimVersion],
     start_stdin: StartStdin::OptionsAny,
+    legacy_stdin_binaries: &[],
     start_output: StartOutput::CombinedJson { max_version: 3 },
     combined_output: true,
     max_task_api: 3,
@@ -390,6 +395,7 @@ pub static V2_X: Profile = Profile {
     judge: Judge::Source,
     env: &[EnvVar::GoMaxProcs, EnvVar::TtrpcAddress, EnvVar::GrpcAddress, EnvVar::Namespace, EnvVar::MaxShimVersion],
     start_stdin: StartStdin::BootstrapParams,
+    legacy_stdin_binaries: &["shim-runc-v1", "shim-runhcs-v1"],
     start_output: StartOutput::CombinedProtobuf { max_version: 3 },
     combined_output: true,
     max_task_api: 3,
@@ -401,7 +407,8 @@ pub static V2_X: Profile = Profile {
     reload_from: ReloadFrom::BootstrapJson,
     reload_checks_pids: true,
     sources: &[
-        ("stdin", "pkg/shim/util.go Command (v2.3): protobuf BootstrapParams (api/runtime/bootstrap/v1), runtime options as an extension"),
+        ("stdin", "pkg/shim/util.go Command (v2.3): protobuf BootstrapParams (api/runtime/bootstrap/v1), runtime options as an extension; binaries named *shim-runc-v1* / *shim-runhcs-v1* still get the options Any"),
+        ("not modelled", "2.2+ runs `<shim> -info` once per runtime name before the first Create (task_manager.go loadShimInfo); its failure is only logged, so it cannot change a verdict; BootstrapParams.socket_dir is a private directory, not /run/containerd/s, to keep a run's sockets apart"),
         ("output", "core/runtime/v2/shim.go parseStartResponse (v2.3): protobuf BootstrapResult, else JSON, else plain; version <= 3"),
         ("task api", "core/runtime/v2/bridge.go: v2 through the bridge, v3 native"),
         ("reload", "core/runtime/v2/shim.go: bootstrap.json"),

@@ -235,7 +235,7 @@ fn run_trial(name: &str, case: &Case, plan: &Planned, env: &Arc<RunEnv>) -> Tria
         containerd: plan.line(),
         case: case.id.to_string(),
         area: case.area().to_string(),
-        level: case.level,
+        level: case.level_for(plan.line()),
         outcome,
         duration: started.elapsed(),
     }

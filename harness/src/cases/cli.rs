@@ -19,6 +19,11 @@ const GROUP_ANNOTATION: &str = "io.containerd.runc.v2.group";
 
 pub fn cases() -> Vec<Case> {
     vec![
+        case!("cli::start_reply_readable_by_this_containerd", Must, ["cli"],
+            breaks_with: "start-reply-json-v3",
+            ref: "1.6: strings.TrimSpace(CombinedOutput) dialled as the address (runtime/v2/binary.go Start); 1.7: JSON up to version 2, else \"unsupported shim version\" (runtime/v2/shim.go parseStartResponse); 2.x: protobuf, JSON up to 3, plain",
+            "`start` (argv, environment and stdin as this containerd sends them) prints a reply this containerd reads, and the Task service it names answers Connect after Create",
+            start_reply_readable_by_this_containerd),
         case!("cli::start_same_group_same_address", Should, ["cli", "grouping"],
             breaks_with: "start-new-address",
             ref: "runc shim manager StartShim: a live socket for the group is reused (`start` prints its address); CRI groups a pod's containers this way",
@@ -40,6 +45,18 @@ pub fn cases() -> Vec<Case> {
             "`start` in a bundle whose config.json does not parse exits non-zero within the deadline, prints no address and leaves no process",
             start_broken_bundle_fails_cleanly),
     ]
+}
+
+async fn start_reply_readable_by_this_containerd(ctx: &mut Ctx) -> CaseResult {
+    // ctx.launch runs `start` exactly as the profile's containerd does and reads the reply as it does; a reply that
+    // containerd would not understand fails there with containerd's own words.
+    let (shim, task) = super::util::created(ctx, &ContainerConfig::new(&["exit", "0"]), IoSpec::NULL).await?;
+    ensure!(
+        task.connect_pid > 0,
+        "the shim answered Connect after Create with task_pid 0 over {}",
+        shim.reply.api.service()
+    );
+    Ok(())
 }
 
 async fn start_same_group_same_address(ctx: &mut Ctx) -> CaseResult {

@@ -9,11 +9,21 @@ use crate::{case, ensure};
 
 pub fn cases() -> Vec<Case> {
     vec![
-        case!("lifecycle::connect_returns_shim_pid", Must, [],
+        case!("lifecycle::connect_returns_shim_pid", Should, [],
             breaks_with: "connect-wrong-pid",
-            ref: "task.proto ConnectResponse.shim_pid; containerd uses it to kill a hung shim (core/runtime/v2/shim.go)",
+            ref: "task.proto ConnectResponse.shim_pid; containerd 1.6-2.x read only task_pid (runtime/v2/shim.go PID), `ctr shim` and tools read shim_pid",
             "Connect returns the pid of the serving shim process (a live process running in the bundle)",
             connect_returns_shim_pid),
+        case!("lifecycle::connect_after_create_gives_task_pid", Must, [],
+            breaks_with: "connect-wrong-task-pid",
+            ref: "services/tasks Create reports PID() = Connect.task_pid, asked right after Create (1.6-2.x); ctr/CRI/Docker see that pid",
+            "Connect right after Create returns task_pid = the live init process of the task (the pid containerd reports for it)",
+            connect_after_create_gives_task_pid),
+        case!("lifecycle::state_after_start_gives_init_pid", Must, [],
+            breaks_with: "state-wrong-pid",
+            ref: "services/tasks Start reports State's pid after Start, never StartResponse.pid (1.6-2.x local.go Start)",
+            "State right after Start says RUNNING with the pid of the live init (the pid containerd reports as started)",
+            state_after_start_gives_init_pid),
         case!("lifecycle::create_gives_created_and_pid", Must, [],
             breaks_with: "create-wrong-pid",
             ref: "runtime-v2.md Create; runc shim Create returns the init pid in CREATED state",
@@ -24,9 +34,9 @@ pub fn cases() -> Vec<Case> {
             ref: "api/types/task Status CREATED; containerd maps it to `created` for ctr/CRI",
             "State of a created, never started task is CREATED, not RUNNING",
             state_after_create_is_created),
-        case!("lifecycle::start_gives_running_same_pid", Must, [],
+        case!("lifecycle::start_gives_running_same_pid", Should, [],
             breaks_with: "start-wrong-pid",
-            ref: "task.proto StartResponse.pid; containerd records the pid from Create and checks Start's",
+            ref: "task.proto StartResponse.pid; containerd 1.6-2.x never read it (they take State's pid), other clients of the Task API do",
             "Start returns the pid Create returned, and State says RUNNING",
             start_gives_running_same_pid),
         case!("lifecycle::start_replies", Must, [],
@@ -74,6 +84,37 @@ async fn connect_returns_shim_pid(ctx: &mut Ctx) -> CaseResult {
     // The pid must be the serving process: a second connection's Connect must agree.
     let again = shim.task.connect_rpc(shim.id()).await?;
     ensure!(again.shim_pid == pid, "two Connect calls disagree on shim_pid: {pid} then {}", again.shim_pid);
+    Ok(())
+}
+
+async fn connect_after_create_gives_task_pid(ctx: &mut Ctx) -> CaseResult {
+    let (shim, task) = created(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
+    // ctx.create asked Connect right after Create, as containerd does.
+    ensure!(task.connect_pid > 0, "Connect after Create returned task_pid 0: containerd would report pid 0 for the task");
+    ensure!(
+        task.connect_pid == task.pid,
+        "Connect after Create returned task_pid {}, Create returned pid {}: containerd reports Connect's",
+        task.connect_pid,
+        task.pid
+    );
+    // (A created init is the runtime's `runc init`, which does not carry the container's environment yet.)
+    ensure!(is_process(task.connect_pid), "Connect's task_pid {} is not a live process", task.connect_pid);
+    let _ = shim;
+    Ok(())
+}
+
+async fn state_after_start_gives_init_pid(ctx: &mut Ctx) -> CaseResult {
+    let (shim, task) = created(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
+    let pids = ctx.start_process(&shim, &task.id, "").await?;
+    let state = shim.task.state(&task.id, "").await?;
+    expect_status(&state, Status::RUNNING, "State after Start")?;
+    ensure!(
+        pids.state == task.pid,
+        "State after Start reports pid {}, the init Create returned is {}: containerd would report the wrong pid as started",
+        pids.state,
+        task.pid
+    );
+    ensure!(is_process(pids.state), "State's pid {} after Start is not a live process", pids.state);
     Ok(())
 }
 

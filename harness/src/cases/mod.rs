@@ -80,12 +80,24 @@ pub struct Case {
     pub summary: &'static str,
     /// The mock fault (shims/mock/FAULTS.md) under which this case must fail.
     pub breaks_with: &'static str,
+    /// Where a containerd line relies on the behaviour differently: its own level and reference.
+    pub per_line: &'static [(crate::profile::Line, Level, &'static str)],
     pub run: CaseFn,
 }
 
 impl Case {
     pub fn area(&self) -> &'static str {
         self.id.split("::").next().unwrap_or(self.id)
+    }
+
+    /// The level under `line` (the case's own unless that line relies on it differently).
+    pub fn level_for(&self, line: crate::profile::Line) -> Level {
+        self.per_line.iter().find(|(l, _, _)| *l == line).map(|(_, level, _)| *level).unwrap_or(self.level)
+    }
+
+    /// The reference under `line`.
+    pub fn reference_for(&self, line: crate::profile::Line) -> &'static str {
+        self.per_line.iter().find(|(l, _, _)| *l == line).map(|(_, _, r)| *r).unwrap_or(self.reference)
     }
 }
 
@@ -100,6 +112,7 @@ macro_rules! case {
             reference: $reference,
             summary: $summary,
             breaks_with: $fault,
+            per_line: &[],
             run: {
                 fn run(ctx: &mut $crate::context::Ctx) -> $crate::cases::CaseFuture<'_> {
                     Box::pin($check(ctx))
@@ -108,6 +121,17 @@ macro_rules! case {
             },
         }
     };
+}
+
+/// A case whose level or reference depends on the containerd line: `lines: [(V1_6, Must, "ref"), ...]`.
+#[macro_export]
+macro_rules! case_per_line {
+    ($id:literal, $level:ident, [$($feature:literal),*], breaks_with: $fault:literal, ref: $reference:literal,
+     lines: [$(($line:ident, $line_level:ident, $line_ref:literal)),* $(,)?], $summary:literal, $check:path) => {{
+        let mut case = $crate::case!($id, $level, [$($feature),*], breaks_with: $fault, ref: $reference, $summary, $check);
+        case.per_line = &[$(($crate::profile::Line::$line, $crate::cases::Level::$line_level, $line_ref)),*];
+        case
+    }};
 }
 
 /// Every case, in catalogue order.
@@ -193,6 +217,9 @@ pub fn print_catalogue(json: bool) {
                 serde_json::json!({
                     "id": c.id, "level": c.level, "features": c.features, "breaks_with": c.breaks_with,
                     "reference": c.reference, "summary": c.summary,
+                    "per_line": c.per_line.iter().map(|(line, level, reference)| serde_json::json!({
+                        "containerd": line, "level": level, "reference": reference,
+                    })).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -204,6 +231,9 @@ pub fn print_catalogue(json: bool) {
     for case in &all {
         let features = if case.features.is_empty() { "-".to_string() } else { case.features.join(",") };
         println!("{:<width$}  {:<6}  {:<22}  {:<28}  {}", case.id, case.level.to_string(), features, case.breaks_with, case.reference);
+        for (line, level, reference) in case.per_line {
+            println!("{:<width$}  {:<6}  {:<22}  {:<28}  {}", format!("  under containerd {line}"), level.to_string(), "", "", reference);
+        }
     }
     let musts = all.iter().filter(|c| c.level == Level::Must).count();
     println!("\n{} cases ({} MUST, {} SHOULD, {} MAY)", all.len(), musts,

@@ -8,13 +8,27 @@ use crate::context::{deadline, Ctx, Task};
 use crate::profile::ReloadFrom;
 use crate::shim::instance::Shim;
 use crate::shim::task::TaskClient;
-use crate::{case, ensure};
+use crate::{case, case_per_line, ensure};
 
 pub fn cases() -> Vec<Case> {
     vec![
-        case!("reconnect::task_intact", Must, [],
+        case_per_line!("reconnect::address_file_names_the_socket", Must, [],
+            breaks_with: "no-address-file",
+            ref: "containerd 1.x reloads a shim after a restart from <bundle>/address, which the shim writes at start (runtime/v2/shim.go loadShim; the runc shim's manager writes it)",
+            lines: [
+                (V2_0, May, "containerd 2.x writes bootstrap.json itself after start and reloads from it; the shim's address file is only migrated when bootstrap.json is missing"),
+                (V2x, May, "containerd 2.x writes bootstrap.json itself after start and reloads from it; the shim's address file is only migrated when bootstrap.json is missing"),
+            ],
+            "after `start`, <bundle>/address holds the address `start` printed, readable as this containerd reads it on restart",
+            address_file_names_the_socket),
+        case_per_line!("reconnect::task_intact", Must, [],
             breaks_with: "exit-on-disconnect",
-            ref: "runtime-v2.md: shims outlive containerd; on restart containerd reconnects to the address and resumes (core/runtime/v2 loadShims)",
+            ref: "runtime-v2.md: shims outlive containerd; on restart containerd 1.6 reads <bundle>/address, reconnects and calls Connect within 5 s (runtime/v2/shim.go loadShim)",
+            lines: [
+                (V1_7, Must, "containerd 1.7 reloads from <bundle>/address, Connect within 5 s, then Pids: a failing or empty Pids drops the shim as leaked (runtime/v2/manager.go loadShims)"),
+                (V2_0, Must, "containerd 2.x reloads from bootstrap.json, Connect within 5 s, then Pids (core/runtime/v2/shim_load.go)"),
+                (V2x, Must, "containerd 2.x reloads from bootstrap.json, Connect within 5 s, then Pids (core/runtime/v2/shim_load.go)"),
+            ],
             "after the client's connection is dropped, a new connection to the same address finds the shim and its running task unchanged",
             task_intact),
         case!("reconnect::exit_while_disconnected", Must, [],
@@ -23,6 +37,35 @@ pub fn cases() -> Vec<Case> {
             "a task that exits while no client is connected is reported STOPPED with its status by State and Wait on a new connection",
             exit_while_disconnected),
     ]
+}
+
+async fn address_file_names_the_socket(ctx: &mut Ctx) -> CaseResult {
+    let profile = ctx.target.profile;
+    if profile.reload_from != ReloadFrom::AddressFile {
+        return Err(CaseError::Skip(format!(
+            "containerd {} reloads from bootstrap.json, which it writes itself: the shim's address file is not read",
+            profile.line
+        )));
+    }
+    let (shim, _task) = started(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
+    let file = shim.bundle_dir().join("address");
+    let written = std::fs::read(&file).map_err(|e| {
+        fail(format!(
+            "{} was not written ({e}): containerd {} could not reload this shim after a restart",
+            file.display(),
+            profile.line
+        ))
+    })?;
+    let reply = crate::shim::launch::parse_start_output(&written, profile)
+        .map_err(|e| fail(format!("{} does not hold an address containerd {} can dial: {e}", file.display(), profile.line)))?;
+    ensure!(
+        reply.address == shim.reply.address,
+        "{} names {:?}, but `start` printed {:?}",
+        file.display(),
+        reply.address,
+        shim.reply.address
+    );
+    Ok(())
 }
 
 /// Drops the harness's connection to the shim (as a restarting containerd does).

@@ -29,10 +29,13 @@ pub async fn wait_exit(ctx: &Ctx, shim: &Shim, id: &str, exec_id: &str) -> Resul
     Ok(ctx.wait_process(shim, id, exec_id).await?)
 }
 
-/// Runs the payload with `steps` to completion and returns the Wait reply.
+/// Runs the payload with `steps` to completion and returns the Wait reply. As `ctr run` does, the Wait (Connect,
+/// then Wait) is issued together with the Start (Start, then State), racing it.
 pub async fn run_to_exit(ctx: &mut Ctx, steps: &[&str]) -> Result<(Arc<Shim>, Task, WaitResponse), CaseError> {
-    let (shim, task) = started(ctx, &ContainerConfig::new(steps), IoSpec::NULL).await?;
-    let waited = wait_exit(ctx, &shim, &task.id, "").await?;
+    let (shim, task) = created(ctx, &ContainerConfig::new(steps), IoSpec::NULL).await?;
+    let (waited, started) = tokio::join!(wait_exit(ctx, &shim, &task.id, ""), ctx.start_process(&shim, &task.id, ""));
+    started?;
+    let waited = waited?;
     Ok((shim, task, waited))
 }
 

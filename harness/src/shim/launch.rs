@@ -54,8 +54,9 @@ pub enum LaunchError {
     Spawn { binary: String, source: std::io::Error },
     #[error("`{binary} start` did not finish within {timeout:?} (killed); stderr: {stderr}")]
     StartTimeout { binary: String, timeout: Duration, stderr: String },
-    #[error("`{binary} start` exited with {status}; stdout: {stdout:?}; stderr: {stderr}")]
-    StartFailed { binary: String, status: String, stdout: String, stderr: String },
+    /// `output` is stdout and stderr as the profile's containerd reads them (combined, or `stdout: ...; stderr: ...`).
+    #[error("`{binary} start` exited with {status}; output: {output}")]
+    StartFailed { binary: String, status: String, output: String },
     #[error("`start` output is not an address: {0}")]
     BadStartOutput(String),
     #[error("shim reports bootstrap version {0}, newer than the Task API v3 containerd speaks")]
@@ -151,7 +152,9 @@ impl LaunchSpec {
             context: format!("encoding {what} for `start`'s stdin"),
             source: std::io::Error::other(e.to_string()),
         };
-        if self.profile.start_stdin == StartStdin::OptionsAny {
+        let name = self.binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let legacy_binary = self.profile.legacy_stdin_binaries.iter().any(|b| name.contains(b));
+        if self.profile.start_stdin == StartStdin::OptionsAny || legacy_binary {
             return match &self.options {
                 Some(any) => any.write_to_bytes().map_err(|e| encode("the runtime options", e)),
                 None => Ok(Vec::new()),
@@ -314,12 +317,16 @@ pub async fn start(spec: &LaunchSpec) -> Result<StartReply, LaunchError> {
         }
     };
     if !finished.status.success() {
-        return Err(LaunchError::StartFailed {
-            binary,
-            status: finished.status.to_string(),
-            stdout: String::from_utf8_lossy(&finished.stdout).into(),
-            stderr: String::from_utf8_lossy(&finished.stderr).trim().into(),
-        });
+        let output = if spec.profile.combined_output {
+            format!("{:?}", String::from_utf8_lossy(&finished.stdout).trim())
+        } else {
+            format!(
+                "stdout {:?}; stderr {:?}",
+                String::from_utf8_lossy(&finished.stdout),
+                String::from_utf8_lossy(&finished.stderr).trim()
+            )
+        };
+        return Err(LaunchError::StartFailed { binary, status: finished.status.to_string(), output });
     }
     parse_start_output(&finished.stdout, spec.profile)
 }
