@@ -221,14 +221,30 @@ fn sweep(lab: &Lab, docker: &Docker) {
     for socket in lab.leftover_sockets() {
         let _ = std::fs::remove_file(socket);
     }
+    // What dockerd could not unmount (the step has failed already): container root filesystems.
+    let data_root = docker.data_root().to_string_lossy().into_owned();
+    for mount in lab.mounts().into_iter().filter(|m| *m != data_root) {
+        let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
 }
 
-fn run_script(lab: &Lab, docker: &Docker, runtime: &str, binary: PathBuf, tag: &str) -> Vec<(Result<String, String>, Duration)> {
+fn run_script(lab: &Lab, docker: &mut Docker, runtime: &str, binary: PathBuf, tag: &str) -> Vec<(Result<String, String>, Duration)> {
     let mut outcomes = Vec::new();
     for (_, step) in STEPS {
         let started = Instant::now();
         let run = Run { lab, docker, runtime, binary: binary.clone(), tag };
         let mut result = step(&run);
+        if let Some(status) = docker.exited() {
+            // dockerd died during the step: say so (with its panic), start it again for the next steps.
+            let why = docker.panic_excerpt().unwrap_or_else(|| docker.log_tail(5));
+            let relaunched = docker.launch(lab).err().map(|e| format!("; could not start it again: {e}")).unwrap_or_default();
+            let text = format!("dockerd exited ({status}) during the step: {why}{relaunched}");
+            result = match result {
+                Ok(_) => Err(text),
+                Err(error) => Err(format!("{text}; the step saw: {error}")),
+            };
+        }
+        let docker = &*docker;
         let left = leftovers(lab, docker);
         if !left.is_empty() {
             sweep(lab, docker);
@@ -269,8 +285,8 @@ fn docker_script() {
     assert!(loaded.success() && loaded.stdout.contains(DOCKER_IMAGE), "{test}: docker load: {}", loaded.describe());
 
     let started = Instant::now();
-    let reference = run_script(&lab, &docker, REFERENCE, lab.binaries.runc_shim.clone(), "runc");
-    let candidate = run_script(&lab, &docker, MOCK, mock.clone(), "mock");
+    let reference = run_script(&lab, &mut docker, REFERENCE, lab.binaries.runc_shim.clone(), "runc");
+    let candidate = run_script(&lab, &mut docker, MOCK, mock.clone(), "mock");
     let elapsed = started.elapsed();
     let version = docker.docker(&["version", "-f", "client {{.Client.Version}}, server {{.Server.Version}}"]).stdout;
     let dockerd_log = docker.log_tail(20);

@@ -58,8 +58,16 @@ impl Docker {
             namespace: namespace.clone(),
             runc: lab.binaries.runc.clone(),
         };
-        let log = fs::File::create(root.join("dockerd.log")).map_err(|e| NotStarted::Failed(e.to_string()))?;
-        let log_err = log.try_clone().map_err(|e| NotStarted::Failed(e.to_string()))?;
+        docker.launch(lab).map_err(NotStarted::Failed)?;
+        Ok(docker)
+    }
+
+    /// Starts dockerd (again) with the same directories; waits until it answers.
+    pub fn launch(&mut self, lab: &Lab) -> Result<(), String> {
+        let root = self.root.clone();
+        let namespace = self.namespace.clone();
+        let log = fs::OpenOptions::new().create(true).append(true).open(root.join("dockerd.log")).map_err(|e| e.to_string())?;
+        let log_err = log.try_clone().map_err(|e| e.to_string())?;
         let mut command = Command::new(DOCKERD);
         command
             .arg("--containerd")
@@ -74,7 +82,7 @@ impl Docker {
             .arg("--pidfile")
             .arg(root.join("dockerd.pid"))
             .arg("-H")
-            .arg(format!("unix://{}", docker.socket().display()))
+            .arg(format!("unix://{}", self.socket().display()))
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none", "--userland-proxy=false"])
             .current_dir(&root)
             .env_clear()
@@ -84,20 +92,37 @@ impl Docker {
             .stdout(log)
             .stderr(log_err);
         command.process_group(0);
-        docker.child = Some(command.spawn().map_err(|e| NotStarted::Failed(format!("starting dockerd: {e}")))?);
+        let _ = fs::remove_file(root.join("dockerd.pid"));
+        self.child = Some(command.spawn().map_err(|e| format!("starting dockerd: {e}"))?);
         let started = Instant::now();
         loop {
-            if UnixStream::connect(docker.socket()).is_ok() && docker.docker(&["version"]).success() {
-                return Ok(docker);
+            if UnixStream::connect(self.socket()).is_ok() && self.docker(&["version"]).success() {
+                return Ok(());
             }
-            if let Some(Ok(Some(status))) = docker.child.as_mut().map(|c| c.try_wait()) {
-                return Err(NotStarted::Failed(format!("dockerd exited early: {status}\n{}", docker.log_tail(30))));
+            if let Some(status) = self.exited() {
+                return Err(format!("dockerd exited early: {status}\n{}", self.log_tail(30)));
             }
             if started.elapsed() > Duration::from_secs(30) {
-                return Err(NotStarted::Failed(format!("dockerd did not answer in time\n{}", docker.log_tail(30))));
+                return Err(format!("dockerd did not answer in time\n{}", self.log_tail(30)));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// dockerd's exit status if it has exited (crashed) since it was started.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => Some(status.to_string()),
+            None => Some("not running".to_owned()),
+            _ => None,
+        }
+    }
+
+    /// The first lines of the last Go panic in dockerd's log, if any.
+    pub fn panic_excerpt(&self) -> Option<String> {
+        let log = fs::read_to_string(self.root.join("dockerd.log")).unwrap_or_default();
+        let at = log.rfind("panic: ")?;
+        Some(log[at..].lines().take(8).collect::<Vec<_>>().join(" | "))
     }
 
     /// dockerd's data root (dockerd keeps it bind-mounted onto itself while it runs).
