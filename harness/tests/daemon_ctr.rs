@@ -12,7 +12,7 @@ mod daemon;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use daemon::{announce, mock_binary, Daemon, Lab, NotStarted};
+use daemon::{mock_binary, run_tests, Daemon, Lab, NotStarted, Verdict};
 
 const REFERENCE: &str = "io.containerd.runc.v2";
 const MOCK: &str = "io.containerd.mock.v1";
@@ -353,16 +353,16 @@ fn run_script(lab: &mut Lab, runtime: &str, image: &str, tag: &str) -> Vec<Outco
     outcomes
 }
 
-fn script_on(daemon: Daemon) {
-    let test = format!("daemon_ctr::{}", daemon.label());
+fn script_on(daemon: Daemon) -> Verdict {
+    let test = daemon.label();
     let mock = match mock_binary() {
         Ok(path) => path,
-        Err(reason) => return announce(&format!("SKIPPED {test}: {reason}")),
+        Err(reason) => return Verdict::Skip(reason),
     };
     let mut lab = match Lab::start(daemon) {
         Ok(lab) => lab,
-        Err(NotStarted::Skip(reason)) => return announce(&format!("SKIPPED {test}: {reason}")),
-        Err(NotStarted::Failed(reason)) => panic!("{test}: {reason}"),
+        Err(NotStarted::Skip(reason)) => return Verdict::Skip(reason),
+        Err(NotStarted::Failed(reason)) => return Verdict::Fail(reason),
     };
     lab.install_shim("containerd-shim-mock-v1", &mock).expect("linking the mock shim");
     let mut command = std::process::Command::new(&lab.binaries.containerd);
@@ -406,20 +406,21 @@ fn script_on(daemon: Daemon) {
     if reference.iter().any(|o| o.result.is_err()) {
         table.push_str("note: a step the reference fails is not judged by this test (both columns may fail it alike)\n");
     }
-    announce(&table);
-    assert!(notes.is_empty(), "{test}: the lab's clean-up had to undo: {notes:#?}");
-    assert!(
-        differences.is_empty(),
-        "{test}: {MOCK} differs from {REFERENCE} in {differences:?}\n{table}\n--- containerd log (tail) ---\n{log_tail}"
-    );
+    println!("{table}");
+    if !notes.is_empty() {
+        return Verdict::Fail(format!("{test}: the lab's clean-up had to undo: {notes:#?}"));
+    }
+    if !differences.is_empty() {
+        return Verdict::Fail(format!(
+            "{test}: {MOCK} differs from {REFERENCE} in {differences:?}\n{table}\n--- containerd log (tail) ---\n{log_tail}"
+        ));
+    }
+    Verdict::Pass
 }
 
-#[test]
-fn ctr_script_containerd_1_6() {
-    script_on(Daemon::V1_6);
-}
-
-#[test]
-fn ctr_script_containerd_1_7() {
-    script_on(Daemon::V1_7);
+fn main() {
+    run_tests(&[
+        ("daemon_ctr::ctr_script_containerd_1_6", || script_on(Daemon::V1_6)),
+        ("daemon_ctr::ctr_script_containerd_1_7", || script_on(Daemon::V1_7)),
+    ])
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use daemon::docker::Docker;
 use daemon::image::{write_payload_archive, DOCKER_IMAGE};
-use daemon::{announce, mock_binary, Daemon, Lab, NotStarted};
+use daemon::{mock_binary, run_tests, Daemon, Lab, NotStarted, Verdict};
 
 const REFERENCE: &str = "io.containerd.runc.v2";
 const MOCK: &str = "io.containerd.mock.v1";
@@ -259,30 +259,35 @@ fn run_script(lab: &Lab, docker: &mut Docker, runtime: &str, binary: PathBuf, ta
     outcomes
 }
 
-#[test]
-fn docker_script() {
-    let test = "daemon_docker";
+fn main() {
+    run_tests(&[("daemon_docker::docker_script", docker_script)])
+}
+
+fn docker_script() -> Verdict {
+    let test = "dockerd 26";
     let mock = match mock_binary() {
         Ok(path) => path,
-        Err(reason) => return announce(&format!("SKIPPED {test}: {reason}")),
+        Err(reason) => return Verdict::Skip(reason),
     };
     // dockerd 26 with the containerd it is packaged with; 1.6 where 1.7 is absent.
     let daemon = if Daemon::V1_7.binaries().is_ok() { Daemon::V1_7 } else { Daemon::V1_6 };
     let lab = match Lab::start(daemon) {
         Ok(lab) => lab,
-        Err(NotStarted::Skip(reason)) => return announce(&format!("SKIPPED {test}: {reason}")),
-        Err(NotStarted::Failed(reason)) => panic!("{test}: {reason}"),
+        Err(NotStarted::Skip(reason)) => return Verdict::Skip(reason),
+        Err(NotStarted::Failed(reason)) => return Verdict::Fail(reason),
     };
     lab.install_shim("containerd-shim-mock-v1", &mock).expect("linking the mock shim");
     let mut docker = match Docker::start(&lab) {
         Ok(docker) => docker,
-        Err(NotStarted::Skip(reason)) => return announce(&format!("SKIPPED {test}: {reason}")),
-        Err(NotStarted::Failed(reason)) => panic!("{test}: {reason}"),
+        Err(NotStarted::Skip(reason)) => return Verdict::Skip(reason),
+        Err(NotStarted::Failed(reason)) => return Verdict::Fail(reason),
     };
     let archive = lab.path("payload-image.tar");
     write_payload_archive(&archive).expect("writing the image archive");
     let loaded = docker.docker(&["load", "-i", &archive.to_string_lossy()]);
-    assert!(loaded.success() && loaded.stdout.contains(DOCKER_IMAGE), "{test}: docker load: {}", loaded.describe());
+    if !(loaded.success() && loaded.stdout.contains(DOCKER_IMAGE)) {
+        return Verdict::Fail(format!("{test}: docker load: {}", loaded.describe()));
+    }
 
     let started = Instant::now();
     let reference = run_script(&lab, &mut docker, REFERENCE, lab.binaries.runc_shim.clone(), "runc");
@@ -318,10 +323,14 @@ fn docker_script() {
         table.push_str("failures:\n");
         table.push_str(&details);
     }
-    announce(&table);
-    assert!(notes.is_empty(), "{test}: the lab's clean-up had to undo: {notes:#?}");
-    assert!(
-        differences.is_empty(),
-        "{test}: {MOCK} differs from {REFERENCE} in {differences:?}\n{table}\n--- dockerd log (tail) ---\n{dockerd_log}\n--- containerd log (tail) ---\n{containerd_log}"
-    );
+    println!("{table}");
+    if !notes.is_empty() {
+        return Verdict::Fail(format!("{test}: the lab's clean-up had to undo: {notes:#?}"));
+    }
+    if !differences.is_empty() {
+        return Verdict::Fail(format!(
+            "{test}: {MOCK} differs from {REFERENCE} in {differences:?}\n{table}\n--- dockerd log (tail) ---\n{dockerd_log}\n--- containerd log (tail) ---\n{containerd_log}"
+        ));
+    }
+    Verdict::Pass
 }

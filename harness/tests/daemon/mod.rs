@@ -956,13 +956,72 @@ pub fn mock_binary() -> Result<PathBuf, String> {
     }
 }
 
-/// Prints a line where `cargo test` shows it even for a passing test (libtest captures print!, not raw stderr).
-pub fn announce(text: &str) {
-    let mut stderr = std::io::stderr().lock();
-    let _ = stderr.write_all(text.as_bytes());
-    if !text.ends_with('\n') {
-        let _ = stderr.write_all(b"\n");
+/// A test's outcome under [`run_tests`].
+pub enum Verdict {
+    Pass,
+    /// Not run, with the reason; never counted as a pass.
+    Skip(String),
+    Fail(String),
+}
+
+/// The main of a `harness = false` test binary: runs `tests` in parallel (filtered by the non-flag arguments, as
+/// libtest does; `--exact` and `--list` understood), prints libtest-style lines with skips and their reasons, and
+/// exits 1 when a test failed (a panic counts as a failure).
+pub fn run_tests(tests: &[(&'static str, fn() -> Verdict)]) -> ! {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let exact = args.iter().any(|a| a == "--exact");
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let selected: Vec<_> = tests
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| if exact { *name == f.as_str() } else { name.contains(f.as_str()) }))
+        .collect();
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in &selected {
+            println!("{name}: test");
+        }
+        std::process::exit(0);
     }
-    // Also captured, so a failing test's output holds it too.
-    print!("{text}{}", if text.ends_with('\n') { "" } else { "\n" });
+    println!("\nrunning {} tests", selected.len());
+    let started = Instant::now();
+    let handles: Vec<_> = selected.iter().map(|(name, test)| (*name, std::thread::spawn(*test))).collect();
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for (name, handle) in handles {
+        let verdict = handle.join().unwrap_or_else(|panic| {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panicked".to_owned());
+            Verdict::Fail(text)
+        });
+        match verdict {
+            Verdict::Pass => {
+                passed += 1;
+                println!("test {name} ... ok");
+            }
+            Verdict::Skip(reason) => {
+                skipped += 1;
+                println!("test {name} ... skipped: {reason}");
+            }
+            Verdict::Fail(why) => {
+                failed += 1;
+                println!("test {name} ... FAILED");
+                failures.push((name, why));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        println!("\nfailures:");
+        for (name, why) in &failures {
+            println!("\n---- {name} ----\n{why}");
+        }
+    }
+    println!(
+        "\ntest result: {}. {passed} passed; {failed} failed; {skipped} skipped; {} filtered out; finished in {:.2}s\n",
+        if failed == 0 { "ok" } else { "FAILED" },
+        tests.len() - selected.len(),
+        started.elapsed().as_secs_f64()
+    );
+    std::process::exit(if failed == 0 { 0 } else { 1 })
 }
