@@ -210,6 +210,9 @@ pub struct Profile {
     pub shutdown_timeout: Duration,
     /// `io.containerd.timeout.task.state`: State calls made by the tasks service.
     pub state_timeout: Duration,
+    /// The Delete after a failed Create carries the namespace header (1.7+ `cleanup.Background`; 1.6 uses
+    /// `context.Background()`).
+    pub failed_create_cleanup_keeps_namespace: bool,
     /// The shim's `delete` action runs whenever the connection to a shim closes (after a Shutdown too), with the
     /// cleanup timeout.
     pub delete_action_on_disconnect: bool,
@@ -271,9 +274,10 @@ impl Profile {
             Caller::Reload => Some(self.load_timeout),
         };
         // The tasks service's contexts carry the namespace (its gRPC interceptor re-applies it with
-        // namespaces.WithNamespace, which sets the ttrpc header); the cleanup after a failed Create runs on
-        // context.Background() with a timeout and no namespace.
-        let namespace_header = !matches!(caller, Caller::CleanupAfterFailedCreate);
+        // namespaces.WithNamespace, which sets the ttrpc header); 1.6 runs the cleanup after a failed Create on
+        // context.Background() with a timeout and no namespace (1.7+ keep it: cleanup.Background).
+        let namespace_header =
+            !matches!(caller, Caller::CleanupAfterFailedCreate) || self.failed_create_cleanup_keeps_namespace;
         let _ = rpc;
         CallShape { deadline, namespace_header }
     }
@@ -315,6 +319,7 @@ pub static V1_6: Profile = Profile {
     cleanup_timeout: COMMON_TIMEOUTS.1,
     shutdown_timeout: COMMON_TIMEOUTS.2,
     state_timeout: COMMON_TIMEOUTS.3,
+    failed_create_cleanup_keeps_namespace: false,
     delete_action_on_disconnect: true,
     reload_from: ReloadFrom::AddressFile,
     reload_checks_pids: false,
@@ -346,6 +351,7 @@ pub static V1_7: Profile = Profile {
     cleanup_timeout: COMMON_TIMEOUTS.1,
     shutdown_timeout: COMMON_TIMEOUTS.2,
     state_timeout: COMMON_TIMEOUTS.3,
+    failed_create_cleanup_keeps_namespace: true,
     delete_action_on_disconnect: true,
     reload_from: ReloadFrom::AddressFile,
     reload_checks_pids: true,
@@ -376,6 +382,7 @@ pub static V2_0: Profile = Profile {
     cleanup_timeout: COMMON_TIMEOUTS.1,
     shutdown_timeout: COMMON_TIMEOUTS.2,
     state_timeout: COMMON_TIMEOUTS.3,
+    failed_create_cleanup_keeps_namespace: true,
     delete_action_on_disconnect: true,
     reload_from: ReloadFrom::BootstrapJson,
     reload_checks_pids: true,
@@ -403,6 +410,7 @@ pub static V2_X: Profile = Profile {
     cleanup_timeout: COMMON_TIMEOUTS.1,
     shutdown_timeout: COMMON_TIMEOUTS.2,
     state_timeout: COMMON_TIMEOUTS.3,
+    failed_create_cleanup_keeps_namespace: true,
     delete_action_on_disconnect: true,
     reload_from: ReloadFrom::BootstrapJson,
     reload_checks_pids: true,
