@@ -521,7 +521,14 @@ impl Ctx {
         }
         let mut report = TeardownReport::default();
         if self.target.profile.delete_action_on_disconnect && gone.iter().any(|g| *g) {
-            for leftover in crate::leaks::marked_processes(&self.marker) {
+            // Processes killed just before (a SIGKILLed container still exiting) get a moment to finish dying.
+            let settle = std::time::Instant::now() + Duration::from_millis(300);
+            let mut left = crate::leaks::marked_processes(&self.marker);
+            while !left.is_empty() && std::time::Instant::now() < settle {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                left = crate::leaks::marked_processes(&self.marker);
+            }
+            for leftover in left {
                 report.left_after_shutdown.push(format!("pid {leftover} ({})", crate::shim::instance::cmdline(leftover)));
             }
             for (shim, gone) in shims.iter().zip(&gone) {

@@ -90,6 +90,10 @@ faults! {
     CheckpointEmpty = "checkpoint-empty",
     VersionFails = "version-fails",
     StartAcceptsBrokenBundle = "start-accepts-broken-bundle",
+    ConnectWrongTaskPid = "connect-wrong-task-pid",
+    StateWrongPid = "state-wrong-pid",
+    NoAddressFile = "no-address-file",
+    StartReplyJsonV3 = "start-reply-json-v3",
 }
 
 /// A set of faults (a bit per fault; the catalogue is well under 128 entries).

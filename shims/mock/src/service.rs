@@ -17,7 +17,7 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::Context;
 use containerd_shim_protos::api;
 use containerd_shim_protos::cgroups::metrics::{
-    CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat,
+    BlkIOStat, CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat, Throttle,
 };
 use containerd_shim_protos::events::task::{
     TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO,
@@ -1100,6 +1100,8 @@ impl TaskService {
         }
         let pid = if !req.exec_id.is_empty() && faults.has(Fault::ExecStateInitPid) {
             container.init.pid
+        } else if req.exec_id.is_empty() && faults.has(Fault::StateWrongPid) && process.pid > 0 {
+            process.pid + 1
         } else {
             process.pid
         };
@@ -1524,21 +1526,29 @@ impl TaskService {
                     limit: 0,
                     ..Default::default()
                 }),
+                // Every message present, as a cgroup v1 runtime fills them: clients such as dockerd read
+                // memory.swap, cpu.throttling, blkio without checking for absence.
                 memory: MessageField::some(MemoryStat {
                     rss,
                     usage: MessageField::some(MemoryEntry {
                         usage: rss,
                         ..Default::default()
                     }),
+                    swap: MessageField::some(MemoryEntry::default()),
+                    kernel: MessageField::some(MemoryEntry::default()),
+                    kernel_tcp: MessageField::some(MemoryEntry::default()),
                     ..Default::default()
                 }),
                 cpu: MessageField::some(CPUStat {
                     usage: MessageField::some(CPUUsage {
                         total: cpu_ns,
+                        per_cpu: vec![cpu_ns],
                         ..Default::default()
                     }),
+                    throttling: MessageField::some(Throttle::default()),
                     ..Default::default()
                 }),
+                blkio: MessageField::some(BlkIOStat::default()),
                 ..Default::default()
             };
             Any {
@@ -1870,7 +1880,7 @@ impl Task for TaskService {
             .lock()
             .containers
             .get(&req.id)
-            .map(|c| c.init.pid as u32)
+            .map(|c| c.init.pid as u32 + c.faults.has(Fault::ConnectWrongTaskPid) as u32)
             .unwrap_or(0);
         let shim_pid = std::process::id() + faults.has(Fault::ConnectWrongPid) as u32;
         let response = api::ConnectResponse {

@@ -130,8 +130,9 @@ fn parse_start_input(input: &[u8], flags: &Flags) -> Result<(BootstrapParams, Pr
     Ok((params, protocol))
 }
 
-/// The group this container's shim serves: the runc shim's grouping annotations, else the task id.
-fn grouping(id: &str) -> Result<String, String> {
+/// The group this container's shim serves (the runc shim's grouping annotations, else the task id), and the
+/// faults `start` itself honours.
+fn grouping(id: &str) -> Result<(String, Faults), String> {
     // Like the runc shim, start needs ./config.json: its annotations choose the group.
     let annotations = match load_spec(Path::new(".")) {
         Ok(spec) => spec.annotations().clone().unwrap_or_default(),
@@ -155,7 +156,7 @@ fn grouping(id: &str) -> Result<String, String> {
             .as_nanos();
         grouping = format!("{grouping}-{}-{nanos}", std::process::id());
     }
-    Ok(grouping)
+    Ok((grouping, faults))
 }
 
 fn socket_path(address: &str) -> &str {
@@ -232,13 +233,19 @@ pub fn start(args: &[String], flags: &Flags) -> Result<(), String> {
     );
     let (params, protocol) = parse_start_input(&input, flags)?;
     let opts = StartOpts::from(params);
-    let grouping = grouping(&opts.id)?;
+    let (grouping, faults) = grouping(&opts.id)?;
     let address = opts.socket_address(&grouping);
     if !socket_serving(&address) {
         spawn_server(&opts, &address)?;
     }
-    write_address_file(&address).map_err(|e| format!("write address file: {e}"))?;
+    if !faults.has(Fault::NoAddressFile) {
+        write_address_file(&address).map_err(|e| format!("write address file: {e}"))?;
+    }
     let reply = match protocol {
+        // What the containerd-shim crate answers every legacy caller: containerd 1.6 and 1.7 cannot read it.
+        Protocol::Legacy if faults.has(Fault::StartReplyJsonV3) => {
+            format!(r#"{{"version":3,"address":"{address}","protocol":"ttrpc"}}"#).into_bytes()
+        }
         Protocol::Legacy => address.into_bytes(),
         Protocol::Bootstrap => BootstrapResult {
             version: 3,
