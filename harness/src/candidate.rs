@@ -40,11 +40,6 @@ pub struct Candidate {
     /// Multiplies every deadline (VM-based shims are slower).
     #[serde(default = "one")]
     pub timeout_scale: f64,
-    /// What `start` gets on stdin: `params` (protobuf BootstrapParams, containerd 2.3+), `legacy` (the options Any,
-    /// containerd <= 2.2), or unset: params first, and legacy if the shim refuses them (1.x shims read stdin as an
-    /// options Any and fail on BootstrapParams); the run reports which form was used.
-    #[serde(default)]
-    pub bootstrap: Option<Bootstrap>,
     /// How to install it, shown when it is missing.
     #[serde(default)]
     pub install: String,
@@ -57,12 +52,6 @@ fn one() -> f64 {
     1.0
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Bootstrap {
-    Params,
-    Legacy,
-}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -161,7 +150,6 @@ impl Candidate {
             unsupported: BTreeSet::new(),
             waivers: Vec::new(),
             timeout_scale: 1.0,
-            bootstrap: None,
             install: String::new(),
             env: Vec::new(),
         }
