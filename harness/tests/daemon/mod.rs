@@ -17,6 +17,7 @@
 
 pub mod docker;
 pub mod image;
+pub mod script;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -968,12 +969,23 @@ pub enum Verdict {
 /// libtest does; `--exact` and `--list` understood), prints libtest-style lines with skips and their reasons, and
 /// exits 1 when a test failed (a panic counts as a failure).
 pub fn run_tests(tests: &[(&'static str, fn() -> Verdict)]) -> ! {
+    let tests = tests.iter().map(|(name, test)| (name.to_string(), Box::new(*test) as DynTest)).collect();
+    run_dyn_tests(tests, usize::MAX)
+}
+
+/// A test made at run time (e.g. one per candidate file).
+pub type DynTest = Box<dyn FnOnce() -> Verdict + Send + 'static>;
+
+/// [`run_tests`] for tests named and made at run time, at most `parallel` at a time (in the order given); results
+/// are printed in that order.
+pub fn run_dyn_tests(tests: Vec<(String, DynTest)>, parallel: usize) -> ! {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let exact = args.iter().any(|a| a == "--exact");
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let selected: Vec<_> = tests
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| if exact { *name == f.as_str() } else { name.contains(f.as_str()) }))
+    let total = tests.len();
+    let selected: Vec<(String, DynTest)> = tests
+        .into_iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| if exact { name == f.as_str() } else { name.contains(f.as_str()) }))
         .collect();
     if args.iter().any(|a| a == "--list") {
         for (name, _) in &selected {
@@ -983,19 +995,41 @@ pub fn run_tests(tests: &[(&'static str, fn() -> Verdict)]) -> ! {
     }
     println!("\nrunning {} tests", selected.len());
     let started = Instant::now();
-    let handles: Vec<_> = selected.iter().map(|(name, test)| (*name, std::thread::spawn(*test))).collect();
+    let names: Vec<String> = selected.iter().map(|(name, _)| name.clone()).collect();
+    let count = selected.len();
+    let queue = Arc::new(Mutex::new(selected.into_iter().enumerate().collect::<std::collections::VecDeque<_>>()));
+    let (sender, receiver) = std::sync::mpsc::channel::<(usize, Verdict)>();
+    let workers: Vec<_> = (0..parallel.clamp(1, count.max(1)))
+        .map(|_| {
+            let queue = queue.clone();
+            let sender = sender.clone();
+            std::thread::spawn(move || loop {
+                let Some((index, (_, test))) = queue.lock().unwrap().pop_front() else { return };
+                // Each test on its own thread, so that a panic is caught as that test's failure.
+                let verdict = std::thread::spawn(test).join().unwrap_or_else(|panic| {
+                    let text = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "panicked".to_owned());
+                    Verdict::Fail(text)
+                });
+                let _ = sender.send((index, verdict));
+            })
+        })
+        .collect();
+    drop(sender);
+    let mut verdicts: Vec<Option<Verdict>> = (0..count).map(|_| None).collect();
+    for (index, verdict) in receiver {
+        verdicts[index] = Some(verdict);
+    }
+    for worker in workers {
+        let _ = worker.join();
+    }
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     let mut failures = Vec::new();
-    for (name, handle) in handles {
-        let verdict = handle.join().unwrap_or_else(|panic| {
-            let text = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panicked".to_owned());
-            Verdict::Fail(text)
-        });
-        match verdict {
+    for (name, verdict) in names.iter().zip(verdicts) {
+        match verdict.unwrap_or_else(|| Verdict::Fail("the test did not report".to_owned())) {
             Verdict::Pass => {
                 passed += 1;
                 println!("test {name} ... ok");
@@ -1020,7 +1054,7 @@ pub fn run_tests(tests: &[(&'static str, fn() -> Verdict)]) -> ! {
     println!(
         "\ntest result: {}. {passed} passed; {failed} failed; {skipped} skipped; {} filtered out; finished in {:.2}s\n",
         if failed == 0 { "ok" } else { "FAILED" },
-        tests.len() - selected.len(),
+        total - count,
         started.elapsed().as_secs_f64()
     );
     std::process::exit(if failed == 0 { 0 } else { 1 })
