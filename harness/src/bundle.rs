@@ -86,7 +86,8 @@ pub fn payload_process(steps: &[String], terminal: bool, extra_env: &[String]) -
     let mut env = vec!["PATH=/usr/bin:/bin".to_string(), "HOME=/".to_string()];
     env.extend(extra_env.iter().cloned());
     process.set_env(Some(env));
-    process.set_terminal(Some(terminal));
+    // Go's specs.Process has `terminal,omitempty`: containerd never sends `"terminal": false`.
+    process.set_terminal(terminal.then_some(true));
     process.set_cwd("/".into());
     process
 }

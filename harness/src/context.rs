@@ -234,6 +234,8 @@ pub struct Ctx {
     pub probe: crate::leaks::Probe,
     /// The last refused Create (the verdict probe tells "no such service" from other refusals).
     pub last_create_error: Option<crate::shim::task::RpcError>,
+    /// Sockets of shims abandoned before they were usable: removed with them.
+    abandoned_sockets: Vec<PathBuf>,
 }
 
 impl Ctx {
@@ -255,6 +257,7 @@ impl Ctx {
             marker,
             probe,
             last_create_error: None,
+            abandoned_sockets: Vec::new(),
         }
     }
 
@@ -339,6 +342,13 @@ impl Ctx {
             Ok(reply) => reply,
             Err(error) => {
                 let tail = bundle.log_tail(20);
+                // A reply this containerd cannot read may still name a live server's socket (containerd leaks it).
+                if let launch::LaunchError::RefusedByProfile { address: Some(address), .. } = &error {
+                    if let Some(socket) = launch::socket_path(address) {
+                        self.env.shim_sockets.lock().unwrap_or_else(|p| p.into_inner()).push(socket.clone());
+                        self.abandoned_sockets.push(socket);
+                    }
+                }
                 self.abandon(bundle, &events).await;
                 return Err(fail(format!("shim start failed: {error}\nshim log:\n{tail}")));
             }
@@ -393,6 +403,10 @@ impl Ctx {
             sweep.sweep(std::slice::from_ref(&bundle.id)).await;
         }
         events.stop().await;
+        // The server is gone (killed above): its socket goes too.
+        for socket in std::mem::take(&mut self.abandoned_sockets) {
+            let _ = std::fs::remove_file(socket);
+        }
         let mounts_left = bundle.remove();
         self.reports.push(TeardownReport { killed, mounts_left, ..Default::default() });
     }

@@ -67,6 +67,16 @@ impl Line {
         })
     }
 
+    /// The runtime-name rules of this line (crate::resolve models 1.6, 1.7 and 2.x).
+    pub fn resolve_version(self) -> crate::resolve::containerd::Version {
+        use crate::resolve::containerd::Version;
+        match self {
+            Line::V1_6 => Version::V1_6,
+            Line::V1_7 => Version::V1_7,
+            Line::V2_0 | Line::V2x => Version::V2,
+        }
+    }
+
     pub fn profile(self) -> &'static Profile {
         match self {
             Line::V1_6 => &V1_6,

@@ -50,7 +50,16 @@ fn containerd_rules() -> (resolve::containerd::Version, Selection) {
 /// systemd), the opt plugin's `/opt/containerd/bin` first, then this PATH, then next to the daemon's own binary,
 /// which for shimcompat is where `cargo build` puts the bundled mock. Docker's verdicts are the current gate's.
 pub fn explain_runtime(name: &str) -> Explanation {
-    let (containerd_version, containerd_selection) = containerd_rules();
+    explain_runtime_for(name, None)
+}
+
+/// As explain_runtime, with the rules of a given containerd line (the one the run behaves as) instead of the
+/// installed containerd's.
+pub fn explain_runtime_for(name: &str, line: Option<Line>) -> Explanation {
+    let (containerd_version, containerd_selection) = match line {
+        Some(line) => (line.resolve_version(), Selection::Flag),
+        None => containerd_rules(),
+    };
     let own = host::bundled_dirs().last().map(|d| d.display().to_string());
     let request = resolve::explain::Request {
         name,
@@ -70,7 +79,12 @@ pub fn explain_runtime(name: &str) -> Explanation {
 
 /// Resolves a runtime name to a shim binary as containerd does (see explain_runtime).
 pub fn resolve_runtime(name: &str) -> Result<PathBuf, SelectError> {
-    let explanation = explain_runtime(name);
+    resolve_runtime_for(name, None)
+}
+
+/// Resolves a runtime name as the given containerd line does.
+pub fn resolve_runtime_for(name: &str, line: Option<Line>) -> Result<PathBuf, SelectError> {
+    let explanation = explain_runtime_for(name, line);
     match (&explanation.lookup.outcome, explanation.lookup.wrapped_error()) {
         (resolve::containerd::Outcome::Runs { path, exec_error: None, .. }, _) => Ok(PathBuf::from(path)),
         (_, error) => {
@@ -95,7 +109,7 @@ pub fn plan(candidate: Candidate, faults: Option<&str>, line: Line) -> Planned {
         Planned::Unavailable { candidate, reason, line }
     };
     let binary = match (&candidate.runtime, &candidate.runtime_binary) {
-        (Some(name), _) => match resolve_runtime(name) {
+        (Some(name), _) => match resolve_runtime_for(name, Some(line)) {
             Ok(path) => path,
             Err(e) => return unavailable(candidate, e.to_string()),
         },

@@ -274,6 +274,41 @@ fn main() {
         });
     }
 
+    // Shims a containerd line cannot use at all (every case would fail at `start`): the line's verdict says so and
+    // names the cause in that containerd's terms; the same shim is usable where that containerd would take it.
+    let verdicts: [(&str, Line, Option<&str>); 6] = [
+        ("start-reply-json-v3", Line::V1_6, Some("dials `start`'s whole output")),
+        ("start-reply-json-v3", Line::V1_7, Some("unsupported shim version (3): not implemented")),
+        ("start-reply-json-v3", Line::V2_0, None),
+        ("start-stderr-noise", Line::V1_6, Some("stdout and stderr combined")),
+        ("serve-v3-only", Line::V1_6, Some("does not serve containerd.task.v2.Task")),
+        ("serve-v3-only", Line::V2x, None),
+    ];
+    for (fault, line, cause) in verdicts {
+        suite.check(&format!("verdict::{fault}_under_{}", line.label().replace('.', "_")), |base| {
+            let plan = match mock_plan_under(Some(fault), line) {
+                Ok(plan) => plan,
+                Err(e) => return Verdict::Fail(e),
+            };
+            let report = match run_quiet(plan, vec!["lifecycle::wait_exit_status_0".into()], false, base) {
+                Ok(report) => report,
+                Err(e) => return Verdict::Fail(e),
+            };
+            let Some(verdict) = report.candidates.first().and_then(|c| c.verdict.clone()) else {
+                return Verdict::Fail("the report carries no verdict".into());
+            };
+            let passed = report.results.iter().all(|r| r.outcome == Outcome::Pass);
+            match (cause, verdict.usable) {
+                (None, true) if passed => Verdict::Pass,
+                (None, _) => Verdict::Fail(format!("expected usable under containerd {line} and passing: {verdict:?}; {:?}", not_passed(&report))),
+                (Some(cause), false) if verdict.reason.as_deref().unwrap_or("").contains(cause) && !passed => Verdict::Pass,
+                (Some(cause), _) => Verdict::Fail(format!(
+                    "expected NOT usable under containerd {line} with a reason naming {cause:?}; got {verdict:?}"
+                )),
+            }
+        });
+    }
+
     // Every fault named by some case: the full catalogue under it fails exactly the expected set.
     let mut faults: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for case in &catalogue {

@@ -49,7 +49,7 @@ fn name_of(ctx: &Ctx) -> Result<String, CaseError> {
 
 async fn passes_docker_gate(ctx: &mut Ctx) -> CaseResult {
     let name = name_of(ctx)?;
-    let explanation = crate::select::explain_runtime(&name);
+    let explanation = crate::select::explain_runtime_for(&name, Some(ctx.target.profile.line));
     for row in &explanation.docker {
         if row.version == DockerVersion::V20_10 {
             continue; // before 23.0 Docker passed no shim names through at all
@@ -66,7 +66,7 @@ async fn passes_docker_gate(ctx: &mut Ctx) -> CaseResult {
 
 async fn same_binary_name(ctx: &mut Ctx) -> CaseResult {
     let name = name_of(ctx)?;
-    let explanation = crate::select::explain_runtime(&name);
+    let explanation = crate::select::explain_runtime_for(&name, Some(ctx.target.profile.line));
     let names: Vec<(String, Option<String>)> =
         explanation.binary_names.iter().map(|row| (row.version.to_string(), row.binary_name.clone())).collect();
     let first = names.first().and_then(|(_, n)| n.clone());
@@ -93,7 +93,7 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
 
 async fn resolves_to_tested_binary(ctx: &mut Ctx) -> CaseResult {
     let name = name_of(ctx)?;
-    let explanation = crate::select::explain_runtime(&name);
+    let explanation = crate::select::explain_runtime_for(&name, Some(ctx.target.profile.line));
     let lookup = &explanation.lookup;
     let chosen = lookup.chosen().ok_or_else(|| {
         fail(format!("containerd {} would not start {name}: {}", explanation.containerd_version, lookup.wrapped_error().unwrap_or_default()))
@@ -122,7 +122,7 @@ async fn resolves_to_tested_binary(ctx: &mut Ctx) -> CaseResult {
 
 async fn not_shadowed(ctx: &mut Ctx) -> CaseResult {
     let name = name_of(ctx)?;
-    let explanation = crate::select::explain_runtime(&name);
+    let explanation = crate::select::explain_runtime_for(&name, Some(ctx.target.profile.line));
     let real: Vec<String> = explanation
         .shadowing
         .iter()

@@ -89,7 +89,8 @@ impl Shim {
             // Stop it first: a running task cannot be deleted. The client checks the status before it deletes.
             let _ = quick.kill(id, "", libc::SIGKILL as u32, true).await;
             let _ = quick.wait(id, "", grace).await;
-            let _ = quick.state(id, "").await;
+            // The tasks service reads the state before a Delete (Tasks.Get / task.Delete): the task-state deadline.
+            let _ = quick.state_for_service(id, "").await;
             let _ = quick.delete(id, "").await;
         }
         let _ = quick.shutdown_after_delete(self.id()).await;

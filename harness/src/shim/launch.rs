@@ -63,7 +63,12 @@ pub enum LaunchError {
     UnsupportedVersion(i32),
     /// What containerd of this line would answer to the reply (e.g. 1.7: "unsupported shim version (3)").
     #[error("containerd {line} cannot use this shim: {reason}")]
-    RefusedByProfile { line: crate::profile::Line, reason: String },
+    RefusedByProfile {
+        line: crate::profile::Line,
+        reason: String,
+        /// The socket the refused reply named, if it named one (the server behind it is still running).
+        address: Option<String>,
+    },
     #[error("shim reports protocol {0:?}; only ttrpc is supported")]
     UnsupportedProtocol(String),
     #[error("`{binary} delete` did not finish within {timeout:?} (killed)")]
@@ -115,8 +120,11 @@ impl LaunchSpec {
             .arg("-id")
             .arg(&self.id);
         if action == "delete" {
-            // binary.Delete passes -bundle and never -debug.
+            // binary.Delete passes -bundle; -debug at debug level from 1.7 on (1.6.20 never passes it).
             command.arg("-bundle").arg(&self.bundle);
+            if self.debug && self.profile.line != crate::profile::Line::V1_6 {
+                command.arg("-debug");
+            }
         } else if self.debug {
             command.arg("-debug");
         }
@@ -355,7 +363,8 @@ struct JsonReply {
 /// Parses `start`'s output as the profile's containerd does (the profile says whether stderr is mixed in).
 pub fn parse_start_output(output: &[u8], profile: &Profile) -> Result<StartReply, LaunchError> {
     let line = profile.line;
-    let refused = |reason: String| LaunchError::RefusedByProfile { line, reason };
+    let named = named_address(output);
+    let refused = |reason: String| LaunchError::RefusedByProfile { line, reason, address: named.clone() };
     let max_version = match profile.start_output {
         StartOutput::CombinedAddress => {
             // 1.6 dials strings.TrimSpace(output) as it is: no JSON, no protobuf.
@@ -405,6 +414,24 @@ pub fn parse_start_output(output: &[u8], profile: &Profile) -> Result<StartReply
     }
 }
 
+/// The address a reply names in any of the three forms, whether or not the line can read it (for cleanup).
+fn named_address(output: &[u8]) -> Option<String> {
+    if let Ok(result) = BootstrapResult::parse_from_bytes(output) {
+        if result.address.starts_with("unix://") {
+            return Some(result.address);
+        }
+    }
+    let text = String::from_utf8_lossy(output);
+    if let Some(start) = text.find('{') {
+        if let Ok(reply) = serde_json::from_str::<JsonReply>(text[start..].trim()) {
+            if !reply.address.is_empty() {
+                return Some(normalize_address(&reply.address));
+            }
+        }
+    }
+    text.split_whitespace().find(|word| word.starts_with("unix://")).map(str::to_string)
+}
+
 fn plain(trimmed: &str, profile: &Profile, output: &[u8]) -> Result<StartReply, LaunchError> {
     if trimmed.is_empty() {
         return Err(LaunchError::BadStartOutput("empty".into()));
@@ -414,6 +441,7 @@ fn plain(trimmed: &str, profile: &Profile, output: &[u8]) -> Result<StartReply, 
         return Err(LaunchError::RefusedByProfile {
             line: profile.line,
             reason: format!("`start` printed {} which is not a socket address{mixed}", preview(output)),
+            address: named_address(output),
         });
     }
     finish(BootstrapForm::Plain, 2, "ttrpc".into(), trimmed.into(), profile)

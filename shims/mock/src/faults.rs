@@ -94,6 +94,8 @@ faults! {
     StateWrongPid = "state-wrong-pid",
     NoAddressFile = "no-address-file",
     StartReplyJsonV3 = "start-reply-json-v3",
+    StartStderrNoise = "start-stderr-noise",
+    ServeV3Only = "serve-v3-only",
 }
 
 /// A set of faults (a bit per fault; the catalogue is well under 128 entries).

@@ -45,7 +45,7 @@ pub struct MockShim {
 
 /// Faults named in ./config.json (the bundle `start` and the server run in); unknown names are left for Create
 /// to report.
-fn cwd_faults() -> (Faults, BTreeSet<String>) {
+pub(crate) fn cwd_faults() -> (Faults, BTreeSet<String>) {
     let (faults, unimplemented) = match load_spec(Path::new(".")) {
         Ok(spec) => {
             let annotations = spec.annotations().as_ref();

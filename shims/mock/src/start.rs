@@ -256,6 +256,10 @@ pub fn start(args: &[String], flags: &Flags) -> Result<(), String> {
         .write_to_bytes()
         .map_err(|e| format!("encode BootstrapResult: {e}"))?,
     };
+    if faults.has(Fault::StartStderrNoise) {
+        // A log line on stderr while `start` runs: containerd reads stdout and stderr combined.
+        eprintln!("time=\"{}\" level=info msg=\"mock: starting\"", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs());
+    }
     let mut stdout = std::io::stdout();
     stdout
         .write_all(&reply)
@@ -264,9 +268,10 @@ pub fn start(args: &[String], flags: &Flags) -> Result<(), String> {
 }
 
 /// The Task service under both names.
-fn task_services(task: crate::service::TaskService) -> HashMap<String, Service> {
+fn task_services(task: crate::service::TaskService, v3_only: bool) -> HashMap<String, Service> {
     let mut services = HashMap::new();
-    for name in [TASK_V2, TASK_V3] {
+    let names: &[&str] = if v3_only { &[TASK_V3] } else { &[TASK_V2, TASK_V3] };
+    for name in names {
         let generated = create_task(Arc::new(task.clone()));
         if let Some(service) = generated.into_values().next() {
             services.insert(name.to_string(), service);
@@ -375,7 +380,7 @@ pub async fn serve(flags: Flags) -> Result<(), String> {
         Listener::try_from(listener).map_err(|e| format!("ttrpc listener: {e}"))?;
     let mut server = Server::new()
         .add_listener(listener)
-        .register_service(task_services(task));
+        .register_service(task_services(task, crate::cwd_faults().0.has(Fault::ServeV3Only)));
     server
         .start()
         .await
