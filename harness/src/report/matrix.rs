@@ -156,6 +156,19 @@ pub fn render(baselines: &[Baseline], findings: &Findings, unavailable: &[(Strin
     let _ = writeln!(out, "\n## Failures\n");
     let mut any = false;
     for baseline in baselines {
+        if let Some(verdict) = baseline.verdict.as_ref().filter(|v| !v.usable) {
+            // Nothing ran: one line for the whole line, not one per case.
+            any = true;
+            let _ = writeln!(
+                out,
+                "- `{}@{}`: every case fails, not run: containerd {} cannot use this shim: {}",
+                baseline.candidate.name,
+                baseline.containerd,
+                baseline.containerd,
+                verdict.reason.as_deref().unwrap_or("")
+            );
+            continue;
+        }
         for outcome in baseline.outcomes.iter().filter(|o| o.outcome == "fail" || o.outcome == "waived") {
             any = true;
             let finding = findings.finding.iter().find(|f| applies(f, baseline) && f.case == outcome.case);
