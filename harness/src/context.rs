@@ -469,16 +469,23 @@ impl Ctx {
 
     /// Start as containerd's tasks service does it: Start, then State for the pid it reports (local.go Start).
     pub async fn start_process(&self, shim: &Shim, id: &str, exec_id: &str) -> RpcResult<StartedPids> {
+        if !exec_id.is_empty() {
+            // The tasks service looks an exec up (State) before every operation on it (Task.Process).
+            shim.task.state(id, exec_id).await?;
+        }
         let started = shim.task.start(id, exec_id).await?;
         let state = shim.task.state(id, exec_id).await?;
         Ok(StartedPids { start: started.pid, state: state.pid })
     }
 
-    /// Wait on a process as containerd's runtime does: for the init, Connect first (shimTask.Wait calls PID()).
+    /// Wait on a process as containerd's runtime does: for the init, Connect first (shimTask.Wait calls PID()); for an
+    /// exec, the State lookup the tasks service makes first.
     pub async fn wait_process(&self, shim: &Shim, id: &str, exec_id: &str) -> RpcResult<containerd_shim_protos::api::WaitResponse> {
         if exec_id.is_empty() {
             let connect = shim.task.connect_rpc(id).await?;
             shim.record_connect(&connect);
+        } else {
+            shim.task.state(id, exec_id).await?;
         }
         shim.task.wait(id, exec_id, self.timeout(deadline::EXIT)).await
     }

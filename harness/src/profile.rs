@@ -220,6 +220,9 @@ pub struct Profile {
     pub shutdown_timeout: Duration,
     /// `io.containerd.timeout.task.state`: State calls made by the tasks service.
     pub state_timeout: Duration,
+    /// Requests carry the `containerd-namespace-ttrpc` metadata header (1.6.20 and 1.7.24, recorded: never; 2.x, from
+    /// source: yes, unverified).
+    pub namespace_header: bool,
     /// The Delete after a failed Create carries the namespace header (1.7+ `cleanup.Background`; 1.6 uses
     /// `context.Background()`).
     pub failed_create_cleanup_keeps_namespace: bool,
@@ -283,11 +286,12 @@ impl Profile {
             Caller::CleanupAfterFailedCreate => Some(self.cleanup_timeout),
             Caller::Reload => Some(self.load_timeout),
         };
-        // The tasks service's contexts carry the namespace (its gRPC interceptor re-applies it with
-        // namespaces.WithNamespace, which sets the ttrpc header); 1.6 runs the cleanup after a failed Create on
-        // context.Background() with a timeout and no namespace (1.7+ keep it: cleanup.Background).
-        let namespace_header =
-            !matches!(caller, Caller::CleanupAfterFailedCreate) || self.failed_create_cleanup_keeps_namespace;
+        // From source, the tasks service's contexts carry the namespace (its gRPC interceptor re-applies it with
+        // namespaces.WithNamespace, which sets the ttrpc header) and 1.6's cleanup after a failed Create does not;
+        // but the running 1.6.20 and 1.7.24 daemons send no ttrpc metadata at all (fidelity test), and the daemon
+        // wins: `namespace_header` is false for them.
+        let namespace_header = self.namespace_header
+            && (!matches!(caller, Caller::CleanupAfterFailedCreate) || self.failed_create_cleanup_keeps_namespace);
         let _ = rpc;
         CallShape { deadline, namespace_header }
     }
@@ -329,6 +333,7 @@ pub static V1_6: Profile = Profile {
     cleanup_timeout: COMMON_TIMEOUTS.1,
     shutdown_timeout: COMMON_TIMEOUTS.2,
     state_timeout: COMMON_TIMEOUTS.3,
+    namespace_header: false,
     failed_create_cleanup_keeps_namespace: false,
     delete_action_on_disconnect: true,
     reload_from: ReloadFrom::AddressFile,
@@ -361,6 +366,7 @@ pub static V1_7: Profile = Profile {
     cleanup_timeout: COMMON_TIMEOUTS.1,
     shutdown_timeout: COMMON_TIMEOUTS.2,
     state_timeout: COMMON_TIMEOUTS.3,
+    namespace_header: false,
     failed_create_cleanup_keeps_namespace: true,
     delete_action_on_disconnect: true,
     reload_from: ReloadFrom::AddressFile,
@@ -392,6 +398,7 @@ pub static V2_0: Profile = Profile {
     cleanup_timeout: COMMON_TIMEOUTS.1,
     shutdown_timeout: COMMON_TIMEOUTS.2,
     state_timeout: COMMON_TIMEOUTS.3,
+    namespace_header: true,
     failed_create_cleanup_keeps_namespace: true,
     delete_action_on_disconnect: true,
     reload_from: ReloadFrom::BootstrapJson,
@@ -420,6 +427,7 @@ pub static V2_X: Profile = Profile {
     cleanup_timeout: COMMON_TIMEOUTS.1,
     shutdown_timeout: COMMON_TIMEOUTS.2,
     state_timeout: COMMON_TIMEOUTS.3,
+    namespace_header: true,
     failed_create_cleanup_keeps_namespace: true,
     delete_action_on_disconnect: true,
     reload_from: ReloadFrom::BootstrapJson,
@@ -478,5 +486,8 @@ mod tests {
         assert_eq!(p.call(Rpc::Shutdown, Caller::ShutdownAfterDelete).deadline, Some(Duration::from_secs(3)));
         let cleanup = p.call(Rpc::Delete, Caller::CleanupAfterFailedCreate);
         assert_eq!((cleanup.deadline, cleanup.namespace_header), (Some(Duration::from_secs(5)), false));
+        // Recorded from the 1.6.20 and 1.7.24 daemons: no metadata on any call.
+        assert!(!Line::V1_7.profile().call(Rpc::Create, Caller::Client).namespace_header);
+        assert!(Line::V2x.profile().call(Rpc::Create, Caller::Client).namespace_header);
     }
 }
