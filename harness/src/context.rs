@@ -278,7 +278,8 @@ impl Ctx {
             config.annotations.insert(FAULT_ANNOTATION.into(), faults.clone());
         }
         config.env.push(self.marker_env());
-        let spec = bundle::build_spec(&config, &self.env.rootfs_form, &format!("/{}/{id}", self.env.namespace));
+        let mut spec = bundle::build_spec(&config, &self.env.rootfs_form, &format!("/{}/{id}", self.env.namespace));
+        spec.set_version(self.target.profile.oci_version.to_string());
         let log = self.env.workdir.join("logs").join(format!("{id}.log"));
         let snapshot = (self.env.rootfs_form == RootfsForm::Overlay).then(|| self.env.workdir.join("snapshots").join(id));
         let bundle = Bundle::create(&self.env.bundle_parent(), &self.env.work_parent(), id, spec, log, snapshot)

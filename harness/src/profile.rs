@@ -234,6 +234,9 @@ pub struct Profile {
     /// After reconnecting, containerd lists the task's pids and drops the shim as leaked when that fails or is empty
     /// (1.7+ `loadShims`, no sandbox).
     pub reload_checks_pids: bool,
+    /// `ociVersion` of the config.json this containerd writes (OCI runtimes check it: crun 1.8 refuses anything but
+    /// 1.0.x).
+    pub oci_version: &'static str,
     /// What each fact is based on, line by line.
     pub sources: &'static [(&'static str, &'static str)],
 }
@@ -338,7 +341,9 @@ pub static V1_6: Profile = Profile {
     delete_action_on_disconnect: true,
     reload_from: ReloadFrom::AddressFile,
     reload_checks_pids: false,
+    oci_version: "1.0.2-dev",
     sources: &[
+        ("ociVersion", "read from the config.json the reference host's containerd 1.6.20 (Debian 12) writes: 1.0.2-dev"),
         ("argv", "runtime/v2/binary.go Start (-id, -debug at debug level, start) after runtime/v2/shim/util.go Command (-namespace, -address, -publish-binary os.Executable())"),
         ("env", "runtime/v2/shim/util.go Command: os.Environ() + GOMAXPROCS=2 + TTRPC_ADDRESS (+ SCHED_CORE=1 when configured)"),
         ("stdin", "runtime/v2/shim/util.go Command: proto.Marshal(opts) when the runtime has options, else nil"),
@@ -371,7 +376,9 @@ pub static V1_7: Profile = Profile {
     delete_action_on_disconnect: true,
     reload_from: ReloadFrom::AddressFile,
     reload_checks_pids: true,
+    oci_version: "1.2.0",
     sources: &[
+        ("ociVersion", "read from the config.json Debian 13's containerd 1.7.24 writes: 1.2.0 (built with Debian's runtime-spec; upstream 1.7.24 vendors runtime-spec 1.1.0)"),
         ("argv", "runtime/v2/binary.go Start + runtime/v2/shim/util.go Command (same order as 1.6)"),
         ("env", "runtime/v2/shim/util.go Command: + GRPC_ADDRESS, NAMESPACE, MAX_SHIM_VERSION=2"),
         ("stdin", "runtime/v2/shim/util.go Command: proto.Marshal(opts) when the runtime has options"),
@@ -403,8 +410,10 @@ pub static V2_0: Profile = Profile {
     delete_action_on_disconnect: true,
     reload_from: ReloadFrom::BootstrapJson,
     reload_checks_pids: true,
+    oci_version: "1.2.0",
     sources: &[
         ("argv", "core/runtime/v2/binary.go Start + pkg/shim/util.go Command"),
+        ("ociVersion", "vendored opencontainers/runtime-spec v1.2.0 (go.mod, 2.0): specs.Version"),
         ("env", "pkg/shim/util.go Command: GOMAXPROCS, TTRPC_ADDRESS, GRPC_ADDRESS, NAMESPACE, MAX_SHIM_VERSION=2"),
         ("stdin", "pkg/shim/util.go Command: proto.Marshal(opts)"),
         ("output", "core/runtime/v2/shim.go parseStartResponse: JSON (version 2 or 3) or the plain address"),
@@ -432,6 +441,7 @@ pub static V2_X: Profile = Profile {
     delete_action_on_disconnect: true,
     reload_from: ReloadFrom::BootstrapJson,
     reload_checks_pids: true,
+    oci_version: "1.2.0",
     sources: &[
         ("stdin", "pkg/shim/util.go Command (v2.3): protobuf BootstrapParams (api/runtime/bootstrap/v1), runtime options as an extension; binaries named *shim-runc-v1* / *shim-runhcs-v1* still get the options Any"),
         ("not modelled", "2.2+ runs `<shim> -info` once per runtime name before the first Create (task_manager.go loadShimInfo); its failure is only logged, so it cannot change a verdict; BootstrapParams.socket_dir is a private directory, not /run/containerd/s, to keep a run's sockets apart"),

@@ -157,11 +157,11 @@ pub fn render(baselines: &[Baseline], findings: &Findings, unavailable: &[(Strin
     let mut any = false;
     for baseline in baselines {
         if let Some(verdict) = baseline.verdict.as_ref().filter(|v| !v.usable) {
-            // Nothing ran: one line for the whole line, not one per case.
+            // One line for the whole line, not one per case (every case fails at the same point).
             any = true;
             let _ = writeln!(
                 out,
-                "- `{}@{}`: every case fails, not run: containerd {} cannot use this shim: {}",
+                "- `{}@{}`: not usable by containerd {}, so its cases fail: {}",
                 baseline.candidate.name,
                 baseline.containerd,
                 baseline.containerd,
