@@ -742,5 +742,10 @@ pub const MAY_BREAK: &[(&str, &[&str])] = &[
     ("create-wrong-pid", &[
         "delete::running_refused"
     ]),
+    // Kill of a created task races the Wait that follows it: whether the exit is recorded before the Wait arrives
+    // (then Wait reports 137) or not (then the fault answers 0) is timing (seen failing in a full `cargo test`).
+    ("wait-created-returns", &[
+        "kill::created_task"
+    ]),
     ("wait-late-hangs", &["*"]),
 ];
