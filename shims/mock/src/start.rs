@@ -159,6 +159,23 @@ fn grouping(id: &str) -> Result<(String, Faults), String> {
     Ok((grouping, faults))
 }
 
+/// The mock works without root: where the caller gave no socket directory (containerd 1.x-2.2 never do) and
+/// `/run/containerd/s` cannot be written, the socket goes to a directory under the temp dir instead (same name).
+fn writable_socket_address(address: String) -> String {
+    let path = Path::new(socket_path(&address));
+    let Some(dir) = path.parent() else { return address };
+    let usable = std::fs::create_dir_all(dir).is_ok() && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok();
+    if usable {
+        return address;
+    }
+    let fallback = std::env::temp_dir().join(format!("containerd-mock-s-{}", nix::unistd::getuid()));
+    let _ = std::fs::create_dir_all(&fallback);
+    match path.file_name() {
+        Some(name) => format!("unix://{}", fallback.join(name).display()),
+        None => address,
+    }
+}
+
 fn socket_path(address: &str) -> &str {
     address.strip_prefix("unix://").unwrap_or(address)
 }
@@ -234,7 +251,7 @@ pub fn start(args: &[String], flags: &Flags) -> Result<(), String> {
     let (params, protocol) = parse_start_input(&input, flags)?;
     let opts = StartOpts::from(params);
     let (grouping, faults) = grouping(&opts.id)?;
-    let address = opts.socket_address(&grouping);
+    let address = writable_socket_address(opts.socket_address(&grouping));
     if !socket_serving(&address) {
         spawn_server(&opts, &address)?;
     }
