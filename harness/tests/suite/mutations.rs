@@ -643,46 +643,6 @@ pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
     ("terminal-ignored", &[
         "io::resize_pty"
     ]),
-    ("wait-late-hangs", &[
-        "cli::start_same_group_same_address",
-        "concurrency::parallel_execs",
-        "concurrency::state_during_execs",
-        "errors::failed_precondition_code",
-        "events::container_and_exec_ids",
-        "events::exec_order",
-        "events::exit_has_exited_at",
-        "events::full_order",
-        "events::pids_match_rpcs",
-        "exec::delete_exited",
-        "exec::duplicate_id_refused",
-        "exec::in_stopped_task_refused",
-        "exec::kill_reaches_exec",
-        "exec::pids_lists_init_and_execs",
-        "exec::state_of_exec",
-        "exec::stdin_through_fifo",
-        "exec::stdout_through_fifo",
-        "hygiene::nothing_left_after_shutdown",
-        "io::null_io",
-        "io::resize_pty",
-        "io::stderr_apart_from_stdout",
-        "io::stdin_closeio_ends_cat",
-        "io::stdout_through_fifo",
-        "io::ten_mib_whole",
-        "io::terminal_is_a_tty",
-        "kill::created_task",
-        "kill::exited_task_not_found",
-        "kill::sigkill_gives_137",
-        "kill::sigterm_gives_143",
-        "kill::trapped_signal_own_status",
-        "lifecycle::state_after_exit_is_stopped",
-        "lifecycle::wait_exit_status_0",
-        "lifecycle::wait_exit_status_255",
-        "lifecycle::wait_exit_status_3",
-        "pause::paused_then_running",
-        "reconnect::exit_while_disconnected",
-        "wait::concurrent_waiters_same_status",
-        "wait::created_blocks_until_killed"
-    ]),
     ("wait-once", &[
         "cli::start_same_group_same_address",
         "errors::failed_precondition_code",
@@ -747,5 +707,8 @@ pub const MAY_BREAK: &[(&str, &[&str])] = &[
     ("wait-created-returns", &[
         "kill::created_task"
     ]),
+    // Any case that calls Wait after its process exited hangs under this fault; whether a given case's Wait
+    // comes before or after the exit is a race, so every case may fail (the named one must) and none but it must
+    // (its ALSO_BREAKS entry is empty on purpose: a fresh-clone CI run passed cases both accumulation runs failed).
     ("wait-late-hangs", &["*"]),
 ];
