@@ -185,6 +185,8 @@ pub enum Caller {
     CleanupAfterFailedCreate,
     /// Reconnecting after a restart (the Connect that checks the shim is alive): `io.containerd.timeout.shim.load`.
     Reload,
+    /// The Pids 1.7+ asks right after the reload Connect (no deadline).
+    ReloadCheck,
 }
 
 /// How one RPC goes on the wire.
@@ -220,8 +222,8 @@ pub struct Profile {
     pub shutdown_timeout: Duration,
     /// `io.containerd.timeout.task.state`: State calls made by the tasks service.
     pub state_timeout: Duration,
-    /// Requests carry the `containerd-namespace-ttrpc` metadata header (1.6.20 and 1.7.24, recorded: never; 2.x, from
-    /// source: yes, unverified).
+    /// Request-path calls carry the `containerd-namespace-ttrpc` metadata header (1.6.20 and 1.7.24, recorded: no; 2.x,
+    /// from source: yes, unverified). The reload after a restart always carries it (recorded on 1.6.20 and 1.7.24).
     pub namespace_header: bool,
     /// The Delete after a failed Create carries the namespace header (1.7+ `cleanup.Background`; 1.6 uses
     /// `context.Background()`).
@@ -288,13 +290,19 @@ impl Profile {
             Caller::ShutdownAfterDelete => Some(self.shutdown_timeout),
             Caller::CleanupAfterFailedCreate => Some(self.cleanup_timeout),
             Caller::Reload => Some(self.load_timeout),
+            Caller::ReloadCheck => None,
         };
         // From source, the tasks service's contexts carry the namespace (its gRPC interceptor re-applies it with
         // namespaces.WithNamespace, which sets the ttrpc header) and 1.6's cleanup after a failed Create does not;
         // but the running 1.6.20 and 1.7.24 daemons send no ttrpc metadata at all (fidelity test), and the daemon
         // wins: `namespace_header` is false for them.
-        let namespace_header = self.namespace_header
-            && (!matches!(caller, Caller::CleanupAfterFailedCreate) || self.failed_create_cleanup_keeps_namespace);
+        let namespace_header = match caller {
+            // The reload runs on a context made with namespaces.WithNamespace (loadShims), which the 1.6.20 and
+            // 1.7.24 daemons do send as the ttrpc header (recorded), unlike their request-path calls.
+            Caller::Reload | Caller::ReloadCheck => true,
+            Caller::CleanupAfterFailedCreate => self.namespace_header && self.failed_create_cleanup_keeps_namespace,
+            _ => self.namespace_header,
+        };
         let _ = rpc;
         CallShape { deadline, namespace_header }
     }
@@ -496,8 +504,9 @@ mod tests {
         assert_eq!(p.call(Rpc::Shutdown, Caller::ShutdownAfterDelete).deadline, Some(Duration::from_secs(3)));
         let cleanup = p.call(Rpc::Delete, Caller::CleanupAfterFailedCreate);
         assert_eq!((cleanup.deadline, cleanup.namespace_header), (Some(Duration::from_secs(5)), false));
-        // Recorded from the 1.6.20 and 1.7.24 daemons: no metadata on any call.
+        // Recorded from the 1.6.20 and 1.7.24 daemons: no metadata on request-path calls, the header on the reload.
         assert!(!Line::V1_7.profile().call(Rpc::Create, Caller::Client).namespace_header);
+        assert!(Line::V1_6.profile().call(Rpc::Connect, Caller::Reload).namespace_header);
         assert!(Line::V2x.profile().call(Rpc::Create, Caller::Client).namespace_header);
     }
 }

@@ -66,7 +66,7 @@ fn read_trace(path: &Path) -> Vec<Value> {
 fn record_containerd(daemon: Daemon, mock: &Path, dir: &Path) -> Result<Result<Vec<Value>, String>, String> {
     let trace = dir.join(format!("containerd-{}.jsonl", daemon.label().replace(' ', "-")));
     let trace_text = trace.display().to_string();
-    let lab = match Lab::start_with(daemon, &[(TRACE, trace_text.as_str())]) {
+    let mut lab = match Lab::start_with(daemon, &[(TRACE, trace_text.as_str())]) {
         Ok(lab) => lab,
         Err(NotStarted::Skip(reason)) => return Err(reason),
         Err(NotStarted::Failed(reason)) => return Ok(Err(reason)),
@@ -90,6 +90,17 @@ fn record_containerd(daemon: Daemon, mock: &Path, dir: &Path) -> Result<Result<V
         lab.wait_status(&ex, "STOPPED", Duration::from_secs(5))?;
         lab.ctr(&["task", "rm", &ex]).ok()?;
         lab.ctr(&["container", "rm", &ex]).ok()?;
+        // A containerd restart with a running task: the reload (address file, Connect with the load deadline, and
+        // on 1.7 Pids) is what reconnect::task_intact does on the harness's side.
+        let live = lab.new_id("fid-restart");
+        lab.ctr(&["run", "-d", "--runtime", MOCK, image, &live, "/payload", "forever"]).ok()?;
+        lab.wait_status(&live, "RUNNING", Duration::from_secs(5))?;
+        lab.restart()?;
+        lab.wait_status(&live, "RUNNING", Duration::from_secs(10))?;
+        lab.ctr(&["task", "kill", "-s", "SIGKILL", &live]).ok()?;
+        lab.wait_status(&live, "STOPPED", Duration::from_secs(5))?;
+        lab.ctr(&["task", "rm", &live]).ok()?;
+        lab.ctr(&["container", "rm", &live]).ok()?;
         // The shim's `delete` action runs asynchronously after the disconnect.
         let started = std::time::Instant::now();
         while !lab.shim_pids().is_empty() && started.elapsed() < Duration::from_secs(5) {
@@ -110,6 +121,7 @@ const CASES: &[&str] = &[
     "exec::stdin_through_fifo",
     "exec::delete_exited",
     "kill::sigkill_gives_137",
+    "reconnect::task_intact",
 ];
 
 /// Records what the harness sends under `line` for CASES (and its verdict probe).

@@ -114,7 +114,7 @@ async fn pids_after_reload(ctx: &Ctx, client: &TaskClient, task: &Task) -> CaseR
     if !ctx.target.profile.reload_checks_pids {
         return Ok(());
     }
-    let pids = client.pids(&task.id).await.map_err(|e| {
+    let pids = client.pids_on_reload(&task.id).await.map_err(|e| {
         fail(format!(
             "containerd {} lists a reloaded task's pids and drops the shim as leaked when that fails: {e}",
             ctx.target.profile.line
@@ -134,7 +134,7 @@ async fn finish(ctx: &Ctx, shim: &Shim, client: &TaskClient, task: &Task) -> Cas
     client.wait(&task.id, "", ctx.timeout(deadline::EXIT)).await?;
     client.delete(&task.id, "").await?;
     shim.note_deleted(&task.id);
-    let _ = client.shutdown(shim.id(), false).await;
+    let _ = client.shutdown_after_delete(shim.id()).await;
     Ok(())
 }
 

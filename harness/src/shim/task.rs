@@ -295,6 +295,11 @@ impl TaskClient {
         self.call_as("Delete", &request, Caller::CleanupAfterFailedCreate, self.timeout).await
     }
 
+    /// The Pids containerd 1.7+ asks right after reloading a shim (no deadline, the reload's namespace header).
+    pub async fn pids_on_reload(&self, id: &str) -> RpcResult<PidsResponse> {
+        self.call_as("Pids", &PidsRequest { id: id.into(), ..Default::default() }, Caller::ReloadCheck, self.timeout).await
+    }
+
     /// The Connect containerd makes when it reloads a shim after a restart (load deadline).
     pub async fn connect_on_reload(&self, id: &str) -> RpcResult<ConnectResponse> {
         let request = ConnectRequest { id: id.into(), ..Default::default() };
