@@ -124,53 +124,6 @@ pub enum StartOutput {
     CombinedProtobuf { max_version: i32 },
 }
 
-/// The ttrpc RPCs of the Task service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rpc {
-    State,
-    Create,
-    Start,
-    Delete,
-    Pids,
-    Pause,
-    Resume,
-    Checkpoint,
-    Kill,
-    Exec,
-    ResizePty,
-    CloseIO,
-    Update,
-    Wait,
-    Stats,
-    Connect,
-    Shutdown,
-}
-
-impl Rpc {
-    pub fn from_method(method: &str) -> Option<Rpc> {
-        Some(match method {
-            "State" => Rpc::State,
-            "Create" => Rpc::Create,
-            "Start" => Rpc::Start,
-            "Delete" => Rpc::Delete,
-            "Pids" => Rpc::Pids,
-            "Pause" => Rpc::Pause,
-            "Resume" => Rpc::Resume,
-            "Checkpoint" => Rpc::Checkpoint,
-            "Kill" => Rpc::Kill,
-            "Exec" => Rpc::Exec,
-            "ResizePty" => Rpc::ResizePty,
-            "CloseIO" => Rpc::CloseIO,
-            "Update" => Rpc::Update,
-            "Wait" => Rpc::Wait,
-            "Stats" => Rpc::Stats,
-            "Connect" => Rpc::Connect,
-            "Shutdown" => Rpc::Shutdown,
-            _ => return None,
-        })
-    }
-}
-
 /// Why containerd makes a call: the same RPC carries a different deadline depending on who issues it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
@@ -282,8 +235,8 @@ pub const CONTAINERD_ENV: [EnvVar; 5] =
     [EnvVar::GoMaxProcs, EnvVar::TtrpcAddress, EnvVar::GrpcAddress, EnvVar::Namespace, EnvVar::MaxShimVersion];
 
 impl Profile {
-    /// How `rpc` goes on the wire when issued by `caller`.
-    pub fn call(&self, rpc: Rpc, caller: Caller) -> CallShape {
+    /// How a call goes on the wire when issued by `caller` (in every line it depends on the caller, not the RPC).
+    pub fn call(&self, caller: Caller) -> CallShape {
         let deadline = match caller {
             Caller::Client => None,
             Caller::TaskState => Some(self.state_timeout),
@@ -303,12 +256,7 @@ impl Profile {
             Caller::CleanupAfterFailedCreate => self.namespace_header && self.failed_create_cleanup_keeps_namespace,
             _ => self.namespace_header,
         };
-        let _ = rpc;
         CallShape { deadline, namespace_header }
-    }
-
-    pub fn sends_env(&self, var: EnvVar) -> bool {
-        self.env.contains(&var)
     }
 
     pub fn judged_by_daemon(&self) -> bool {
@@ -499,14 +447,14 @@ mod tests {
     #[test]
     fn deadlines_follow_the_caller() {
         let p = Line::V1_6.profile();
-        assert_eq!(p.call(Rpc::Start, Caller::Client).deadline, None);
-        assert_eq!(p.call(Rpc::State, Caller::TaskState).deadline, Some(Duration::from_secs(2)));
-        assert_eq!(p.call(Rpc::Shutdown, Caller::ShutdownAfterDelete).deadline, Some(Duration::from_secs(3)));
-        let cleanup = p.call(Rpc::Delete, Caller::CleanupAfterFailedCreate);
+        assert_eq!(p.call(Caller::Client).deadline, None);
+        assert_eq!(p.call(Caller::TaskState).deadline, Some(Duration::from_secs(2)));
+        assert_eq!(p.call(Caller::ShutdownAfterDelete).deadline, Some(Duration::from_secs(3)));
+        let cleanup = p.call(Caller::CleanupAfterFailedCreate);
         assert_eq!((cleanup.deadline, cleanup.namespace_header), (Some(Duration::from_secs(5)), false));
         // Recorded from the 1.6.20 and 1.7.24 daemons: no metadata on request-path calls, the header on the reload.
-        assert!(!Line::V1_7.profile().call(Rpc::Create, Caller::Client).namespace_header);
-        assert!(Line::V1_6.profile().call(Rpc::Connect, Caller::Reload).namespace_header);
-        assert!(Line::V2x.profile().call(Rpc::Create, Caller::Client).namespace_header);
+        assert!(!Line::V1_7.profile().call(Caller::Client).namespace_header);
+        assert!(Line::V1_6.profile().call(Caller::Reload).namespace_header);
+        assert!(Line::V2x.profile().call(Caller::Client).namespace_header);
     }
 }

@@ -95,10 +95,6 @@ impl Case {
         self.per_line.iter().find(|(l, _, _)| *l == line).map(|(_, level, _)| *level).unwrap_or(self.level)
     }
 
-    /// The reference under `line`.
-    pub fn reference_for(&self, line: crate::profile::Line) -> &'static str {
-        self.per_line.iter().find(|(l, _, _)| *l == line).map(|(_, _, r)| *r).unwrap_or(self.reference)
-    }
 }
 
 /// Builds a `Case`, wrapping an `async fn(&mut Ctx) -> CaseResult`.

@@ -388,7 +388,7 @@ pub fn parse_start_output(output: &[u8], profile: &Profile) -> Result<StartReply
                         if result.version > max_version {
                             return Err(refused(format!("unsupported shim version ({}): not implemented", result.version)));
                         }
-                        return finish(BootstrapForm::Protobuf, result.version, result.protocol, result.address, profile);
+                        return finish(BootstrapForm::Protobuf, result.version, result.protocol, result.address);
                     }
                 }
             }
@@ -407,7 +407,7 @@ pub fn parse_start_output(output: &[u8], profile: &Profile) -> Result<StartReply
                     preview(output)
                 )));
             }
-            finish(BootstrapForm::Json, reply.version, reply.protocol, reply.address, profile)
+            finish(BootstrapForm::Json, reply.version, reply.protocol, reply.address)
         }
         // Not JSON, or JSON below version 2: the whole output is the address (legacy shims).
         _ => plain(&trimmed, profile, output),
@@ -444,15 +444,14 @@ fn plain(trimmed: &str, profile: &Profile, output: &[u8]) -> Result<StartReply, 
             address: named_address(output),
         });
     }
-    finish(BootstrapForm::Plain, 2, "ttrpc".into(), trimmed.into(), profile)
+    finish(BootstrapForm::Plain, 2, "ttrpc".into(), trimmed.into())
 }
 
-fn finish(form: BootstrapForm, version: i32, protocol: String, raw: String, profile: &Profile) -> Result<StartReply, LaunchError> {
+fn finish(form: BootstrapForm, version: i32, protocol: String, raw: String) -> Result<StartReply, LaunchError> {
     let api = TaskApi::from_bootstrap_version(version).ok_or(LaunchError::UnsupportedVersion(version))?;
     if raw.is_empty() {
         return Err(LaunchError::BadStartOutput(format!("a {form} reply without an address")));
     }
-    let _ = profile;
     let protocol = if protocol.is_empty() { "ttrpc".to_string() } else { protocol };
     if protocol != "ttrpc" {
         return Err(LaunchError::UnsupportedProtocol(protocol));

@@ -11,7 +11,7 @@ use containerd_shim_protos::api::*;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::ttrpc::{self, asynchronous::Client, Code};
 
-use crate::profile::{Caller, Profile, Rpc};
+use crate::profile::{Caller, Profile};
 
 /// Which Task service the shim serves, from the version its `start` reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -164,10 +164,7 @@ impl TaskClient {
         let payload = request
             .write_to_bytes()
             .map_err(|e| RpcError::Decode { method, detail: format!("encoding the request: {e}") })?;
-        let shape = match Rpc::from_method(method) {
-            Some(rpc) => self.profile.call(rpc, caller),
-            None => crate::profile::CallShape { deadline: None, namespace_header: true },
-        };
+        let shape = self.profile.call(caller);
         let mut metadata = Vec::new();
         if shape.namespace_header {
             let mut namespace = ttrpc::proto::KeyValue::new();
