@@ -46,6 +46,11 @@ pub struct Candidate {
     /// Extra environment for the shim (e.g. PATH so it finds its OCI runtime).
     #[serde(default)]
     pub env: Vec<String>,
+    /// For a shim not built on the runc shim: the `ConfigPath` containerd's CRI sends it in
+    /// `runtimeoptions.v1.Options` when its runtime has an `options` table (Kata: its configuration.toml).
+    /// Default: an empty file the harness writes (options::runtime_options_accepted).
+    #[serde(default)]
+    pub runtime_config_path: Option<PathBuf>,
 }
 
 fn one() -> f64 {
@@ -152,6 +157,7 @@ impl Candidate {
             timeout_scale: 1.0,
             install: String::new(),
             env: Vec::new(),
+            runtime_config_path: None,
         }
     }
 

@@ -236,12 +236,16 @@ pub struct Ctx {
     pub last_create_error: Option<crate::shim::task::RpcError>,
     /// Sockets of shims abandoned before they were usable: removed with them.
     abandoned_sockets: Vec<PathBuf>,
+    /// The runtime options sent in `start`'s stdin and in Create (the candidate's; a case may replace them
+    /// before it launches, as a containerd configured differently would send).
+    pub options: Option<Any>,
 }
 
 impl Ctx {
     pub fn new(env: Arc<RunEnv>, target: Arc<Target>, case_id: &str) -> Ctx {
         let grpc_address = env.sockets.join(format!("grpc-{}.sock", env.next())).display().to_string();
         let marker = format!("{}-{}", env.nonce, env.next());
+        let options = target.options_any(&env);
         let probe = crate::leaks::Probe {
             marker: marker.clone(),
             runtime_state: target.sweep(&env).map(|sweep| sweep.state_root(&env.namespace)),
@@ -258,6 +262,7 @@ impl Ctx {
             probe,
             last_create_error: None,
             abandoned_sockets: Vec::new(),
+            options,
         }
     }
 
@@ -308,7 +313,7 @@ impl Ctx {
             grpc_address: self.grpc_address.clone(),
             ttrpc_address: events.to_path_buf(),
             socket_dir: Some(self.env.sockets.join("s")),
-            options: self.target.options_any(&self.env),
+            options: self.options.clone(),
             profile: self.target.profile,
             debug: self.env.shim_debug,
             publish_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/bin/true")),
@@ -420,6 +425,19 @@ impl Ctx {
     }
 
     pub async fn create_in(&mut self, shim: &Shim, id: &str, bundle_dir: &Path, io: IoSpec) -> Result<Task, CaseError> {
+        self.create_with_rootfs(shim, id, bundle_dir, io, None).await
+    }
+
+    /// Create with the given rootfs mounts instead of the run's own (None: the overlay mount of the bundle's
+    /// snapshot where the run mounts rootfs, else none).
+    pub async fn create_with_rootfs(
+        &mut self,
+        shim: &Shim,
+        id: &str,
+        bundle_dir: &Path,
+        io: IoSpec,
+        rootfs: Option<Vec<containerd_shim_protos::api::Mount>>,
+    ) -> Result<Task, CaseError> {
         let (terminal, snapshot) = {
             let bundles = shim.bundles.lock().unwrap_or_else(|p| p.into_inner());
             let bundle = bundles.iter().find(|b| b.id == id);
@@ -431,16 +449,17 @@ impl Ctx {
         let mut process_io = ProcessIo::create(&bundle_dir.join("io"), "init", io)
             .map_err(|e| fail(format!("creating stdio fifos: {e}")))?;
         let (stdin, stdout, stderr) = process_io.paths();
-        let rootfs = snapshot.map(|snapshot| bundle::overlay_mount(&self.env.rootfs, &snapshot));
+        let rootfs = rootfs
+            .unwrap_or_else(|| snapshot.map(|snapshot| bundle::overlay_mount(&self.env.rootfs, &snapshot)).into_iter().collect());
         let request = CreateTaskRequest {
             id: id.into(),
             bundle: bundle_dir.display().to_string(),
-            rootfs: rootfs.into_iter().collect(),
+            rootfs,
             terminal,
             stdin,
             stdout,
             stderr: if terminal { String::new() } else { stderr },
-            options: self.target.options_any(&self.env).into(),
+            options: self.options.clone().into(),
             ..Default::default()
         };
         let reply = match shim.task.create(&request).await {

@@ -136,8 +136,27 @@ fn mock_plan(faults: Option<&str>) -> Result<Planned, String> {
     mock_plan_under(faults, MUTATION_LINE)
 }
 
+/// Faults of behaviour only runc-family shims have (they act on `containerd.runc.v1.Options`): measured with the mock
+/// given runc options, as containerd would send a runc-family shim.
+const RUNC_FAMILY_FAULTS: &[&str] = &["runc-root-ignored"];
+
+/// Cases only a runc-family candidate runs (the plain mock skips them as not applicable; the mock with runc
+/// options runs them, see mock::clean_mock_with_runc_options).
+const RUNC_FAMILY_CASES: &[&str] = &["options::runc_root_honoured"];
+
+/// The mock as a runc-family shim: containerd sends it containerd.runc.v1.Options.
+fn mock_with_runc_options() -> Candidate {
+    let mut candidate = mock_candidate();
+    candidate.runc_options = Some(Default::default());
+    candidate
+}
+
 fn mock_plan_under(faults: Option<&str>, line: Line) -> Result<Planned, String> {
-    match select::plan(mock_candidate(), faults, line) {
+    let candidate = match faults {
+        Some(fault) if RUNC_FAMILY_FAULTS.contains(&fault) => mock_with_runc_options(),
+        _ => mock_candidate(),
+    };
+    match select::plan(candidate, faults, line) {
         Planned::Unavailable { reason, .. } => {
             Err(format!("the bundled mock is not built ({reason}); run `cargo test --workspace`"))
         }
@@ -260,7 +279,8 @@ fn main() {
                     // A case this line does not rely on (its per-line level is MAY) may skip as not applicable.
                     let not_applicable = |r: &shimcompat::report::TrialResult| {
                         matches!(r.outcome, Outcome::Skip { .. })
-                            && catalogue.iter().any(|c| c.id == r.case && c.level_for(line) == cases::Level::May && c.level != cases::Level::May)
+                            && (RUNC_FAMILY_CASES.contains(&r.case.as_str())
+                                || catalogue.iter().any(|c| c.id == r.case && c.level_for(line) == cases::Level::May && c.level != cases::Level::May))
                     };
                     let relevant = Report { results: report.results.iter().filter(|r| !not_applicable(r)).cloned().collect(), ..report.clone() };
                     let problems = not_passed(&relevant);
@@ -279,6 +299,31 @@ fn main() {
             }
         });
     }
+
+    // The cases the plain mock skips as runc-family only pass on the mock given runc options (the `options` area; the
+    // case for non-runc shims' options is not applicable there).
+    suite.check("mock::clean_mock_with_runc_options", |base| {
+        let plan = match select::plan(mock_with_runc_options(), None, MUTATION_LINE) {
+            Planned::Unavailable { reason, .. } => return Verdict::Fail(format!("the bundled mock is not built ({reason})")),
+            ready => ready,
+        };
+        let report = match run_quiet(plan, vec!["options::".into()], false, base) {
+            Ok(report) => report,
+            Err(e) => return Verdict::Fail(e),
+        };
+        let problems: Vec<String> = not_passed(&report)
+            .into_iter()
+            .filter(|p| !p.contains("::options::runtime_options_accepted skipped"))
+            .collect();
+        let ran_family_cases = RUNC_FAMILY_CASES
+            .iter()
+            .all(|id| report.results.iter().any(|r| r.case == *id && r.outcome == Outcome::Pass));
+        if problems.is_empty() && ran_family_cases {
+            Verdict::Pass
+        } else {
+            Verdict::Fail(format!("with runc options, not passed: {problems:?} (runc-family cases passed: {ran_family_cases})"))
+        }
+    });
 
     // Shims a containerd line cannot use at all (every case would fail at `start`): the line's verdict says so and
     // names the cause in that containerd's terms; the same shim is usable where that containerd would take it.

@@ -44,6 +44,16 @@ pub fn cases() -> Vec<Case> {
             ref: "runc shim `start` reads config.json (readSpec) and fails without spawning a server; containerd reports the start error",
             "`start` in a bundle whose config.json does not parse exits non-zero within the deadline, prints no address and leaves no process",
             start_broken_bundle_fails_cleanly),
+        case!("cli::delete_action_after_shutdown", Must, ["cli"],
+            breaks_with: "delete-action-fails-when-gone",
+            ref: "containerd 1.6-2.x run the `delete` action whenever a shim's connection closes, also after a normal Delete and Shutdown (runtime/v2 shim onClose -> cleanupAfterDeadShim, 5 s timeout); the runc shim's Cleanup answers even when runc has nothing left to delete",
+            "after a normal Delete and Shutdown, `<shim> -id ID -bundle B delete` exits 0 within containerd's 5 s and prints a valid DeleteResponse (or nothing)",
+            delete_action_after_shutdown),
+        case!("cli::delete_action_spares_group", Must, ["cli", "grouping"],
+            breaks_with: "delete-action-kills-group",
+            ref: "containerd runs the `delete` action for a grouped container when its connection closes after its Delete, while the shim still serves the group (runtime/v2 cleanupAfterDeadShim per task); the runc shim's Cleanup touches only that container (runc delete --force ID)",
+            "in a grouped shim, the `delete` action for a deleted container leaves the group's other running container and its shim serving",
+            delete_action_spares_group),
     ]
 }
 
@@ -64,9 +74,20 @@ async fn start_same_group_same_address(ctx: &mut Ctx) -> CaseResult {
     let shim = ctx.launch(&ContainerConfig::new(&["forever"]).annotation(GROUP_ANNOTATION, &group)).await?;
     let first = ctx.create(&shim, IoSpec::NULL).await?;
     shim.task.start(&first.id, "").await?;
+    let (second_id, second_dir) = join_group(ctx, &shim, &group, &["exit", "5"]).await?;
+    let second = ctx.create_in(&shim, &second_id, &second_dir, IoSpec::NULL).await?;
+    shim.task.start(&second.id, "").await?;
+    let waited = wait_exit(ctx, &shim, &second.id, "").await?;
+    ensure!(waited.exit_status == 5, "the grouped container exited 5; Wait says {}", waited.exit_status);
+    let state = shim.task.state(&first.id, "").await?;
+    super::util::expect_status(&state, containerd_shim_protos::types::task::Status::RUNNING, "the group's first container")
+}
 
+/// Runs `start` for a new container of `group` (as CRI does for a pod's next container) and requires the group's
+/// running shim to answer; returns the new container's id and bundle (owned by `shim` from here).
+async fn join_group(ctx: &mut Ctx, shim: &Shim, group: &str, steps: &[&str]) -> Result<(String, std::path::PathBuf), CaseError> {
     let second_id = ctx.new_id();
-    let bundle = ctx.bundle(&second_id, &ContainerConfig::new(&["exit", "5"]).annotation(GROUP_ANNOTATION, &group))?;
+    let bundle = ctx.bundle(&second_id, &ContainerConfig::new(steps).annotation(GROUP_ANNOTATION, group))?;
     ctx.track(&bundle.dir, &second_id);
     let second_dir = bundle.dir.clone();
     // The shim owns the bundle from here: teardown removes it and stops anything running in it.
@@ -84,12 +105,57 @@ async fn start_same_group_same_address(ctx: &mut Ctx) -> CaseResult {
             reply.address, shim.reply.address
         )));
     }
+    Ok((second_id, second_dir))
+}
+
+async fn delete_action_after_shutdown(ctx: &mut Ctx) -> CaseResult {
+    let (shim, task, _waited) = super::util::run_to_exit(ctx, &["exit", "0"]).await?;
+    // containerd's normal end of a task: Delete, then Shutdown; the shim exits and its connection closes.
+    shim.task.delete(&task.id, "").await?;
+    shim.note_deleted(&task.id);
+    let _ = shim.task.shutdown_after_delete(shim.id()).await;
+    let pid = shim.shim_pid();
+    wait_gone(pid, ctx.timeout(deadline::TEARDOWN)).await;
+    let line = ctx.target.profile.line;
+    match launch::delete_action(&shim.launch).await {
+        Ok(_) => Ok(()),
+        Err(error) => Err(fail(format!(
+            "containerd {line} runs the `delete` action when the connection closes, also after a normal Delete and Shutdown; here it failed: {error}"
+        ))),
+    }
+}
+
+async fn delete_action_spares_group(ctx: &mut Ctx) -> CaseResult {
+    let group = format!("group-{}", ctx.new_id());
+    let shim = ctx.launch(&ContainerConfig::new(&["exit", "0"]).annotation(GROUP_ANNOTATION, &group)).await?;
+    let first = ctx.create(&shim, IoSpec::NULL).await?;
+    let (waited, started) = tokio::join!(wait_exit(ctx, &shim, &first.id, ""), ctx.start_process(&shim, &first.id, ""));
+    started?;
+    waited?;
+    let (second_id, second_dir) = join_group(ctx, &shim, &group, &["forever"]).await?;
     let second = ctx.create_in(&shim, &second_id, &second_dir, IoSpec::NULL).await?;
-    shim.task.start(&second.id, "").await?;
+    ctx.start_process(&shim, &second.id, "").await?;
+    // The first container goes as containerd ends it: Delete, Shutdown (the shim stays: it still serves the
+    // second), then the `delete` action for the first when its connection closes.
+    shim.task.delete(&first.id, "").await?;
+    shim.note_deleted(&first.id);
+    let _ = shim.task.shutdown_after_delete(&first.id).await;
+    let action = launch::delete_action(&shim.launch).await;
+    let state = shim.task.state(&second.id, "").await.map_err(|e| {
+        fail(format!(
+            "after the `delete` action for the group's deleted container {} ({}), State of the group's running container failed: {e}",
+            first.id,
+            match &action {
+                Ok(_) => "it answered".to_string(),
+                Err(e) => format!("it failed: {e}"),
+            }
+        ))
+    })?;
+    super::util::expect_status(&state, containerd_shim_protos::types::task::Status::RUNNING, "the group's other container after the `delete` action")?;
+    shim.task.kill(&second.id, "", libc::SIGKILL as u32, false).await?;
     let waited = wait_exit(ctx, &shim, &second.id, "").await?;
-    ensure!(waited.exit_status == 5, "the grouped container exited 5; Wait says {}", waited.exit_status);
-    let state = shim.task.state(&first.id, "").await?;
-    super::util::expect_status(&state, containerd_shim_protos::types::task::Status::RUNNING, "the group's first container")
+    ensure!(waited.exit_status == 137, "after the `delete` action, Kill SIGKILL of the group's other container gave Wait {}, expected 137", waited.exit_status);
+    Ok(())
 }
 
 /// Starts a task, SIGKILLs its shim, and runs the `delete` action as containerd does for a shim it lost.

@@ -57,6 +57,31 @@ pub fn cases() -> Vec<Case> {
             ref: "task.proto PidsResponse (every process of the container; `docker top` and `ctr task ps` list them)",
             "Pids lists the init and a running exec; an entry carrying ProcessDetails names the right exec id",
             pids_lists_init_and_execs),
+        case!("exec::terminal_gets_a_pty", Must, ["exec", "terminal"],
+            breaks_with: "exec-terminal-ignored",
+            ref: "task.proto ExecProcessRequest.terminal; `docker exec -it` and `kubectl exec -it` send terminal=true with an empty stderr (runc shim: runc exec --console-socket)",
+            "an Exec with terminal=true and no stderr gets a pty: its stdin and stdout are a tty, its output arrives on the stdout fifo",
+            terminal_gets_a_pty),
+        case!("exec::resize_exec_pty", Must, ["exec", "terminal"],
+            breaks_with: "exec-resize-noop",
+            ref: "task.proto ResizePtyRequest.exec_id; docker and CRI resize an exec's console after its Start and on every client SIGWINCH (runc shim Resize looks the process up by exec id)",
+            "ResizePty with an exec id sets that exec's window size (the exec reads it back)",
+            resize_exec_pty),
+        case!("exec::resize_zero_accepted", Should, ["exec", "terminal"],
+            breaks_with: "resize-zero-refused",
+            ref: "task.proto ResizePtyRequest width/height are plain uint32; the runc shim hands any size to the console (TIOCSWINSZ takes 0x0), which clients send before they know the terminal's size",
+            "ResizePty 0x0 on a terminal exec returns OK, and a later real resize still takes effect",
+            resize_zero_accepted),
+        case!("exec::closeio_on_terminal_exec", Should, ["exec", "terminal"],
+            breaks_with: "closeio-terminal-fails",
+            ref: "CRI execInternal and docker exec -it close an exec's stdin when the client's stream ends, then CloseIO (containerd process.CloseIO WithStdinCloser); the runc shim closes the stdin it holds for a terminal exec too",
+            "CloseIO on a running terminal exec succeeds, and the exec can still be killed and waited for (137)",
+            closeio_on_terminal_exec),
+        case!("exec::spec_without_env", Must, ["exec"],
+            breaks_with: "exec-needs-env",
+            ref: "runtime-spec Process.env is optional (Go `env,omitempty`): containerd passes the exec's Process JSON as the client built it, without `env` when its list is empty",
+            "an Exec whose process spec has no `env` (only args, the container's user and cwd) runs and exits 0 with its output",
+            spec_without_env),
     ]
 }
 
@@ -220,5 +245,122 @@ async fn pids_lists_init_and_execs(ctx: &mut Ctx) -> CaseResult {
             ensure!(details.exec_id.is_empty(), "Pids entry for the init (pid {}) names exec id {:?}", task.pid, details.exec_id);
         }
     }
+    Ok(())
+}
+
+/// Exec + Start of the payload on a terminal (stderr empty, as docker and CRI send it).
+async fn terminal_exec(
+    ctx: &Ctx,
+    shim: &crate::shim::instance::Shim,
+    id: &str,
+    exec_id: &str,
+    steps: &[&str],
+    io: IoSpec,
+) -> Result<crate::bundle::ProcessIo, crate::cases::CaseError> {
+    let mut process_io = exec_io(shim, exec_id, io)?;
+    let request = ctx.exec_request(id, exec_id, steps, true, &process_io);
+    shim.task.exec(&request).await?;
+    ctx.start_process(shim, id, exec_id).await?;
+    process_io.seal();
+    Ok(process_io)
+}
+
+async fn terminal_gets_a_pty(ctx: &mut Ctx) -> CaseResult {
+    let (shim, task) = started(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
+    let mut io = terminal_exec(ctx, &shim, &task.id, "tty", &["tty", "echo", "after the check"], IoSpec::OUT).await?;
+    let output = read_until(ctx, &mut io, "after the check", "the exec reporting its terminal").await?;
+    wait_exit(ctx, &shim, &task.id, "tty").await?;
+    let report = super::io::tty_report(&output).ok_or_else(|| fail(format!("no `tty ...` line on the exec's stdout: {output:?}")))?;
+    ensure!(
+        report.0 && report.1,
+        "an exec with terminal=true should have a tty for stdin and stdout; it reports stdin={} stdout={} (output {output:?})",
+        report.0,
+        report.1
+    );
+    Ok(())
+}
+
+async fn resize_exec_pty(ctx: &mut Ctx) -> CaseResult {
+    let (shim, task) = started(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
+    // `cat` holds the exec until the harness sends EOF (^D on a tty), after the resize.
+    let steps = ["ready", "cat", "tty", "echo", "done"];
+    let mut io = terminal_exec(ctx, &shim, &task.id, "sized", &steps, IoSpec::ALL).await?;
+    read_until(ctx, &mut io, "ready", "the exec starting on its terminal").await?;
+    shim.task.resize_pty(&task.id, "sized", 97, 31).await?;
+    let stdin = io.stdin.as_mut().ok_or_else(|| fail("harness bug: no stdin fifo"))?;
+    stdin.write(b"\x04", ctx.timeout(deadline::RPC)).await.map_err(fail)?;
+    let output = read_until(ctx, &mut io, "done", "the exec reporting its window size after ^D").await?;
+    wait_exit(ctx, &shim, &task.id, "sized").await?;
+    let report = super::io::tty_report(&output).ok_or_else(|| fail(format!("no `tty ...` line on the exec's stdout: {output:?}")))?;
+    ensure!(
+        (report.2, report.3) == (31, 97),
+        "after ResizePty exec_id=\"sized\" width=97 height=31 the exec reads rows={} cols={} (output {output:?})",
+        report.2,
+        report.3
+    );
+    Ok(())
+}
+
+async fn closeio_on_terminal_exec(ctx: &mut Ctx) -> CaseResult {
+    let (shim, task) = started(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
+    let mut io = terminal_exec(ctx, &shim, &task.id, "shell", &["ready", "forever"], IoSpec::ALL).await?;
+    read_until(ctx, &mut io, "ready", "the exec starting on its terminal").await?;
+    if let Some(stdin) = io.stdin.as_mut() {
+        stdin.close();
+    }
+    let closed = shim.task.close_io(&task.id, "shell").await;
+    shim.task.kill(&task.id, "shell", libc::SIGKILL as u32, false).await?;
+    let waited = wait_exit(ctx, &shim, &task.id, "shell").await?;
+    closed.map_err(|e| fail(format!("CloseIO on a terminal exec (after its client closed stdin) failed: {e}")))?;
+    ensure!(waited.exit_status == 137, "after CloseIO and Kill SIGKILL, Wait on the terminal exec returned {}, expected 137", waited.exit_status);
+    Ok(())
+}
+
+async fn spec_without_env(ctx: &mut Ctx) -> CaseResult {
+    let (shim, task) = started(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
+    let mut io = exec_io(&shim, "bare", IoSpec::OUT)?;
+    let mut request = ctx.exec_request(&task.id, "bare", &["echo", "ran without env", "exit", "0"], false, &io);
+    let spec = request.spec.as_mut().ok_or_else(|| fail("harness bug: exec request without a spec"))?;
+    let mut process: serde_json::Value =
+        serde_json::from_slice(&spec.value).map_err(|e| fail(format!("harness bug: exec spec: {e}")))?;
+    if let Some(fields) = process.as_object_mut() {
+        fields.remove("env");
+        fields.entry("user").or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+    }
+    spec.value = serde_json::to_vec(&process).map_err(|e| fail(format!("harness bug: exec spec: {e}")))?;
+    let shown = process.to_string();
+    shim.task
+        .exec(&request)
+        .await
+        .map_err(|e| fail(format!("Exec of a process spec without `env` ({shown}) was refused: {e}")))?;
+    ctx.start_process(&shim, &task.id, "bare").await?;
+    io.seal();
+    let output = read_all(ctx, io.stdout.as_mut(), "exec stdout").await?;
+    let waited = wait_exit(ctx, &shim, &task.id, "bare").await?;
+    ensure!(
+        waited.exit_status == 0 && output == b"ran without env\n",
+        "an exec without `env` should print \"ran without env\" and exit 0; it printed {:?} and exited {}",
+        String::from_utf8_lossy(&output),
+        waited.exit_status
+    );
+    Ok(())
+}
+
+async fn resize_zero_accepted(ctx: &mut Ctx) -> CaseResult {
+    let (shim, task) = started(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
+    let steps = ["ready", "cat", "tty", "echo", "done"];
+    let mut io = terminal_exec(ctx, &shim, &task.id, "unsized", &steps, IoSpec::ALL).await?;
+    read_until(ctx, &mut io, "ready", "the exec starting on its terminal").await?;
+    shim.task
+        .resize_pty(&task.id, "unsized", 0, 0)
+        .await
+        .map_err(|e| fail(format!("ResizePty width=0 height=0 on a terminal exec failed: {e}")))?;
+    shim.task.resize_pty(&task.id, "unsized", 80, 24).await?;
+    let stdin = io.stdin.as_mut().ok_or_else(|| fail("harness bug: no stdin fifo"))?;
+    stdin.write(b"\x04", ctx.timeout(deadline::RPC)).await.map_err(fail)?;
+    let output = read_until(ctx, &mut io, "done", "the exec reporting its window size after ^D").await?;
+    wait_exit(ctx, &shim, &task.id, "unsized").await?;
+    let report = super::io::tty_report(&output).ok_or_else(|| fail(format!("no `tty ...` line on the exec's stdout: {output:?}")))?;
+    ensure!((report.2, report.3) == (24, 80), "after ResizePty 0x0 then 80x24 the exec reads rows={} cols={}", report.2, report.3);
     Ok(())
 }

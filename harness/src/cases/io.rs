@@ -86,7 +86,7 @@ async fn stderr_apart_from_stdout(ctx: &mut Ctx) -> CaseResult {
 }
 
 /// Parses the payload's `tty stdin=B stdout=B rows=R cols=C` line.
-fn tty_report(output: &str) -> Option<(bool, bool, u32, u32)> {
+pub(crate) fn tty_report(output: &str) -> Option<(bool, bool, u32, u32)> {
     let line = output.lines().find(|l| l.trim_start().starts_with("tty "))?;
     let field = |name: &str| line.split_whitespace().find_map(|kv| kv.strip_prefix(name)).map(|v| v.trim().to_string());
     Some((

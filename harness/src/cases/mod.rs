@@ -21,8 +21,10 @@ pub mod io;
 pub mod kill;
 pub mod lifecycle;
 pub mod names;
+pub mod options;
 pub mod pause;
 pub mod reconnect;
+pub mod rootfs;
 pub mod shutdown;
 pub mod stats;
 pub mod update;
@@ -139,6 +141,7 @@ pub fn catalogue() -> Vec<Case> {
     all.extend(wait::cases());
     all.extend(delete::cases());
     all.extend(io::cases());
+    all.extend(rootfs::cases());
     all.extend(pause::cases());
     all.extend(errors::cases());
     all.extend(events::cases());
@@ -149,6 +152,7 @@ pub fn catalogue() -> Vec<Case> {
     all.extend(stats::cases());
     all.extend(update::cases());
     all.extend(checkpoint::cases());
+    all.extend(options::cases());
     all.extend(names::cases());
     all.extend(hygiene::cases());
     all

@@ -32,6 +32,16 @@ pub fn cases() -> Vec<Case> {
             ref: "task.proto WaitRequest.exec_id; CRI ExecSync may wait after the exec already exited",
             "Wait on an exec id after that exec exited returns at once with its own exit status",
             exec_after_exit_returns_at_once),
+        case!("wait::init_wait_before_start_gets_status", Must, [],
+            breaks_with: "wait-created-returns",
+            ref: "ctr run and CRI StartContainer call task.Wait (Connect, then Wait) before task.Start (containerd task.go: Wait's channel is set up first); the runc shim's Wait blocks on the process's exit",
+            "a Wait issued on the created init before its Start returns the init's real exit status (5) once it exits",
+            init_wait_before_start_gets_status),
+        case!("wait::exec_wait_before_start_gets_status", Must, ["exec"],
+            breaks_with: "exec-wait-created-returns",
+            ref: "CRI ExecSync and docker exec set up the exec's Wait before its Start (containerd process.Wait, then process.Start), concurrently; the runc shim's exec Wait blocks until the exec exits",
+            "a Wait on a created exec issued before (and racing) its Start returns the exec's real exit status (7), not a placeholder",
+            exec_wait_before_start_gets_status),
     ]
 }
 
@@ -123,5 +133,35 @@ async fn exec_after_exit_returns_at_once(ctx: &mut Ctx) -> CaseResult {
     let waited = shim.task.wait(&task.id, "quick", at_once(ctx)).await?;
     ensure!(waited.exit_status == 4, "Wait on the exited exec returned exit_status {}, it exited 4", waited.exit_status);
     ensure!(stamp(&waited.exited_at).0 > 0, "Wait on the exited exec returned no exited_at");
+    Ok(())
+}
+
+async fn init_wait_before_start_gets_status(ctx: &mut Ctx) -> CaseResult {
+    let (shim, task) = created(ctx, &ContainerConfig::new(&["sleep", "0.2", "exit", "5"]), IoSpec::NULL).await?;
+    let start_later = async {
+        // The Wait is in flight first, as containerd's client issues it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ctx.start_process(&shim, &task.id, "").await
+    };
+    let (waited, started) = tokio::join!(super::util::wait_exit(ctx, &shim, &task.id, ""), start_later);
+    started?;
+    let waited = waited?;
+    ensure!(waited.exit_status == 5, "Wait issued before Start returned exit_status {}; the init exited 5", waited.exit_status);
+    Ok(())
+}
+
+async fn exec_wait_before_start_gets_status(ctx: &mut Ctx) -> CaseResult {
+    let (shim, task) = started(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
+    let io = super::util::exec_io(&shim, "early", IoSpec::NULL)?;
+    let request = ctx.exec_request(&task.id, "early", &["sleep", "0.2", "exit", "7"], false, &io);
+    shim.task.exec(&request).await?;
+    let start_later = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ctx.start_process(&shim, &task.id, "early").await
+    };
+    let (waited, started) = tokio::join!(super::util::wait_exit(ctx, &shim, &task.id, "early"), start_later);
+    started?;
+    let waited = waited?;
+    ensure!(waited.exit_status == 7, "Wait on the exec issued before its Start returned exit_status {}; the exec exited 7", waited.exit_status);
     Ok(())
 }

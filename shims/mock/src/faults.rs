@@ -96,6 +96,20 @@ faults! {
     StartReplyJsonV3 = "start-reply-json-v3",
     StartStderrNoise = "start-stderr-noise",
     ServeV3Only = "serve-v3-only",
+    RootfsBindLower = "rootfs-bind-lower",
+    RootfsLeftMounted = "rootfs-left-mounted",
+    RootfsBindRefused = "rootfs-bind-refused",
+    RootfsPartialLeft = "rootfs-partial-left",
+    ExecTerminalIgnored = "exec-terminal-ignored",
+    ExecResizeNoop = "exec-resize-noop",
+    ResizeZeroRefused = "resize-zero-refused",
+    CloseioTerminalFails = "closeio-terminal-fails",
+    ExecNeedsEnv = "exec-needs-env",
+    ExecWaitCreatedReturns = "exec-wait-created-returns",
+    DeleteActionFailsWhenGone = "delete-action-fails-when-gone",
+    DeleteActionKillsGroup = "delete-action-kills-group",
+    RuntimeOptionsRefused = "runtime-options-refused",
+    RuncRootIgnored = "runc-root-ignored",
 }
 
 /// A set of faults (a bit per fault; the catalogue is well under 128 entries).

@@ -104,11 +104,19 @@ impl Shim for MockShim {
             let _ = stdout.flush();
             std::process::exit(0);
         }
+        if faults.has(Fault::DeleteActionFailsWhenGone) && !bundle_has_live_process(&self.bundle) {
+            eprintln!("mock: delete: container {} not found", self.id);
+            std::process::exit(1);
+        }
+        if faults.has(Fault::DeleteActionKillsGroup) {
+            kill_by_cwd(&self.bundle);
+        }
         let kill = !faults.has(Fault::DeleteActionLeavesProcess);
         let init_pid = cleanup_bundle(&self.bundle, kill);
         if kill {
             // Create mounted the rootfs mounts here; a shim that died before Delete left them.
             service::unmount_rootfs(&self.bundle);
+            service::remove_runtime_state(&self.bundle);
         }
         Ok(DeleteResponse {
             pid: init_pid.unwrap_or(0) as u32,
@@ -171,6 +179,29 @@ fn redirect_stderr_to_log() {
 
 /// The `delete` action: kill what the mock started for this bundle (as recorded in mock-pids, verified by start
 /// time so a recycled pid is never hit). Returns the init pid.
+/// Whether a process recorded in the bundle (by Create or Exec) is still the one recorded.
+fn bundle_has_live_process(bundle: &Path) -> bool {
+    let records = std::fs::read_to_string(bundle.join(PIDS_FILE)).unwrap_or_default();
+    records.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let pid = fields.next().and_then(|f| f.parse::<i32>().ok());
+        let start_time = fields.next().and_then(|f| f.parse::<u64>().ok());
+        matches!((pid, start_time), (Some(pid), Some(start)) if pid > 1 && proc::proc_stat(pid).is_some_and(|s| s.start_time == start))
+    })
+}
+
+/// delete-action-kills-group: SIGKILL to every process whose working directory is the bundle (the shim serving a
+/// group runs in its first container's bundle).
+fn kill_by_cwd(bundle: &Path) {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        if pid != me && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == bundle) {
+            let _ = proc::send_signal(pid as i32, libc::SIGKILL);
+        }
+    }
+}
+
 fn cleanup_bundle(bundle: &Path, kill: bool) -> Option<i32> {
     let records = std::fs::read_to_string(bundle.join(PIDS_FILE)).unwrap_or_default();
     let mut init_pid = None;

@@ -580,9 +580,11 @@ impl TaskService {
         };
         let (gate_read, gate_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| rpc_err(Code::INTERNAL, format!("gate pipe: {e}")))?;
+        let runtime_state = runtime_options(req.options.as_ref(), faults)?
+            .map(|root| root.join(&self.inner.namespace).join(&req.id));
         let rootfs_mounted = !req.rootfs.is_empty();
         if rootfs_mounted {
-            mount_rootfs(&bundle, &req.rootfs)?;
+            mount_rootfs(&bundle, &req.rootfs, faults)?;
         }
         let launched = spawn_process(
             &root,
@@ -603,6 +605,9 @@ impl TaskService {
             }
         };
         Self::record_pid(&req.bundle, pid, pid, "init");
+        if let Some(state) = &runtime_state {
+            write_runtime_state(&bundle, state, &req.id, pid);
+        }
 
         let mut init = Proc::new("", &req.stdin, &req.stdout, &req.stderr, req.terminal);
         init.pid = pid;
@@ -661,7 +666,7 @@ impl TaskService {
 }
 
 /// Mounts Create's rootfs mounts at `<bundle>/rootfs`, as the runc shim does before `runc create`.
-fn mount_rootfs(bundle: &Path, mounts: &[api::Mount]) -> R<()> {
+fn mount_rootfs(bundle: &Path, mounts: &[api::Mount], faults: Faults) -> R<()> {
     let euid = unsafe { libc::geteuid() };
     let target = bundle.join("rootfs");
     if euid != 0 {
@@ -682,14 +687,33 @@ fn mount_rootfs(bundle: &Path, mounts: &[api::Mount]) -> R<()> {
         } else {
             target.join(mount.target.trim_start_matches('/'))
         };
-        let mounted = containerd_shim::mount::mount_rootfs(
-            Some(mount.type_.as_str()),
-            Some(mount.source.as_str()),
-            &mount.options,
-            &at,
-        );
-        if let Err(e) = mounted {
+        if mount.type_ != "overlay" && faults.has(Fault::RootfsBindRefused) {
             unmount_rootfs(bundle);
+            return Err(rpc_err(
+                Code::INVALID_ARGUMENT,
+                format!("unsupported rootfs mount type {:?} (only overlay)", mount.type_),
+            ));
+        }
+        let lower = mount
+            .options
+            .iter()
+            .find_map(|o| o.strip_prefix("lowerdir="))
+            .map(|l| l.split(':').next().unwrap_or(l).to_string());
+        let mounted = match lower {
+            Some(lower) if mount.type_ == "overlay" && faults.has(Fault::RootfsBindLower) => {
+                containerd_shim::mount::mount_rootfs(Some("bind"), Some(&lower), &["rbind".to_string()], &at)
+            }
+            _ => containerd_shim::mount::mount_rootfs(
+                Some(mount.type_.as_str()),
+                Some(mount.source.as_str()),
+                &mount.options,
+                &at,
+            ),
+        };
+        if let Err(e) = mounted {
+            if !faults.has(Fault::RootfsPartialLeft) {
+                unmount_rootfs(bundle);
+            }
             return Err(rpc_err(
                 Code::UNKNOWN,
                 format!(
@@ -702,6 +726,57 @@ fn mount_rootfs(bundle: &Path, mounts: &[api::Mount]) -> R<()> {
         }
     }
     Ok(())
+}
+
+/// Type URLs of the runtime options containerd sends: the runc shim's, and CRI's for every other runtime
+/// (pkg/cri getRuntimeOptionsType).
+const RUNC_OPTIONS_URL: &str = "containerd.runc.v1.Options";
+const RUNTIME_OPTIONS_URL: &str = "runtimeoptions.v1.Options";
+/// Where Create recorded the runtime state dir it made (for Delete and the `delete` action).
+pub const RUNTIME_STATE_FILE: &str = "mock-runtime-state";
+
+/// Reads Create's options: `containerd.runc.v1.Options.root` is where a runc-family shim keeps its runtime's state
+/// (the mock keeps a state file there, as runc does); CRI's `runtimeoptions.v1.Options` carry nothing the mock uses.
+fn runtime_options(options: Option<&Any>, faults: Faults) -> R<Option<PathBuf>> {
+    let Some(options) = options.filter(|o| !o.type_url.is_empty()) else {
+        return Ok(None);
+    };
+    let url = options.type_url.rsplit('/').next().unwrap_or(&options.type_url);
+    if url != RUNC_OPTIONS_URL && faults.has(Fault::RuntimeOptionsRefused) {
+        return Err(rpc_err(
+            Code::INVALID_ARGUMENT,
+            format!("unknown runtime options type {:?}", options.type_url),
+        ));
+    }
+    match url {
+        RUNC_OPTIONS_URL => {
+            let parsed = containerd_shim_protos::shim::oci::Options::parse_from_bytes(&options.value).map_err(|e| {
+                rpc_err(Code::INVALID_ARGUMENT, format!("decode {RUNC_OPTIONS_URL}: {e}"))
+            })?;
+            Ok((!parsed.root.is_empty() && !faults.has(Fault::RuncRootIgnored)).then(|| PathBuf::from(parsed.root)))
+        }
+        RUNTIME_OPTIONS_URL => Ok(None),
+        _ => Ok(None),
+    }
+}
+
+/// `<root>/<namespace>/<id>/state.json`, as runc keeps one, and a note in the bundle of where it is.
+fn write_runtime_state(bundle: &Path, state: &Path, id: &str, pid: i32) {
+    let written = fs::create_dir_all(state)
+        .and_then(|_| fs::write(state.join("state.json"), format!("{{\"id\":{id:?},\"init_process_pid\":{pid}}}\n")))
+        .and_then(|_| fs::write(bundle.join(RUNTIME_STATE_FILE), state.as_os_str().as_encoded_bytes()));
+    if let Err(e) = written {
+        warn!("write runtime state {}: {e}", state.display());
+    }
+}
+
+/// Removes the runtime state dir Create made, if any.
+pub fn remove_runtime_state(bundle: &Path) {
+    let note = bundle.join(RUNTIME_STATE_FILE);
+    if let Ok(state) = fs::read_to_string(&note) {
+        let _ = fs::remove_dir_all(state.trim());
+        let _ = fs::remove_file(note);
+    }
 }
 
 /// Unmounts everything at or under `<bundle>/rootfs` (lazily: a process being killed may still hold it).
@@ -981,7 +1056,9 @@ impl TaskService {
                 .spec
                 .clone()
                 .ok_or_else(|| rpc_err(Code::INTERNAL, "exec has no spec"))?;
-            let terminal = exec.terminal && !faults.has(Fault::TerminalIgnored);
+            let terminal = exec.terminal
+                && !faults.has(Fault::TerminalIgnored)
+                && !faults.has(Fault::ExecTerminalIgnored);
             let io_request = IoRequest {
                 stdin: &exec.stdin,
                 stdout: &exec.stdout,
@@ -1060,6 +1137,12 @@ impl TaskService {
         })?;
         if spec.args().as_ref().is_none_or(|a| a.is_empty()) {
             return Err(rpc_err(Code::INVALID_ARGUMENT, "exec spec has no args"));
+        }
+        if spec.env().is_none() && faults.has(Fault::ExecNeedsEnv) {
+            return Err(rpc_err(
+                Code::INVALID_ARGUMENT,
+                "exec spec is not a JSON process: missing field `env`",
+            ));
         }
         let mut exec = Proc::new(
             &req.exec_id,
@@ -1141,7 +1224,12 @@ impl TaskService {
             let process = container
                 .process_mut(&req.exec_id)
                 .ok_or_else(|| not_found_process(&req.exec_id))?;
-            if process.phase == Phase::Created && faults.has(Fault::WaitCreatedReturns) {
+            let returns_early = if req.exec_id.is_empty() {
+                faults.has(Fault::WaitCreatedReturns)
+            } else {
+                faults.has(Fault::WaitCreatedReturns) || faults.has(Fault::ExecWaitCreatedReturns)
+            };
+            if process.phase == Phase::Created && returns_early {
                 return Ok(api::WaitResponse {
                     exit_status: 0,
                     exited_at: MessageField::some(timestamp(SystemTime::now())),
@@ -1310,9 +1398,10 @@ impl TaskService {
         for exec in container.execs.values() {
             exec.io.stop_logger();
         }
-        if container.rootfs_mounted {
+        if container.rootfs_mounted && !faults.has(Fault::RootfsLeftMounted) {
             unmount_rootfs(Path::new(&container.bundle));
         }
+        remove_runtime_state(Path::new(&container.bundle));
         if let Some(create) = container.held_create.clone() {
             self.publish(topics::TASK_CREATE_EVENT_TOPIC, create);
         }
@@ -1628,7 +1717,12 @@ impl TaskService {
         let process = container
             .process(&req.exec_id)
             .ok_or_else(|| not_found_process(&req.exec_id))?;
-        if container.faults.has(Fault::ResizeNoop) {
+        if req.width == 0 && req.height == 0 && container.faults.has(Fault::ResizeZeroRefused) {
+            return Err(rpc_err(Code::INVALID_ARGUMENT, "invalid window size 0x0"));
+        }
+        if container.faults.has(Fault::ResizeNoop)
+            || (!req.exec_id.is_empty() && container.faults.has(Fault::ExecResizeNoop))
+        {
             return Ok(());
         }
         if let Some(master) = &process.io.pty_master {
@@ -1648,6 +1742,12 @@ impl TaskService {
         let process = container
             .process_mut(&req.exec_id)
             .ok_or_else(|| not_found_process(&req.exec_id))?;
+        if process.terminal && faults.has(Fault::CloseioTerminalFails) {
+            return Err(rpc_err(
+                Code::FAILED_PRECONDITION,
+                format!("process {:?} has a terminal: no stdin pipe to close", req.exec_id),
+            ));
+        }
         if req.stdin && !faults.has(Fault::CloseioNoop) {
             if let Some(close) = process.io.stdin_close.take() {
                 let _ = close.send(());
