@@ -58,6 +58,18 @@ pub struct ContainerConfig {
     pub terminal: bool,
     pub annotations: BTreeMap<String, String>,
     pub env: Vec<String>,
+    /// `linux.resources.memory`: the limit in bytes and, when set, `swap` (memory+swap) equal to it so that the
+    /// container cannot page out to get round the limit.
+    pub memory: Option<MemoryLimit>,
+}
+
+/// A memory limit for `linux.resources.memory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimit {
+    pub limit: i64,
+    /// memory+swap (the OCI `swap` field); `None` leaves it unset (v1 hosts without swap accounting, where runc
+    /// fails on a swap limit it cannot write).
+    pub swap: Option<i64>,
 }
 
 impl ContainerConfig {
@@ -67,6 +79,11 @@ impl ContainerConfig {
 
     pub fn terminal(mut self, terminal: bool) -> Self {
         self.terminal = terminal;
+        self
+    }
+
+    pub fn memory(mut self, memory: MemoryLimit) -> Self {
+        self.memory = Some(memory);
         self
     }
 
@@ -121,6 +138,14 @@ pub fn build_spec(config: &ContainerConfig, rootfs: &RootfsForm, cgroups_path: &
     spec.set_annotations(Some(config.annotations.clone().into_iter().collect()));
     if let Some(linux) = spec.linux_mut() {
         linux.set_cgroups_path(Some(PathBuf::from(cgroups_path)));
+        if let Some(memory) = config.memory {
+            let mut limits = oci_spec::runtime::LinuxMemory::default();
+            limits.set_limit(Some(memory.limit));
+            limits.set_swap(memory.swap);
+            let mut resources = linux.resources().clone().unwrap_or_default();
+            resources.set_memory(Some(limits));
+            linux.set_resources(Some(resources));
+        }
     }
     spec
 }

@@ -81,3 +81,31 @@ pub fn bundled_dirs() -> Vec<PathBuf> {
     }
     dirs
 }
+
+/// Whether a container on this host can be given a memory limit, and whether swap can be limited with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimits {
+    /// The OCI `swap` (memory+swap) can be set: cgroup v2 (runc ignores a `memory.swap.max` it cannot write when
+    /// asked for 0), or v1 with swap accounting (`memory.memsw.limit_in_bytes`).
+    pub swap: bool,
+}
+
+/// Where a runtime on this host can set `linux.resources.memory.limit`: as root, with a memory controller (the v1
+/// hierarchy at /sys/fs/cgroup/memory, else `memory` among the v2 root's controllers). `Err` says why not.
+pub fn memory_limits() -> Result<MemoryLimits, String> {
+    if !is_root() {
+        return Err(format!("setting a memory limit needs root (creating a cgroup); running as uid {}", nix::unistd::geteuid()));
+    }
+    let v1 = Path::new("/sys/fs/cgroup/memory");
+    if v1.join("memory.limit_in_bytes").exists() || v1.join("tasks").exists() {
+        return Ok(MemoryLimits { swap: v1.join("memory.memsw.limit_in_bytes").exists() });
+    }
+    let controllers = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+    if controllers.split_whitespace().any(|c| c == "memory") {
+        return Ok(MemoryLimits { swap: true });
+    }
+    Err(format!(
+        "no memory controller on this host (cgroup layout {}: neither /sys/fs/cgroup/memory nor `memory` in /sys/fs/cgroup/cgroup.controllers)",
+        cgroup_layout()
+    ))
+}

@@ -22,6 +22,7 @@ pub mod kill;
 pub mod lifecycle;
 pub mod names;
 pub mod options;
+pub mod oom;
 pub mod pause;
 pub mod reconnect;
 pub mod rootfs;
@@ -145,6 +146,7 @@ pub fn catalogue() -> Vec<Case> {
     all.extend(pause::cases());
     all.extend(errors::cases());
     all.extend(events::cases());
+    all.extend(oom::cases());
     all.extend(shutdown::cases());
     all.extend(cli::cases());
     all.extend(reconnect::cases());

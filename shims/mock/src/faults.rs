@@ -43,6 +43,7 @@ faults! {
     DeleteWrongStatus = "delete-wrong-status",
     DropStdout = "drop-stdout",
     NoExitEvent = "no-exit-event",
+    NoOomEvent = "no-oom-event",
     EventsOutOfOrder = "events-out-of-order",
     EventWrongPid = "event-wrong-pid",
     ShutdownIgnored = "shutdown-ignored",

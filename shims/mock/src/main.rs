@@ -6,6 +6,7 @@
 //!
 //! `start` and the server are this file's own (the crate's `run` serves v3 only and always answers a legacy
 //! caller in JSON, which containerd 1.x cannot read); `delete`, `-info` and the rest go through the crate's `run`.
+mod cgroup;
 mod faults;
 mod proc;
 mod service;
@@ -117,6 +118,14 @@ impl Shim for MockShim {
             // Create mounted the rootfs mounts here; a shim that died before Delete left them.
             service::unmount_rootfs(&self.bundle);
             service::remove_runtime_state(&self.bundle);
+            // And the memory cgroup Create made for a spec with a memory limit (whatever is left in it is killed).
+            let spec = load_spec(&self.bundle).ok();
+            let cgroup = spec.and_then(|spec| cgroup::MemoryCgroup::locate(&spec, &self.namespace, &self.id));
+            if let Some(cgroup) = cgroup {
+                if !cgroup.remove() {
+                    warn!("delete: cgroup {} could not be removed", cgroup.dir.display());
+                }
+            }
         }
         Ok(DeleteResponse {
             pid: init_pid.unwrap_or(0) as u32,

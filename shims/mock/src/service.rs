@@ -21,7 +21,7 @@ use containerd_shim_protos::cgroups::metrics::{
 };
 use containerd_shim_protos::events::task::{
     TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO,
-    TaskPaused, TaskResumed, TaskStart,
+    TaskOOM, TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
@@ -35,6 +35,7 @@ use log::{info, warn};
 use oci_spec::runtime::{Process, Spec};
 use tokio::sync::{mpsc, watch};
 
+use crate::cgroup::MemoryCgroup;
 use crate::faults::{unimplemented_rpcs, Fault, Faults};
 use crate::proc::{self, cstring, Launch};
 use crate::stdio::{self, IoHandles, IoRequest};
@@ -129,6 +130,10 @@ struct Container {
     deleting: bool,
     /// Create mounted its rootfs mounts at `<bundle>/rootfs`; Delete unmounts them.
     rootfs_mounted: bool,
+    /// The container's memory cgroup, when its spec sets a memory limit; Delete removes it.
+    memory: Option<Arc<MemoryCgroup>>,
+    /// The cgroup's OOM-kill count already reported with /tasks/oom.
+    oom_reported: u64,
 }
 
 impl Container {
@@ -170,6 +175,24 @@ impl Container {
             },
             ..Default::default()
         }
+    }
+
+    /// The /tasks/oom event due when the kernel has OOM-killed in the container's cgroup since the last one (one
+    /// event per check, however many kills, as the runc shim's watcher publishes).
+    fn oom_event(&mut self) -> Option<TaskOOM> {
+        let kills = self.memory.as_ref()?.oom_kills();
+        if kills <= self.oom_reported {
+            return None;
+        }
+        self.oom_reported = kills;
+        if self.faults.has(Fault::NoOomEvent) {
+            warn!("no-oom-event: not publishing /tasks/oom for {}", self.id);
+            return None;
+        }
+        Some(TaskOOM {
+            container_id: self.event_id(),
+            ..Default::default()
+        })
     }
 
     fn process(&self, exec_id: &str) -> Option<&Proc> {
@@ -379,6 +402,10 @@ impl TaskService {
                 status = (status + 1) % 256;
             }
             if container.init.pid == pid && container.init.phase != Phase::Stopped {
+                // An OOM kill is counted before its SIGKILL is sent: reading the count now puts /tasks/oom first.
+                if let Some(oom) = container.oom_event() {
+                    self.publish(topics::TASK_OOM_EVENT_TOPIC, oom);
+                }
                 let info = ExitInfo { status, at };
                 container.init.record_exit(info);
                 let was_paused = std::mem::replace(&mut container.paused, false);
@@ -411,6 +438,9 @@ impl TaskService {
             };
             if faults.has(Fault::ExecExitStatusZero) {
                 status = 0;
+            }
+            if let Some(oom) = container.oom_event() {
+                self.publish(topics::TASK_OOM_EVENT_TOPIC, oom);
             }
             let info = ExitInfo { status, at };
             let event = {
@@ -519,6 +549,26 @@ impl TaskService {
         }
     }
 
+    /// Publishes /tasks/oom for OOM kills that end no process of the shim's own (a payload's child), checking the
+    /// cgroup's count every 100 ms until the container is deleted. Exits check the count themselves first.
+    fn watch_oom(&self, id: &str, memory: Arc<MemoryCgroup>) {
+        let service = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut st = service.lock();
+                let Some(container) = st.containers.get_mut(&id) else { return };
+                if !container.memory.as_ref().is_some_and(|m| Arc::ptr_eq(m, &memory)) {
+                    return;
+                }
+                if let Some(oom) = container.oom_event() {
+                    service.publish(topics::TASK_OOM_EVENT_TOPIC, oom);
+                }
+            }
+        });
+    }
+
     fn do_create(&self, req: &api::CreateTaskRequest) -> R<(Faults, api::CreateTaskResponse)> {
         if req.id.is_empty() {
             return Err(rpc_err(Code::INVALID_ARGUMENT, "container id is empty"));
@@ -582,9 +632,17 @@ impl TaskService {
             .map_err(|e| rpc_err(Code::INTERNAL, format!("gate pipe: {e}")))?;
         let runtime_state = runtime_options(req.options.as_ref(), faults)?
             .map(|root| root.join(&self.inner.namespace).join(&req.id));
+        let memory = MemoryCgroup::create(&spec, &self.inner.namespace, &req.id)
+            .map_err(|e| rpc_err(Code::FAILED_PRECONDITION, e))?
+            .map(Arc::new);
         let rootfs_mounted = !req.rootfs.is_empty();
         if rootfs_mounted {
-            mount_rootfs(&bundle, &req.rootfs, faults)?;
+            if let Err(e) = mount_rootfs(&bundle, &req.rootfs, faults) {
+                if let Some(memory) = &memory {
+                    memory.remove();
+                }
+                return Err(e);
+            }
         }
         let launched = spawn_process(
             &root,
@@ -601,10 +659,25 @@ impl TaskService {
                 if rootfs_mounted {
                     unmount_rootfs(&bundle);
                 }
+                if let Some(memory) = &memory {
+                    memory.remove();
+                }
                 return Err(e);
             }
         };
         Self::record_pid(&req.bundle, pid, pid, "init");
+        // The child waits on its gate, before exec: it joins the cgroup before the payload runs.
+        if let Some(memory) = &memory {
+            if let Err(e) = memory.add(pid) {
+                // Closing the gate makes the child _exit(137) without running anything.
+                drop(gate_write);
+                memory.remove();
+                if rootfs_mounted {
+                    unmount_rootfs(&bundle);
+                }
+                return Err(rpc_err(Code::UNKNOWN, format!("placing init {pid} in its memory cgroup: {e}")));
+            }
+        }
         if let Some(state) = &runtime_state {
             write_runtime_state(&bundle, state, &req.id, pid);
         }
@@ -628,6 +701,8 @@ impl TaskService {
             pending_init_exit: None,
             deleting: false,
             rootfs_mounted,
+            memory: memory.clone(),
+            oom_reported: 0,
         };
         let event = TaskCreate {
             container_id: container.event_id(),
@@ -653,6 +728,10 @@ impl TaskService {
         st.seen = st.seen.union(faults);
         st.deleted.remove(&req.id);
         st.containers.insert(req.id.clone(), container);
+        drop(st);
+        if let Some(memory) = memory {
+            self.watch_oom(&req.id, memory);
+        }
         info!("created {} pid {pid} faults {:?}", req.id, faults.names());
         let pid = pid as u32 + faults.has(Fault::CreateWrongPid) as u32;
         Ok((
@@ -1036,6 +1115,7 @@ impl TaskService {
             let init_pid = container.init.pid;
             let root = container.root.clone();
             let bundle = container.bundle.clone();
+            let memory = container.memory.clone();
             let exec = container
                 .execs
                 .get_mut(&req.exec_id)
@@ -1070,15 +1150,37 @@ impl TaskService {
                     .has(Fault::StdoutTruncate)
                     .then_some(STDOUT_TRUNCATE_LIMIT),
             };
+            // In a memory cgroup, the exec waits on a gate of its own until it has joined the cgroup.
+            let (gate_read, gate_write) = match &memory {
+                Some(_) => {
+                    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                        .map_err(|e| rpc_err(Code::INTERNAL, format!("gate pipe: {e}")))?;
+                    (Some(read), Some(write))
+                }
+                None => (None, None),
+            };
             let (pid, io) = spawn_process(
                 &root,
                 &spec,
                 &io_request,
                 Some(init_pid),
-                None,
+                gate_read,
                 &self.inner.namespace,
                 &req.id,
             )?;
+            if let (Some(memory), Some(gate)) = (&memory, gate_write) {
+                let joined = memory.add(pid);
+                // Without the byte (the gate closed when `gate` drops) the child _exits(137) before exec.
+                let released = joined.is_ok() && nix::unistd::write(&gate, b"g") == Ok(1);
+                if !released {
+                    drop(gate);
+                    let why = joined.err().unwrap_or_else(|| "the exec's start gate closed".into());
+                    return Err(rpc_err(
+                        Code::UNKNOWN,
+                        format!("placing exec {} ({pid}) in the memory cgroup: {why}", req.exec_id),
+                    ));
+                }
+            }
             exec.pid = pid;
             exec.io = io;
             exec.phase = Phase::Running;
@@ -1385,15 +1487,21 @@ impl TaskService {
                 }
             }
         }
-        let mut st = self.lock();
-        let container = st
-            .containers
-            .remove(&req.id)
-            .ok_or_else(|| not_found_container(&req.id))?;
+        let container = {
+            let mut st = self.lock();
+            let container = st
+                .containers
+                .remove(&req.id)
+                .ok_or_else(|| not_found_container(&req.id))?;
+            st.deleted.insert(req.id.clone(), container.faults);
+            container
+        };
         let faults = container.faults;
-        st.deleted.insert(req.id.clone(), faults);
-        drop(st);
         let _ = container.signal_all(libc::SIGKILL);
+        if let Some(memory) = container.memory.clone() {
+            // Waits (bounded) for the killed processes to leave the cgroup, off the executor.
+            let _ = tokio::task::spawn_blocking(move || memory.remove()).await;
+        }
         container.init.io.stop_logger();
         for exec in container.execs.values() {
             exec.io.stop_logger();
