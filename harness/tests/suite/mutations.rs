@@ -74,6 +74,7 @@ pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
     ]),
     ("event-wrong-container-id", &[
         "events::lifecycle_order",
+        "oom::event_before_exit",
         "pause::events"
     ]),
     ("event-wrong-pid", &[
@@ -235,6 +236,7 @@ pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
         "lifecycle::wait_exit_status_0",
         "lifecycle::wait_exit_status_255",
         "lifecycle::wait_exit_status_3",
+        "oom::event_before_exit",
         "pause::delete_paused_refused",
         "pause::events",
         "pause::paused_then_running",
@@ -259,7 +261,8 @@ pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
         "events::container_and_exec_ids",
         "events::exec_order",
         "events::exit_has_exited_at",
-        "events::full_order"
+        "events::full_order",
+        "oom::event_before_exit"
     ]),
     ("no-pause-events", &[
         "events::full_order"
@@ -318,6 +321,7 @@ pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
         "lifecycle::wait_exit_status_0",
         "lifecycle::wait_exit_status_255",
         "lifecycle::wait_exit_status_3",
+        "oom::event_before_exit",
         "pause::delete_paused_refused",
         "pause::events",
         "reconnect::address_file_names_the_socket",
@@ -393,6 +397,7 @@ pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
         "lifecycle::wait_exit_status_0",
         "lifecycle::wait_exit_status_255",
         "lifecycle::wait_exit_status_3",
+        "oom::event_before_exit",
         "pause::delete_paused_refused",
         "pause::events",
         "pause::paused_then_running",
@@ -466,6 +471,7 @@ pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
         "lifecycle::wait_exit_status_0",
         "lifecycle::wait_exit_status_255",
         "lifecycle::wait_exit_status_3",
+        "oom::event_before_exit",
         "pause::delete_paused_refused",
         "pause::events",
         "pause::paused_then_running",
@@ -533,6 +539,7 @@ pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
         "lifecycle::wait_exit_status_0",
         "lifecycle::wait_exit_status_255",
         "lifecycle::wait_exit_status_3",
+        "oom::event_before_exit",
         "pause::delete_paused_refused",
         "pause::events",
         "pause::paused_then_running",
@@ -607,6 +614,7 @@ pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
         "lifecycle::wait_exit_status_0",
         "lifecycle::wait_exit_status_255",
         "lifecycle::wait_exit_status_3",
+        "oom::event_before_exit",
         "pause::delete_paused_refused",
         "pause::events",
         "pause::paused_then_running",
@@ -663,6 +671,7 @@ pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
         "lifecycle::wait_exit_status_0",
         "lifecycle::wait_exit_status_255",
         "lifecycle::wait_exit_status_3",
+        "oom::event_before_exit",
         "reconnect::exit_while_disconnected",
         "wait::after_exit_returns_at_once",
         "wait::created_blocks_until_killed"
@@ -687,6 +696,7 @@ pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
         "kill::sigkill_gives_137",
         "kill::sigterm_gives_143",
         "lifecycle::state_after_exit_is_stopped",
+        "oom::event_before_exit",
         "reconnect::exit_while_disconnected",
         "wait::after_exit_returns_at_once",
         "wait::concurrent_waiters_same_status",
