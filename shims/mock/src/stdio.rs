@@ -472,20 +472,37 @@ async fn copy_to_master(
                 Ok(n) => n,
             },
         };
-        let mut data = &buf[..n];
-        while !data.is_empty() {
-            let mut guard = tokio::select! {
-                _ = &mut close => return,
-                guard = master.writable() => match guard { Ok(g) => g, Err(_) => return },
-            };
-            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from))
-            {
-                Ok(Ok(written)) => data = &data[written..],
-                Ok(Err(_)) => return,
-                Err(_would_block) => continue,
-            }
+        if !copy_chunk(&buf[..n], &master, &mut close).await {
+            return;
         }
     }
+    // The terminal's input has ended (CloseIO, or the client's end closed): as the runc shim shuts its console
+    // down, the terminal is hung up, and the processes reading it get SIGHUP.
+    // SAFETY: TIOCSIG on a pty master takes the signal number by value.
+    let signalled = unsafe { libc::ioctl(master.get_ref().as_raw_fd(), libc::TIOCSIG, libc::SIGHUP) } == 0;
+    if !signalled {
+        // No foreground process group on the terminal (the process has it as stdio, not as its controlling
+        // terminal): end its input the way a terminal user does, with EOF (^D in canonical mode).
+        let (_never, mut open) = oneshot::channel::<()>();
+        copy_chunk(b"\x04", &master, &mut open).await;
+    }
+}
+
+/// Writes one chunk of input to the pty master; false when the copy must stop.
+async fn copy_chunk(chunk: &[u8], master: &AsyncFd<OwnedFd>, close: &mut oneshot::Receiver<()>) -> bool {
+    let mut data = chunk;
+    while !data.is_empty() {
+        let mut guard = tokio::select! {
+            _ = &mut *close => return false,
+            guard = master.writable() => match guard { Ok(g) => g, Err(_) => return false },
+        };
+        match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from)) {
+            Ok(Ok(written)) => data = &data[written..],
+            Ok(Err(_)) => return false,
+            Err(_would_block) => continue,
+        }
+    }
+    true
 }
 
 async fn copy_from_master(master: Arc<AsyncFd<OwnedFd>>, to: Option<File>, limit: Option<u64>) {
