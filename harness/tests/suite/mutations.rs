@@ -3,6 +3,10 @@
 // MAY_BREAK: cases it broke in some runs only (timing-dependent damage): allowed, not required ("*": any case).
 // Merged with the MAY_BREAK entries of earlier accumulations (connect-wrong-pid, create-wrong-pid, wait-late-hangs).
 pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
+    ("exec-resize-noop", &["exec::resize_zero_accepted"]),
+    ("exec-terminal-ignored", &["exec::resize_exec_pty", "exec::resize_zero_accepted"]),
+    ("rootfs-left-mounted", &["hygiene::nothing_left_after_shutdown"]),
+    ("wait-created-returns", &["wait::exec_wait_before_start_gets_status"]),
     ("connect-wrong-pid", &[
         "cli::delete_after_sigkill_answers",
         "cli::delete_after_sigkill_cleans_up",
