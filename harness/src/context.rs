@@ -316,7 +316,9 @@ impl Ctx {
             options: self.options.clone(),
             profile: self.target.profile,
             debug: self.env.shim_debug,
-            publish_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/bin/true")),
+            publish_binary: crate::host::shimcompat_binary()
+                .or_else(|| std::env::current_exe().ok())
+                .unwrap_or_else(|| PathBuf::from("/bin/true")),
             timeout: self.timeout(deadline::START),
             env: candidate
                 .env
@@ -438,6 +440,27 @@ impl Ctx {
         io: IoSpec,
         rootfs: Option<Vec<containerd_shim_protos::api::Mount>>,
     ) -> Result<Task, CaseError> {
+        self.create_shaped(shim, id, bundle_dir, io, rootfs, None).await
+    }
+
+    /// Creates the shim's own container with stdout and stderr given as URIs (`file://`, `binary://`) instead of
+    /// fifos, as `ctr run --log-uri` and nerdctl send them (both streams the same URI); stdin as `io` says.
+    pub async fn create_with_outputs(&mut self, shim: &Shim, io: IoSpec, stdout: &str, stderr: &str) -> Result<Task, CaseError> {
+        let id = shim.id().to_string();
+        let bundle_dir = shim.bundle_dir();
+        let io = IoSpec { stdout: false, stderr: false, ..io };
+        self.create_shaped(shim, &id, &bundle_dir, io, None, Some((stdout.to_string(), stderr.to_string()))).await
+    }
+
+    async fn create_shaped(
+        &mut self,
+        shim: &Shim,
+        id: &str,
+        bundle_dir: &Path,
+        io: IoSpec,
+        rootfs: Option<Vec<containerd_shim_protos::api::Mount>>,
+        outputs: Option<(String, String)>,
+    ) -> Result<Task, CaseError> {
         let (terminal, snapshot) = {
             let bundles = shim.bundles.lock().unwrap_or_else(|p| p.into_inner());
             let bundle = bundles.iter().find(|b| b.id == id);
@@ -448,7 +471,10 @@ impl Ctx {
         };
         let mut process_io = ProcessIo::create(&bundle_dir.join("io"), "init", io)
             .map_err(|e| fail(format!("creating stdio fifos: {e}")))?;
-        let (stdin, stdout, stderr) = process_io.paths();
+        let (stdin, mut stdout, mut stderr) = process_io.paths();
+        if let Some((out, err)) = outputs {
+            (stdout, stderr) = (out, err);
+        }
         let rootfs = rootfs
             .unwrap_or_else(|| snapshot.map(|snapshot| bundle::overlay_mount(&self.env.rootfs, &snapshot)).into_iter().collect());
         let request = CreateTaskRequest {

@@ -82,6 +82,16 @@ pub fn bundled_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// The `shimcompat` executable: the running one, or (for the test binaries in `target/*/deps`) the one built next to
+/// them. It is the `-publish-binary` a shim is given and the logging binary of the `binary://` cases.
+pub fn shimcompat_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    if exe.file_name().is_some_and(|n| n == "shimcompat") {
+        return Some(exe);
+    }
+    bundled_dirs().into_iter().map(|d| d.join("shimcompat")).find(|p| is_executable(p))
+}
+
 /// Whether a container on this host can be given a memory limit, and whether swap can be limited with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryLimits {

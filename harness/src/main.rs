@@ -128,6 +128,10 @@ fn main() -> ExitCode {
     if raw.iter().skip(1).any(|a| a == "publish") && raw.get(1).is_some_and(|a| a == "--address" || a == "-address") {
         return shimcompat::shim::events::publish_command(&raw[1..]);
     }
+    // `binary://` stdio in the io cases names shimcompat itself as the logging binary (see shim/logdriver.rs).
+    if raw.get(1).is_some_and(|a| a == shimcompat::shim::logdriver::SUBCOMMAND) {
+        return shimcompat::shim::logdriver::run(&raw[2..]);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),

@@ -1,6 +1,6 @@
 //! I/O: the container's stdio arrives through the fifos the caller created.
 use super::util::{read_all, read_until, run_to_exit, started, stdout_of, wait_exit};
-use super::{fail, Case, CaseResult};
+use super::{fail, Case, CaseError, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::{deadline, Ctx};
 use crate::{case, ensure};
@@ -42,7 +42,146 @@ pub fn cases() -> Vec<Case> {
             ref: "runtime-v2.md I/O; a shim must copy output without loss or deadlock however much there is",
             "10 MiB written to stdout arrive whole and in order, then EOF, and Wait returns 0",
             ten_mib_whole),
+        case!("io::file_uri_output", Should, [],
+            breaks_with: "file-uri-no-create",
+            ref: "runc shim process/io.go createIO: a `file://` stdout (ctr run --log-uri file:///path) is created with its directory and both streams appended to it",
+            "stdout and stderr given as one `file://` URI whose file does not exist yet: the shim creates it and every line of both streams lands in it",
+            file_uri_output),
+        case!("io::binary_logger", Should, [],
+            breaks_with: "logger-left-running",
+            ref: "runc shim process/io.go NewBinaryIO and runtime/v2/logging: a `binary://` stdout starts the logging binary with stdout on fd 3, stderr on fd 4, readiness on fd 5, CONTAINER_ID and CONTAINER_NAMESPACE set (nerdctl logs every container this way); the process's Delete stops it",
+            "with `binary://shimcompat?log-driver=DIR` the logger starts before the process, gets the container id and namespace, receives stdout and stderr apart, and is gone after Delete",
+            binary_logger),
+        case!("io::stdout_without_stderr", Should, [],
+            breaks_with: "stdout-needs-stderr",
+            ref: "runc shim pkg/process/io.go: each stdio path is optional (withConditionalIO); containerd's cio leaves stderr empty only with a terminal, other clients may send any subset",
+            "Create with a stdout fifo and an empty stderr (no terminal) either runs the process with its stdout in the fifo, or fails with an error; either way nothing is left behind",
+            stdout_without_stderr),
+        case!("io::stdin_only", Should, [],
+            breaks_with: "stdin-only-ignored",
+            ref: "runc shim pkg/process/io.go: null IO only when all three paths are empty; a stdin path alone is still connected",
+            "a process given only a stdin fifo (no stdout, no stderr) reads what is written there: it sees exactly that input, then EOF after CloseIO, and exits 0",
+            stdin_only),
     ]
+}
+
+/// What the output cases write: two stdout lines around one stderr line.
+const OUTPUT_STEPS: [&str; 6] = ["echo", "out one", "err", "err one", "echo", "out two"];
+
+/// Polls until `path` holds `want` (as `check` judges), or the exit deadline passes; returns what it last held.
+async fn poll_file(ctx: &Ctx, path: &std::path::Path, check: impl Fn(&str) -> bool) -> (bool, String) {
+    let mut last = String::new();
+    let ok = super::util::poll_until(ctx.timeout(deadline::EXIT), || {
+        last = std::fs::read_to_string(path).unwrap_or_default();
+        check(&last)
+    })
+    .await;
+    (ok, last)
+}
+
+async fn file_uri_output(ctx: &mut Ctx) -> CaseResult {
+    let shim = ctx.launch(&ContainerConfig::new(&OUTPUT_STEPS)).await?;
+    let path = shim.bundle_dir().join("container.log");
+    ensure!(!path.exists(), "harness bug: {} exists before Create", path.display());
+    let uri = format!("file://{}", path.display());
+    let task = ctx.create_with_outputs(&shim, IoSpec::NULL, &uri, &uri).await?;
+    ctx.start_process(&shim, &task.id, "").await?;
+    let waited = wait_exit(ctx, &shim, &task.id, "").await?;
+    ensure!(waited.exit_status == 0, "payload should exit 0, Wait says {}", waited.exit_status);
+    // The two streams are copied apart: their lines may interleave either way, each stream stays in order.
+    let mut want = vec!["err one", "out one", "out two"];
+    want.sort();
+    let (whole, held) = poll_file(ctx, &path, |text| {
+        let mut lines: Vec<&str> = text.lines().collect();
+        let stdout_order = lines.iter().filter(|l| l.starts_with("out")).copied().collect::<Vec<_>>() == ["out one", "out two"];
+        lines.sort();
+        stdout_order && lines == want && text.ends_with('\n')
+    })
+    .await;
+    if !path.exists() {
+        return Err(fail(format!("{uri}: the shim did not create the file (Create and Start succeeded, the payload exited 0)")));
+    }
+    ensure!(whole, "{uri} should hold the lines \"out one\", \"out two\" (in that order) and \"err one\"; it holds {held:?}");
+    Ok(())
+}
+
+async fn binary_logger(ctx: &mut Ctx) -> CaseResult {
+    let Some(driver) = crate::host::shimcompat_binary() else {
+        return Err(CaseError::Skip(
+            "the `shimcompat` binary (the logging binary of this case) is not found next to the running executable".into(),
+        ));
+    };
+    let shim = ctx.launch(&ContainerConfig::new(&OUTPUT_STEPS)).await?;
+    let dir = shim.bundle_dir().join("logger");
+    let uri = crate::shim::logdriver::uri(&driver, &dir);
+    let task = ctx.create_with_outputs(&shim, IoSpec::NULL, &uri, &uri).await?;
+    // Ready before Create returned: the logger wrote its pid and env before closing fd 5.
+    let pid: Option<i32> = std::fs::read_to_string(dir.join("pid")).ok().and_then(|p| p.trim().parse().ok());
+    let Some(pid) = pid else {
+        return Err(fail(format!(
+            "Create returned, but the logging binary never ran (no {}): with a `binary://` stdout the shim starts it and waits for it to be ready",
+            dir.join("pid").display()
+        )));
+    };
+    let result = logger_contract(ctx, &shim, &task.id, &dir, pid).await;
+    if crate::cases::util::is_process(pid as u32) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    result
+}
+
+async fn logger_contract(ctx: &mut Ctx, shim: &crate::shim::instance::Shim, id: &str, dir: &std::path::Path, pid: i32) -> CaseResult {
+    let env = std::fs::read_to_string(dir.join("env")).unwrap_or_default();
+    let want_env = format!("CONTAINER_ID={id}\nCONTAINER_NAMESPACE={}\n", ctx.env.namespace);
+    ensure!(env == want_env, "the logging binary's environment should carry {want_env:?}; it had {env:?}");
+    ctx.start_process(shim, id, "").await?;
+    let waited = wait_exit(ctx, shim, id, "").await?;
+    ensure!(waited.exit_status == 0, "payload should exit 0, Wait says {}", waited.exit_status);
+    let (out_ok, out) = poll_file(ctx, &dir.join("stdout"), |t| t == "out one\nout two\n").await;
+    let (err_ok, err) = poll_file(ctx, &dir.join("stderr"), |t| t == "err one\n").await;
+    ensure!(
+        out_ok && err_ok,
+        "the logger should read stdout \"out one\\nout two\\n\" on fd 3 and stderr \"err one\\n\" on fd 4; it read stdout {out:?} and stderr {err:?}"
+    );
+    shim.task.delete(id, "").await?;
+    shim.note_deleted(id);
+    let gone = super::util::poll_until(ctx.timeout(deadline::TEARDOWN), || !crate::cases::util::is_process(pid as u32)).await;
+    ensure!(gone, "the logging binary (pid {pid}) still runs after the process's Delete: the shim must stop it (the runc shim sends SIGTERM, then SIGKILL)");
+    Ok(())
+}
+
+async fn stdout_without_stderr(ctx: &mut Ctx) -> CaseResult {
+    let config = ContainerConfig::new(&["echo", "only stdout", "err", "to nowhere"]);
+    let shim = ctx.launch(&config).await?;
+    let io = IoSpec { stdin: false, stdout: true, stderr: false };
+    let mut task = match ctx.create(&shim, io).await {
+        Ok(task) => task,
+        // Refusing the shape is allowed; the teardown checks that the refusal left nothing behind.
+        Err(_) if ctx.last_create_error.is_some() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    ctx.start_process(&shim, &task.id, "").await?;
+    let waited = wait_exit(ctx, &shim, &task.id, "").await?;
+    ensure!(waited.exit_status == 0, "payload should exit 0, Wait says {}", waited.exit_status);
+    let output = stdout_of(ctx, &mut task).await?;
+    ensure!(output == "only stdout\n", "Create took a stdout fifo without stderr, so stdout must arrive there: it was {output:?}");
+    Ok(())
+}
+
+async fn stdin_only(ctx: &mut Ctx) -> CaseResult {
+    let input = "through stdin alone\n";
+    let (shim, mut task) = started(ctx, &ContainerConfig::new(&["expect", input]), IoSpec { stdin: true, stdout: false, stderr: false }).await?;
+    let stdin = task.io.stdin.as_mut().ok_or_else(|| fail("harness bug: no stdin fifo"))?;
+    stdin.write(input.as_bytes(), ctx.timeout(deadline::RPC)).await.map_err(fail)?;
+    stdin.close();
+    shim.task.close_io(&task.id, "").await?;
+    let waited = wait_exit(ctx, &shim, &task.id, "").await?;
+    ensure!(
+        waited.exit_status == 0,
+        "the process should read exactly {input:?} on stdin, then EOF, and exit 0; Wait says {} (3: its stdin held something else, e.g. nothing)",
+        waited.exit_status
+    );
+    Ok(())
 }
 
 async fn stdout_through_fifo(ctx: &mut Ctx) -> CaseResult {

@@ -2,4 +2,5 @@
 pub mod events;
 pub mod instance;
 pub mod launch;
+pub mod logdriver;
 pub mod task;

@@ -111,6 +111,10 @@ faults! {
     DeleteActionKillsGroup = "delete-action-kills-group",
     RuntimeOptionsRefused = "runtime-options-refused",
     RuncRootIgnored = "runc-root-ignored",
+    FileUriNoCreate = "file-uri-no-create",
+    LoggerLeftRunning = "logger-left-running",
+    StdoutNeedsStderr = "stdout-needs-stderr",
+    StdinOnlyIgnored = "stdin-only-ignored",
 }
 
 /// A set of faults (a bit per fault; the catalogue is well under 128 entries).

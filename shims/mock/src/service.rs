@@ -627,6 +627,10 @@ impl TaskService {
             stdout_limit: faults
                 .has(Fault::StdoutTruncate)
                 .then_some(STDOUT_TRUNCATE_LIMIT),
+            file_no_create: faults.has(Fault::FileUriNoCreate),
+            leave_logger: faults.has(Fault::LoggerLeftRunning),
+            stdout_needs_stderr: faults.has(Fault::StdoutNeedsStderr),
+            stdin_needs_output: faults.has(Fault::StdinOnlyIgnored),
         };
         let (gate_read, gate_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| rpc_err(Code::INTERNAL, format!("gate pipe: {e}")))?;
@@ -1149,6 +1153,10 @@ impl TaskService {
                 stdout_limit: faults
                     .has(Fault::StdoutTruncate)
                     .then_some(STDOUT_TRUNCATE_LIMIT),
+                file_no_create: faults.has(Fault::FileUriNoCreate),
+                leave_logger: faults.has(Fault::LoggerLeftRunning),
+                stdout_needs_stderr: faults.has(Fault::StdoutNeedsStderr),
+                stdin_needs_output: faults.has(Fault::StdinOnlyIgnored),
             };
             // In a memory cgroup, the exec waits on a gate of its own until it has joined the cgroup.
             let (gate_read, gate_write) = match &memory {

@@ -28,6 +28,14 @@ pub struct IoRequest<'a> {
     pub stderr_to_stdout: bool,
     /// Copy at most this many bytes of stdout to the fifo (the rest is drained and discarded).
     pub stdout_limit: Option<u64>,
+    /// Fault file-uri-no-create: open a `file://` target without creating it.
+    pub file_no_create: bool,
+    /// Fault logger-left-running: never stop the `binary://` logger, and keep its pipes open.
+    pub leave_logger: bool,
+    /// Fault stdout-needs-stderr: a stdout fifo without a stderr path is dropped.
+    pub stdout_needs_stderr: bool,
+    /// Fault stdin-only-ignored: with neither stdout nor stderr, the process gets no stdin either (null IO).
+    pub stdin_needs_output: bool,
 }
 
 /// The child's ends; dropped (closed in the shim) right after the fork.
@@ -45,12 +53,18 @@ pub struct IoHandles {
     pub pty_master: Option<Arc<AsyncFd<OwnedFd>>>,
     /// Pid of the `binary://` logger (0: none).
     logger: AtomicI32,
+    /// Fault logger-left-running.
+    leave_logger: bool,
 }
 
 impl IoHandles {
     /// Ends the logging binary as the runc shim does when the process is deleted: SIGTERM, time to flush, then
     /// SIGKILL. Returns once it is gone.
     pub fn stop_logger(&self) {
+        if self.leave_logger {
+            warn!("logger-left-running: not stopping the logging binary");
+            return;
+        }
         let pid = self.logger.swap(0, Ordering::SeqCst);
         if pid <= 0 {
             return;
@@ -226,9 +240,13 @@ fn start_logger(uri: &str, namespace: &str, id: &str) -> io::Result<(File, File,
     Ok((File::from(out_write), File::from(err_write), pid))
 }
 
-/// Opens `file:///path` for appending, creating it and its directory.
-fn open_file_uri(uri: &str) -> io::Result<File> {
+/// Opens `file:///path` for appending, creating it and its directory (unless `no_create`: fault
+/// file-uri-no-create).
+fn open_file_uri(uri: &str, no_create: bool) -> io::Result<File> {
     let path = percent_decode(uri.strip_prefix("file://").unwrap_or(uri), false);
+    if no_create {
+        return OpenOptions::new().append(true).open(&path);
+    }
     if let Some(dir) = std::path::Path::new(&path).parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -251,15 +269,24 @@ fn outputs(
         "binary" => {
             let (out, err, pid) = start_logger(req.stdout, namespace, id)?;
             handles.logger.store(pid, Ordering::SeqCst);
+            if req.leave_logger {
+                // The bug this models: the shim keeps copies of the write ends, so the logger never sees EOF.
+                std::mem::forget(out.try_clone()?);
+                std::mem::forget(err.try_clone()?);
+            }
             (Some(out), Some(err))
         }
         "file" => {
-            let out = open_file_uri(req.stdout).map_err(annotate("stdout", req.stdout))?;
+            let out = open_file_uri(req.stdout, req.file_no_create).map_err(annotate("stdout", req.stdout))?;
             let err = out.try_clone()?;
             (Some(out), Some(err))
         }
         "" | "fifo" => {
-            let out = if req.stdout.is_empty() || req.drop_stdout {
+            let dropped = req.stdout_needs_stderr && req.stderr.is_empty() && !req.terminal;
+            if dropped {
+                warn!("stdout-needs-stderr: no stderr path, dropping stdout");
+            }
+            let out = if req.stdout.is_empty() || req.drop_stdout || dropped {
                 None
             } else {
                 Some(open_output(req.stdout).map_err(annotate("stdout", req.stdout))?)
@@ -284,12 +311,17 @@ fn outputs(
 
 pub fn setup(req: &IoRequest, namespace: &str, id: &str) -> io::Result<(ChildStdio, IoHandles)> {
     let mut handles = IoHandles::default();
+    handles.leave_logger = req.leave_logger;
     let (out, err) = outputs(req, namespace, id, &mut handles)?;
     if req.terminal {
         return setup_terminal(req, out, handles);
     }
 
-    let stdin = if req.stdin.is_empty() {
+    let null_io = req.stdin_needs_output && req.stdout.is_empty() && req.stderr.is_empty();
+    if null_io {
+        warn!("stdin-only-ignored: no output streams, treating the process as null IO");
+    }
+    let stdin = if req.stdin.is_empty() || null_io {
         dev_null()?
     } else {
         let fifo = open_stdin_fifo(req.stdin).map_err(annotate("stdin", req.stdin))?;
@@ -381,18 +413,32 @@ async fn copy_stdin(
     mut close: oneshot::Receiver<()>,
 ) {
     let mut buf = vec![0u8; 32 * 1024];
+    // CloseIO ends the input as the runc shim's does: it drops the shim's own writer, so what the caller wrote
+    // before is still delivered, then the process sees EOF. The fifo is open read-write here, so "drained" is
+    // "nothing left to read right now".
+    let mut closing = false;
     loop {
-        let n = tokio::select! {
-            _ = &mut close => break,
-            read = from.read(&mut buf) => match read {
+        let n = if closing {
+            // A plain read(2): tokio's try_read answers WouldBlock until its reactor has seen the fd readable.
+            match nix::unistd::read(from.as_raw_fd(), &mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) => { debug!("stdin read: {e}"); break }
-            },
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                _ = &mut close => { closing = true; continue }
+                read = from.read(&mut buf) => match read {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => { debug!("stdin read: {e}"); break }
+                },
+            }
         };
-        tokio::select! {
-            _ = &mut close => break,
-            written = to.write_all(&buf[..n]) => if let Err(e) = written { debug!("stdin write: {e}"); break },
+        if let Err(e) = to.write_all(&buf[..n]).await {
+            debug!("stdin write: {e}");
+            break;
         }
     }
     // Dropping `to` closes the process's stdin.
