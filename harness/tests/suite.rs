@@ -302,6 +302,30 @@ fn main() {
 
     // The cases the plain mock skips as runc-family only pass on the mock given runc options (the `options` area; the
     // case for non-runc shims' options is not applicable there).
+    // Issue 9, item 10: a shim that publishes by exec'ing the -publish-binary (as shims did before the ttrpc
+    // publisher) gets its events to the harness. In this mode the mock never connects to the events server, so every
+    // event the cases see came through `shimcompat --address A publish`.
+    suite.check("mock::events_through_publish_binary", |base| {
+        let mut candidate = mock_candidate();
+        candidate.env.push("SHIMCOMPAT_MOCK_PUBLISH=binary".into());
+        let plan = match select::plan(candidate, None, MUTATION_LINE) {
+            Planned::Unavailable { reason, .. } => return Verdict::Fail(format!("the bundled mock is not built ({reason})")),
+            ready => ready,
+        };
+        let filters = vec!["events::".into(), "lifecycle::".into(), "oom::".into()];
+        let report = match run_quiet(plan, filters, false, base) {
+            Ok(report) => report,
+            Err(e) => return Verdict::Fail(e),
+        };
+        let problems: Vec<String> = not_passed(&report).into_iter().filter(|p| !p.contains(" skipped: ")).collect();
+        let events_cases = report.results.iter().filter(|r| r.case.starts_with("events::") && r.outcome == Outcome::Pass).count();
+        if problems.is_empty() && events_cases >= 5 {
+            Verdict::Pass
+        } else {
+            Verdict::Fail(format!("publishing through -publish-binary, not passed: {problems:?} ({events_cases} events cases passed)"))
+        }
+    });
+
     suite.check("mock::clean_mock_with_runc_options", |base| {
         let plan = match select::plan(mock_with_runc_options(), None, MUTATION_LINE) {
             Planned::Unavailable { reason, .. } => return Verdict::Fail(format!("the bundled mock is not built ({reason})")),

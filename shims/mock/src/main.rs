@@ -30,7 +30,7 @@ use containerd_shim_protos::protobuf::MessageField;
 use log::{info, warn};
 
 use crate::faults::{unimplemented_rpcs, Fault, Faults, FAULTS_ANNOTATION};
-use crate::service::{load_spec, timestamp, ServiceConfig, TaskService, PIDS_FILE};
+use crate::service::{load_spec, timestamp, Publisher, ServiceConfig, TaskService, PIDS_FILE};
 
 pub const RUNTIME_ID: &str = "io.containerd.mock.v1";
 const RECORD_ENV: &str = "SHIMCOMPAT_MOCK_RECORD";
@@ -153,6 +153,13 @@ impl Shim for MockShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        self.task_service(Publisher::Remote(publisher)).await
+    }
+}
+
+impl MockShim {
+    /// The Task service, publishing through `publisher`.
+    async fn task_service(&self, publisher: Publisher) -> TaskService {
         let (start_faults, start_unimplemented) = cwd_faults();
         let leave_socket = self.leave_socket.clone();
         if start_faults.has(Fault::ShutdownLeavesSocket) {

@@ -325,6 +325,78 @@ pub fn load_spec(bundle: &Path) -> Result<Spec, String> {
     Spec::load(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Where the shim's events go.
+pub enum Publisher {
+    /// containerd's ttrpc events service at TTRPC_ADDRESS, as current shims publish.
+    Remote(RemotePublisher),
+    /// `<publish-binary> --address A publish --topic T --namespace N` with the event `Any` on stdin, as shims
+    /// published before the ttrpc publisher existed (mode SHIMCOMPAT_MOCK_PUBLISH=binary).
+    Binary { binary: String, address: String },
+}
+
+impl Publisher {
+    async fn publish(&self, topic: &str, namespace: &str, event: Box<dyn MessageDyn>) -> Result<(), String> {
+        match self {
+            Publisher::Remote(remote) => remote
+                .publish(Context::default(), topic, namespace, event)
+                .await
+                .map_err(|e| e.to_string()),
+            Publisher::Binary { binary, address } => {
+                let any = containerd_shim::util::convert_to_any(event).map_err(|e| e.to_string())?;
+                let input = any.write_to_bytes().map_err(|e| e.to_string())?;
+                publish_by_binary(binary, address, topic, namespace, input).await
+            }
+        }
+    }
+}
+
+/// Runs the publish binary once and waits for it (through the shim's reaper, which collects every child).
+async fn publish_by_binary(
+    binary: &str,
+    address: &str,
+    topic: &str,
+    namespace: &str,
+    input: Vec<u8>,
+) -> Result<(), String> {
+    use std::process::{Command, Stdio};
+    let mut exits = monitor_subscribe(Topic::Pid)
+        .await
+        .map_err(|e| format!("subscribe to exits: {e}"))?;
+    let spawned = Command::new(binary)
+        .args(["--address", address, "publish", "--topic", topic, "--namespace", namespace])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn();
+    let result = match spawned {
+        Err(e) => Err(format!("run {binary}: {e}")),
+        Ok(mut child) => {
+            let pid = child.id() as i32;
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(&input);
+            }
+            // The reaper collects it; std must not.
+            drop(child);
+            let waited = tokio::time::timeout(Duration::from_secs(10), async {
+                while let Some(exit) = exits.rx.recv().await {
+                    if matches!(exit.subject, Subject::Pid(p) if p == pid) {
+                        return Some(exit.exit_code);
+                    }
+                }
+                None
+            })
+            .await;
+            match waited {
+                Ok(Some(0)) => Ok(()),
+                Ok(Some(code)) => Err(format!("{binary} publish exited with {code}")),
+                Ok(None) => Err(format!("{binary} publish: its exit was not seen")),
+                Err(_) => Err(format!("{binary} publish did not exit within 10s")),
+            }
+        }
+    };
+    let _ = containerd_shim::asynchronous::monitor::monitor_unsubscribe(exits.id).await;
+    result
+}
+
 pub struct ServiceConfig {
     pub namespace: String,
     pub exit: Arc<ExitSignal>,
@@ -334,16 +406,13 @@ pub struct ServiceConfig {
 }
 
 impl TaskService {
-    pub async fn new(config: ServiceConfig, publisher: RemotePublisher) -> TaskService {
+    pub async fn new(config: ServiceConfig, publisher: Publisher) -> TaskService {
         let (events, mut queue) = mpsc::unbounded_channel::<Event>();
         // One queue, one publishing task: events reach containerd in the order they were queued.
         let namespace = config.namespace.clone();
         tokio::spawn(async move {
             while let Some((topic, event)) = queue.recv().await {
-                if let Err(e) = publisher
-                    .publish(Context::default(), topic, &namespace, event)
-                    .await
-                {
+                if let Err(e) = publisher.publish(topic, &namespace, event).await {
                     warn!("publish {topic}: {e}");
                 }
             }

@@ -30,10 +30,13 @@ use containerd_shim_protos::ttrpc::r#async::{Server, Service};
 use log::{debug, info, warn};
 
 use crate::faults::{Fault, Faults, FAULTS_ANNOTATION};
-use crate::service::load_spec;
+use crate::service::{load_spec, Publisher};
 use crate::{trace, MockShim, RUNTIME_ID};
 
 pub const TASK_V2: &str = "containerd.task.v2.Task";
+/// How the server publishes events: `ttrpc` (default: containerd's events service at TTRPC_ADDRESS) or `binary`
+/// (exec the -publish-binary for each event, as older shims do).
+pub const PUBLISH_MODE_ENV: &str = "SHIMCOMPAT_MOCK_PUBLISH";
 pub const TASK_V3: &str = "containerd.task.v3.Task";
 const GROUP_LABELS: [&str; 2] = [
     "io.containerd.runc.v2.group",
@@ -213,6 +216,10 @@ fn spawn_server(opts: &StartOpts, address: &str) -> Result<(), String> {
     if opts.debug {
         command.arg("-debug");
     }
+    // As the runc shim's server is started: with the binary it was given, for shims that publish through it.
+    if !opts.publish_binary.is_empty() {
+        command.args(["-publish-binary", &opts.publish_binary]);
+    }
     if !opts.ttrpc_address.is_empty() {
         command.env("TTRPC_ADDRESS", &opts.ttrpc_address);
     }
@@ -370,11 +377,33 @@ pub async fn serve(flags: Flags) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let ttrpc_address =
         std::env::var("TTRPC_ADDRESS").map_err(|_| "TTRPC_ADDRESS is not set".to_string())?;
-    let publisher = RemotePublisher::new(&ttrpc_address)
-        .await
-        .map_err(|e| format!("connect to containerd events at {ttrpc_address}: {e}"))?;
     let mut shim = MockShim::new(RUNTIME_ID, &flags, &mut config).await;
-    let task = shim.create_task_service(publisher).await;
+    let task = match std::env::var(PUBLISH_MODE_ENV).as_deref() {
+        // Publish as older shims do: exec the -publish-binary for every event, no ttrpc connection of our own.
+        Ok("binary") => {
+            if flags.publish_binary.is_empty() {
+                return Err(format!(
+                    "{PUBLISH_MODE_ENV}=binary, but `start` was given no -publish-binary"
+                ));
+            }
+            let publisher = Publisher::Binary {
+                binary: flags.publish_binary.clone(),
+                address: flags.address.clone(),
+            };
+            shim.task_service(publisher).await
+        }
+        Ok("") | Ok("ttrpc") | Err(_) => {
+            let publisher = RemotePublisher::new(&ttrpc_address)
+                .await
+                .map_err(|e| format!("connect to containerd events at {ttrpc_address}: {e}"))?;
+            shim.create_task_service(publisher).await
+        }
+        Ok(other) => {
+            return Err(format!(
+                "{PUBLISH_MODE_ENV}={other:?}: the publish modes are `ttrpc` (the default) and `binary`"
+            ))
+        }
+    };
     let listener = match listen(&flags.socket) {
         Ok(listener) => listener,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
