@@ -15,7 +15,7 @@ use crate::shim::launch::{self, LaunchError};
 use crate::{case, ensure};
 
 /// The runc shim's grouping annotation (cmd/containerd-shim-runc-v2/manager groupLabels).
-const GROUP_ANNOTATION: &str = "io.containerd.runc.v2.group";
+pub(super) const GROUP_ANNOTATION: &str = "io.containerd.runc.v2.group";
 
 pub fn cases() -> Vec<Case> {
     vec![
@@ -85,7 +85,8 @@ async fn start_same_group_same_address(ctx: &mut Ctx) -> CaseResult {
 
 /// Runs `start` for a new container of `group` (as CRI does for a pod's next container) and requires the group's
 /// running shim to answer; returns the new container's id and bundle (owned by `shim` from here).
-async fn join_group(ctx: &mut Ctx, shim: &Shim, group: &str, steps: &[&str]) -> Result<(String, std::path::PathBuf), CaseError> {
+/// Starts the shim for one more bundle in `group`; the group's shim must answer with its own address.
+pub(super) async fn join_group(ctx: &mut Ctx, shim: &Shim, group: &str, steps: &[&str]) -> Result<(String, std::path::PathBuf), CaseError> {
     let second_id = ctx.new_id();
     let bundle = ctx.bundle(&second_id, &ContainerConfig::new(steps).annotation(GROUP_ANNOTATION, group))?;
     ctx.track(&bundle.dir, &second_id);

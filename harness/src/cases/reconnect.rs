@@ -1,7 +1,8 @@
 //! Reconnect: containerd restarts and connects again to the shims it finds; the shim must have kept serving.
 use containerd_shim_protos::types::task::Status;
 
-use super::util::{drop_connections, expect_status, is_process, poll_until, read_until, stamp, started, HOLD};
+use super::cli::{join_group, GROUP_ANNOTATION};
+use super::util::{drop_connections, exec_started, expect_status, is_process, poll_until, read_until, stamp, started, HOLD};
 use super::{fail, Case, CaseError, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::{deadline, Ctx, Task};
@@ -31,6 +32,11 @@ pub fn cases() -> Vec<Case> {
             ],
             "after the client's connection is dropped, a new connection to the same address finds the shim and its running task unchanged",
             task_intact),
+        case!("reconnect::every_task_intact", Should, ["grouping", "exec"],
+            breaks_with: "reconnect-forgets-tasks",
+            ref: "containerd reloads every shim after a restart (1.x from <bundle>/address, 2.x from bootstrap.json) and goes on with every task and exec it knew; CRI groups a pod's containers in one shim (the runc shim's group annotation), so one socket serves them all",
+            "a grouped shim with two containers and a running exec, after every connection is dropped and one made again: the first container and its exec RUNNING with their pids, the second container (which exited meanwhile) STOPPED with its status",
+            every_task_intact),
         case!("reconnect::exit_while_disconnected", Must, [],
             breaks_with: "exit-on-disconnect",
             ref: "containerd reconnecting after a restart learns of exits it missed through State and Wait (the events went to the old containerd)",
@@ -186,5 +192,60 @@ async fn exit_while_disconnected(ctx: &mut Ctx) -> CaseResult {
     .await;
     // Clean up over the new connection whatever the verdict (teardown's own connection is the dropped one).
     let finished = finish(ctx, &shim, &client, &task).await;
+    checked.and(finished)
+}
+
+async fn every_task_intact(ctx: &mut Ctx) -> CaseResult {
+    let group = format!("group-{}", ctx.new_id());
+    let shim = ctx.launch(&ContainerConfig::new(&["ready", "forever"]).annotation(GROUP_ANNOTATION, &group)).await?;
+    let mut first = ctx.create(&shim, IoSpec::OUT).await?;
+    ctx.start_process(&shim, &first.id, "").await?;
+    read_until(ctx, &mut first.io, "ready\n", "the first container starting").await?;
+    let (exec_pid, mut exec_io) = exec_started(ctx, &shim, &first.id, "kept", &["ready", "forever"], IoSpec::OUT).await?;
+    read_until(ctx, &mut exec_io, "ready\n", "the exec starting").await?;
+    let (second_id, second_dir) = join_group(ctx, &shim, &group, &["ready", "sleep", "1", "exit", "9"]).await?;
+    let mut second = ctx.create_in(&shim, &second_id, &second_dir, IoSpec::OUT).await?;
+    ctx.start_process(&shim, &second.id, "").await?;
+    read_until(ctx, &mut second.io, "ready\n", "the second container starting").await?;
+    disconnect(&shim)?;
+    // The second container exits while nobody is connected.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let client = reconnect(ctx, &shim).await?;
+    let checked = async {
+        pids_after_reload(ctx, &client, &first).await?;
+        let state = client.state(&first.id, "").await?;
+        expect_status(&state, Status::RUNNING, "the group's first container through the new connection")?;
+        ensure!(state.pid == first.pid, "State of the first container says pid {}, its init is {}", state.pid, first.pid);
+        let exec = client
+            .state(&first.id, "kept")
+            .await
+            .map_err(|e| fail(format!("State of the running exec \"kept\" through the new connection: {e}")))?;
+        expect_status(&exec, Status::RUNNING, "the running exec through the new connection")?;
+        ensure!(exec.pid == exec_pid, "State of the exec says pid {}, its Start said {exec_pid}", exec.pid);
+        let deadline = tokio::time::Instant::now() + ctx.timeout(deadline::EXIT);
+        let stopped = loop {
+            let state = client
+                .state(&second.id, "")
+                .await
+                .map_err(|e| fail(format!("State of the group's second container {} through the new connection: {e}", second.id)))?;
+            if state.status.enum_value() == Ok(Status::STOPPED) || tokio::time::Instant::now() >= deadline {
+                break state;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        expect_status(&stopped, Status::STOPPED, "the group's second container, which exited while no client was connected")?;
+        ensure!(stopped.exit_status == 9, "State of the second container says exit_status {}, its init exited 9", stopped.exit_status);
+        let waited = client.wait(&second.id, "", ctx.timeout(deadline::RPC)).await?;
+        ensure!(waited.exit_status == 9, "Wait on the second container says exit_status {}, expected 9", waited.exit_status);
+        Ok(())
+    }
+    .await;
+    // Clean up over the new connection whatever the verdict: the second container, then the first (and its exec).
+    let _ = client.kill(&second.id, "", libc::SIGKILL as u32, true).await;
+    let _ = client.wait(&second.id, "", ctx.timeout(deadline::EXIT)).await;
+    if client.delete(&second.id, "").await.is_ok() {
+        shim.note_deleted(&second.id);
+    }
+    let finished = finish(ctx, &shim, &client, &first).await;
     checked.and(finished)
 }

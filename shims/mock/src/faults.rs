@@ -115,6 +115,7 @@ faults! {
     LoggerLeftRunning = "logger-left-running",
     StdoutNeedsStderr = "stdout-needs-stderr",
     StdinOnlyIgnored = "stdin-only-ignored",
+    ReconnectForgetsTasks = "reconnect-forgets-tasks",
 }
 
 /// A set of faults (a bit per fault; the catalogue is well under 128 entries).

@@ -167,6 +167,7 @@ impl MockShim {
         }
         let config = ServiceConfig {
             namespace: self.namespace.clone(),
+            shim_id: self.id.clone(),
             exit: self.exit.clone(),
             start_faults,
             start_unimplemented,

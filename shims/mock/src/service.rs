@@ -282,6 +282,8 @@ struct State {
 
 struct Inner {
     namespace: String,
+    /// The `-id` the shim was started with: the task of its first bundle.
+    shim_id: String,
     state: Mutex<State>,
     events: mpsc::UnboundedSender<Event>,
     exit: Arc<ExitSignal>,
@@ -399,6 +401,7 @@ async fn publish_by_binary(
 
 pub struct ServiceConfig {
     pub namespace: String,
+    pub shim_id: String,
     pub exit: Arc<ExitSignal>,
     pub start_faults: Faults,
     pub start_unimplemented: BTreeSet<String>,
@@ -419,6 +422,7 @@ impl TaskService {
         });
         let inner = Arc::new(Inner {
             namespace: config.namespace.clone(),
+            shim_id: config.shim_id.clone(),
             state: Mutex::new(State {
                 seen: config.start_faults,
                 ..Default::default()
@@ -587,7 +591,8 @@ impl TaskService {
     /// exit-on-disconnect: find the first client's connection and exit when it closes.
     fn watch_first_connection(&self) {
         let faults = self.lock().seen;
-        if !faults.has(Fault::ExitOnDisconnect) {
+        let exit_on_disconnect = faults.has(Fault::ExitOnDisconnect);
+        if !exit_on_disconnect && !faults.has(Fault::ReconnectForgetsTasks) {
             return;
         }
         self.inner.disconnect_watch.call_once(|| {
@@ -597,13 +602,31 @@ impl TaskService {
                     !self.inner.sockets_before_serving.contains(link) && !is_listening(*fd)
                 })
                 .collect();
-            let exit = self.inner.exit.clone();
+            let service = self.clone();
             std::thread::spawn(move || {
                 watch_connections(connections);
-                info!("exit-on-disconnect: first client connection closed");
-                exit.signal();
+                if exit_on_disconnect {
+                    info!("exit-on-disconnect: first client connection closed");
+                    service.inner.exit.signal();
+                } else {
+                    service.forget_other_tasks();
+                }
             });
         });
+    }
+
+    /// Fault reconnect-forgets-tasks: keeps only the task the shim was started for, without its execs.
+    fn forget_other_tasks(&self) {
+        let own = self.inner.shim_id.clone();
+        let mut st = self.lock();
+        let forgotten: Vec<String> = st.containers.keys().filter(|id| **id != own).cloned().collect();
+        st.containers.retain(|id, _| *id == own);
+        let mut execs = 0;
+        if let Some(container) = st.containers.get_mut(&own) {
+            execs = container.execs.len();
+            container.execs.clear();
+        }
+        warn!("reconnect-forgets-tasks: first connection closed; forgot tasks {forgotten:?} and {execs} exec(s) of {own}");
     }
 
     fn record_pid(bundle: &str, pid: i32, pgid: i32, role: &str) {
