@@ -45,7 +45,7 @@ pub fn cases() -> Vec<Case> {
         case!("io::file_uri_output", Should, [],
             breaks_with: "file-uri-no-create",
             ref: "runc shim process/io.go createIO: a `file://` stdout (ctr run --log-uri file:///path) is created with its directory and both streams appended to it",
-            "stdout and stderr given as one `file://` URI whose file does not exist yet: the shim creates it and every line of both streams lands in it",
+            "stdout and stderr given as one `file://` URI whose file does not exist yet: the shim creates it and every line of both streams lands in it, also stderr written after the process closed its stdout",
             file_uri_output),
         case!("io::binary_logger", Should, [],
             breaks_with: "logger-left-running",
@@ -79,8 +79,12 @@ async fn poll_file(ctx: &Ctx, path: &std::path::Path, check: impl Fn(&str) -> bo
     (ok, last)
 }
 
+/// What the `file://` case writes: stdout ends (the process closes it) before the last stderr line, as a process
+/// may close one stream and go on with the other; each stream must still land whole in the shared file.
+const FILE_STEPS: [&str; 11] = ["echo", "out one", "err", "err one", "echo", "out two", "close-stdout", "sleep", "0.2", "err", "err two"];
+
 async fn file_uri_output(ctx: &mut Ctx) -> CaseResult {
-    let shim = ctx.launch(&ContainerConfig::new(&OUTPUT_STEPS)).await?;
+    let shim = ctx.launch(&ContainerConfig::new(&FILE_STEPS)).await?;
     let path = shim.bundle_dir().join("container.log");
     ensure!(!path.exists(), "harness bug: {} exists before Create", path.display());
     let uri = format!("file://{}", path.display());
@@ -89,19 +93,27 @@ async fn file_uri_output(ctx: &mut Ctx) -> CaseResult {
     let waited = wait_exit(ctx, &shim, &task.id, "").await?;
     ensure!(waited.exit_status == 0, "payload should exit 0, Wait says {}", waited.exit_status);
     // The two streams are copied apart: their lines may interleave either way, each stream stays in order.
-    let mut want = vec!["err one", "out one", "out two"];
-    want.sort();
+    let want = ["err one", "err two", "out one", "out two"];
+    let in_order = |lines: &[&str], prefix: &str| {
+        let stream: Vec<&str> = lines.iter().filter(|l| l.starts_with(prefix)).copied().collect();
+        let expected: Vec<&str> = want.iter().filter(|l| l.starts_with(prefix)).copied().collect();
+        stream == expected
+    };
     let (whole, held) = poll_file(ctx, &path, |text| {
         let mut lines: Vec<&str> = text.lines().collect();
-        let stdout_order = lines.iter().filter(|l| l.starts_with("out")).copied().collect::<Vec<_>>() == ["out one", "out two"];
+        let ordered = in_order(&lines, "out") && in_order(&lines, "err");
         lines.sort();
-        stdout_order && lines == want && text.ends_with('\n')
+        ordered && lines == want && text.ends_with('\n')
     })
     .await;
     if !path.exists() {
         return Err(fail(format!("{uri}: the shim did not create the file (Create and Start succeeded, the payload exited 0)")));
     }
-    ensure!(whole, "{uri} should hold the lines \"out one\", \"out two\" (in that order) and \"err one\"; it holds {held:?}");
+    ensure!(
+        whole,
+        "{uri} should hold stdout \"out one\", \"out two\" and stderr \"err one\", \"err two\" (each stream in order; the \
+         process closed its stdout before writing \"err two\"); it holds {held:?}"
+    );
     Ok(())
 }
 
