@@ -185,7 +185,7 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
         finish_interrupted(&env);
     }
     // Whatever is still running from this run's bundles is a teardown hole: end it and say so.
-    let stragglers = crate::shim::instance::processes_in(&[env.workdir.clone()]);
+    let stragglers = crate::shim::instance::processes_naming(std::slice::from_ref(&env.workdir));
     let mut killed = Vec::new();
     for pid in stragglers {
         if let Some(line) = crate::shim::instance::kill_pid(pid) {

@@ -138,7 +138,7 @@ impl Shim {
                 report.killed.push(format!("shim {line}"));
             }
         }
-        for line in kill_by_cwd(&dirs) {
+        for line in processes_naming(&dirs).into_iter().filter_map(kill_pid) {
             report.killed.push(line);
         }
         reap(pid);
@@ -222,8 +222,31 @@ pub fn processes_in(dirs: &[PathBuf]) -> Vec<u32> {
         .collect()
 }
 
-fn kill_by_cwd(dirs: &[PathBuf]) -> Vec<String> {
-    processes_in(dirs).into_iter().filter_map(kill_pid).collect()
+/// Whether an argument of the process is one of `dirs` or a path under it (`--root=DIR/...` counts): gVisor's
+/// sandbox and gofer run with their cwd elsewhere, and are only recognisable by the bundle and root they were given.
+fn names_dir(pid: u32, dirs: &[PathBuf]) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    raw.split(|b| *b == 0).filter(|a| !a.is_empty()).any(|arg| {
+        let arg = String::from_utf8_lossy(arg);
+        let value = arg.split_once('=').map(|(_, v)| v).unwrap_or(&arg);
+        let path = std::path::Path::new(value);
+        dirs.iter().any(|d| path == d.as_path() || path.starts_with(d))
+    })
+}
+
+/// Processes that name one of `dirs` in their arguments (gVisor's `runsc-sandbox`/`runsc-gofer` with `--bundle`
+/// and `--root`, whose cwd is elsewhere), besides those running in them.
+pub fn processes_naming(dirs: &[PathBuf]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let me = std::process::id();
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me && names_dir(*pid, dirs) && pid_alive(*pid))
+        .collect();
+    pids.extend(processes_in(dirs));
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 /// Removes runtime containers a shim left behind (a failed Create can leave one in `created` with a live
