@@ -867,4 +867,6 @@ pub const MAY_BREAK: &[(&str, &[&str])] = &[
     // (its ALSO_BREAKS entry is empty on purpose: a fresh-clone CI run passed cases both accumulation runs failed).
     ("wait-late-hangs", &["*"]),
     ("wrong-exit-status", &["wait::exec_wait_before_start_gets_status"]),
+    // Its Waits hang: the grouped restart case failed under it in a fresh-clone CI run, not in the accumulation run.
+    ("wait-once", &["reconnect::every_task_intact"]),
 ];
