@@ -20,6 +20,9 @@ use tokio::io::AsyncReadExt;
 /// The payload, built static by build.rs and embedded so the harness binary is self-contained.
 pub static PAYLOAD: &[u8] = include_bytes!(env!("SHIMCOMPAT_PAYLOAD"));
 
+/// At most this much of one shim's log is kept in the work dir.
+pub const LOG_CAP: usize = 16 << 20;
+
 /// Where the payload lives inside the container.
 pub const PAYLOAD_PATH: &str = "/payload";
 
@@ -231,47 +234,59 @@ impl Bundle {
         let drain = tokio::spawn(async move {
             use std::io::Write;
             let mut chunk = vec![0u8; 16384];
+            let mut written = 0usize;
+            let mut marked = false;
+            // Past the cap the fifo is still drained (a shim blocked on its log would hang), but nothing is kept.
             while let Ok(n) = reader.read(&mut chunk).await {
-                if n == 0 || sink.write_all(&chunk[..n]).is_err() {
+                if n == 0 {
                     break;
+                }
+                if written < LOG_CAP {
+                    let room = (LOG_CAP - written).min(n);
+                    if sink.write_all(&chunk[..room]).is_err() {
+                        break;
+                    }
+                    written += room;
+                } else if !marked {
+                    marked = true;
+                    let _ = writeln!(sink, "\n[shimcompat: log cut at {LOG_CAP} bytes; the rest was read and dropped]");
                 }
             }
         });
         Ok(Bundle { id: id.to_string(), dir, spec, log_file, work, snapshot, drain: Some(drain) })
     }
 
-    /// The last `lines` lines of the shim's log, for evidence.
+    /// The last `lines` lines of the shim's log, for evidence: read from its last 64 KiB, each line cut to 1 KiB.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log_file).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
+        use std::io::{Read, Seek, SeekFrom};
+        const TAIL: u64 = 64 * 1024;
+        let mut bytes = Vec::new();
+        if let Ok(mut file) = std::fs::File::open(&self.log_file) {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).is_ok() {
+                let _ = file.take(TAIL).read_to_end(&mut bytes);
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let all: Vec<String> = text.lines().map(|l| crate::shim::launch::clip(l, 1024)).collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// Stops draining and removes the directory, its work dir and its snapshot. Nothing is ever removed through a
-    /// mount: whatever is still mounted under the bundle is detached first, and returned (a shim that leaves its
-    /// rootfs mounted after Delete leaks it). Should a mount refuse to go, the bundle is left in place.
+    /// mount (see `fstree`): whatever is still mounted under them is detached first and returned (a shim that leaves
+    /// its rootfs mounted after Delete leaks it), as is anything that had to be left in place.
     pub fn remove(&mut self) -> Vec<String> {
         if let Some(drain) = self.drain.take() {
             drain.abort();
         }
-        let left = crate::leaks::mounts_under(std::slice::from_ref(&self.dir));
-        // Deepest first, so that a mount on top of another comes off before the one below it.
-        let mut sorted = left.clone();
-        sorted.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for mount in &sorted {
-            let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        let mut found = Vec::new();
+        let trees = [Some(&self.dir), Some(&self.work), self.snapshot.as_ref()];
+        for tree in trees.into_iter().flatten() {
+            let removal = crate::fstree::remove_tree(tree);
+            found.extend(removal.detached.iter().cloned());
+            found.extend(removal.kept.iter().map(|k| format!("kept {k}")));
         }
-        if !crate::leaks::mounts_under(std::slice::from_ref(&self.dir)).is_empty() {
-            return left;
-        }
-        let _ = std::fs::remove_dir_all(&self.work);
-        let _ = std::fs::remove_dir_all(&self.dir);
-        if let Some(snapshot) = &self.snapshot {
-            if crate::leaks::mounts_under(std::slice::from_ref(snapshot)).is_empty() {
-                let _ = std::fs::remove_dir_all(snapshot);
-            }
-        }
-        left
+        found
     }
 }
 

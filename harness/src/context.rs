@@ -106,14 +106,26 @@ impl RunEnv {
         self.workdir.join("runtime")
     }
 
-    pub fn cleanup(&self) {
+    /// Removes the run's sockets and (unless kept) its work dir, never through a mount; returns what it found
+    /// still mounted there (detached now) or had to leave, one line each.
+    pub fn cleanup(&self) -> Vec<String> {
         for socket in self.shim_sockets.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = std::fs::remove_file(socket);
+            let _ = crate::shim::launch::remove_socket(&socket);
         }
-        let _ = std::fs::remove_dir_all(&self.sockets);
+        let mut found = crate::fstree::remove_tree(&self.sockets).lines();
         if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.workdir);
+            found.extend(crate::fstree::remove_tree(&self.workdir).lines());
+        } else {
+            // Kept for inspection, but nothing stays mounted in it.
+            let mut mounts = crate::fstree::mounts_under(&self.workdir);
+            mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for mount in mounts {
+                if nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH).is_ok() {
+                    found.push(format!("mount {mount} (detached)"));
+                }
+            }
         }
+        found
     }
 }
 
@@ -380,7 +392,7 @@ impl Ctx {
                 let tail = bundle.log_tail(20);
                 self.abandon(bundle, &events).await;
                 if let Some(socket) = launch::socket_path(&reply.address) {
-                    let _ = std::fs::remove_file(socket);
+                    let _ = crate::shim::launch::remove_socket(&socket);
                 }
                 return Err(fail(format!(
                     "connecting to {} as containerd {} would (Task API {}): {error}\nshim log:\n{tail}",
@@ -413,7 +425,7 @@ impl Ctx {
         events.stop().await;
         // The server is gone (killed above): its socket goes too.
         for socket in std::mem::take(&mut self.abandoned_sockets) {
-            let _ = std::fs::remove_file(socket);
+            let _ = crate::shim::launch::remove_socket(&socket);
         }
         let mounts_left = bundle.remove();
         self.reports.push(TeardownReport { killed, mounts_left, ..Default::default() });

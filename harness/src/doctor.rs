@@ -181,7 +181,9 @@ pub fn examine(candidates: Vec<Candidate>, work_base: Option<&Path>) -> (HostFin
         rows.push(row);
     }
     if let Some(env) = env {
-        env.cleanup();
+        for line in env.cleanup() {
+            eprintln!("left after the probes: {line}");
+        }
         crate::shim::instance::reap_orphans();
         crate::leaks::remove_cgroup_parents();
     }

@@ -3,7 +3,7 @@
 //! Attribution uses a marker in the environment: every shim a case launches gets `SHIMCOMPAT_TRIAL=<marker>`, and so
 //! does every container process (config.json and exec specs), so whatever a shim spawned — the OCI runtime,
 //! `runc init`, container processes, a stray fork — carries it, even after it has been re-parented.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub const MARKER_VAR: &str = "SHIMCOMPAT_TRIAL";
 
@@ -47,13 +47,7 @@ fn marked_where(needle: &str, prefix: bool) -> Vec<u32> {
 
 /// Mount points at or under any of `dirs`.
 pub fn mounts_under(dirs: &[PathBuf]) -> Vec<String> {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    table
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(4))
-        .filter(|point| dirs.iter().any(|d| Path::new(point).starts_with(d)))
-        .map(str::to_string)
-        .collect()
+    dirs.iter().flat_map(|d| crate::fstree::mounts_under(d)).collect()
 }
 
 /// cgroup directories for `/shimcompat/<id>` (the cgroupsPath the harness gives every container).
@@ -77,9 +71,9 @@ impl Probe {
             }
         }
         for socket in &self.sockets {
-            if socket.exists() {
+            // Only a socket counts (and goes): the path is the shim's word.
+            if crate::shim::launch::remove_socket(socket) {
                 found.push(format!("socket {}", socket.display()));
-                let _ = std::fs::remove_file(socket);
             }
         }
         for mount in mounts_under(&self.bundle_dirs) {

@@ -6,6 +6,7 @@ pub mod candidate;
 pub mod cases;
 pub mod context;
 pub mod doctor;
+pub mod fstree;
 pub mod host;
 pub mod leaks;
 pub mod profile;

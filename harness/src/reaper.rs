@@ -12,8 +12,27 @@ fn owned() -> &'static Mutex<BTreeSet<u32>> {
     OWNED.get_or_init(Default::default)
 }
 
+/// The harness blocks SIGHUP/SIGINT/SIGTERM in every thread (its signal thread takes them); a child must not inherit
+/// that mask, or SIGTERM never reaches a shim or its containers. containerd starts shims with an empty mask; so does
+/// every spawn here. Runs between fork and exec, so it only makes the async-signal-safe sigprocmask call.
+fn empty_mask() -> std::io::Result<()> {
+    // SAFETY: sigemptyset/sigprocmask on a local set, allowed after fork.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Spawns a child the caller will wait for, hidden from the reaper.
 pub fn spawn_tokio(command: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+    // SAFETY: empty_mask is async-signal-safe.
+    unsafe {
+        command.pre_exec(empty_mask);
+    }
     let mut owned = owned().lock().unwrap_or_else(|p| p.into_inner());
     let child = command.spawn()?;
     if let Some(pid) = child.id() {
@@ -24,6 +43,11 @@ pub fn spawn_tokio(command: &mut tokio::process::Command) -> std::io::Result<tok
 
 /// Same for std children.
 pub fn spawn_std(command: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: empty_mask is async-signal-safe.
+    unsafe {
+        command.pre_exec(empty_mask);
+    }
     let mut owned = owned().lock().unwrap_or_else(|p| p.into_inner());
     let child = command.spawn()?;
     owned.insert(child.id());

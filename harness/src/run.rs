@@ -32,9 +32,9 @@ pub struct TestArgs {
     /// Filters and --skip match whole trial names
     #[arg(long)]
     pub exact: bool,
-    /// Trials run in parallel (default: the number of CPUs)
-    #[arg(long, value_name = "N")]
-    pub test_threads: Option<usize>,
+    /// Trials run in parallel, 1-1024 (default: the number of CPUs; never more than there are trials)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub test_threads: Option<u16>,
     /// Output format
     #[arg(long, value_enum, default_value = "pretty")]
     pub format: Format,
@@ -157,7 +157,11 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
         println!("\nrunning {} tests", trials.len());
     }
     let started = Instant::now();
-    let threads = args.test_threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let threads = args
+        .test_threads
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .clamp(1, trials.len().max(1));
     let queue = Arc::new(Mutex::new(trials.into_iter().collect::<VecDeque<_>>()));
     let results = Arc::new(Mutex::new(Vec::<TrialResult>::new()));
     let plans = Arc::new(plans);
@@ -192,7 +196,7 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
             killed.push(line);
         }
     }
-    env.cleanup();
+    killed.extend(env.cleanup());
     crate::shim::instance::reap_orphans();
     crate::leaks::remove_cgroup_parents();
     let mut report = Report::new(&plans);
@@ -210,6 +214,9 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
     }
     Ok(report)
 }
+
+/// A failure message is cut to this many bytes (before the evidence, which is bounded on its own).
+const MESSAGE_CAP: usize = 16 * 1024;
 
 fn run_trial(name: &str, case: &Case, plan: &Planned, env: &Arc<RunEnv>) -> TrialResult {
     let started = Instant::now();
@@ -265,6 +272,8 @@ fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> Outcome {
             Ok(()) => Outcome::Pass,
             Err(CaseError::Skip(reason)) => Outcome::Skip { reason },
             Err(CaseError::Fail(message)) => {
+                // Whatever a shim made a case quote (its output, its errors, its log) stays readable.
+                let message = crate::shim::launch::clip(&message, MESSAGE_CAP);
                 let message = if evidence.is_empty() { message } else { format!("{message}\n--- evidence ---\n{evidence}") };
                 Outcome::Fail { message }
             }
@@ -332,7 +341,9 @@ fn finish_interrupted(env: &RunEnv) -> ! {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    env.cleanup();
+    for line in env.cleanup() {
+        eprintln!("left after teardown: {line}");
+    }
     crate::leaks::remove_run_cgroups(&env.nonce);
     crate::leaks::remove_cgroup_parents();
     std::process::exit(130);
@@ -520,7 +531,7 @@ fn print_summary(report: &Report) {
         }
     }
     if !report.stragglers.is_empty() {
-        println!("\nleft running after teardown (killed now; a harness or shim hole):");
+        println!("\nleft after teardown (killed or removed now; a harness or shim hole):");
         for line in &report.stragglers {
             println!("    {line}");
         }

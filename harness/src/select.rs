@@ -149,20 +149,65 @@ pub fn missing_needs(candidate: &Candidate) -> Option<String> {
         }
     }
     if let Some(probe) = &needs.probe {
-        let mut command = std::process::Command::new("sh");
-        command
-            .arg("-c")
-            .arg(probe)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let ok = crate::reaper::status(&mut command).map(|s| s.success()).unwrap_or(false);
-        if !ok {
+        if let Err(why) = run_probe(probe) {
             return Some(match &needs.probe_reason {
-                Some(reason) => format!("{reason} (probe failed: {probe})"),
-                None => format!("host probe failed: {probe}"),
+                Some(reason) => format!("{reason} (probe {why}: {probe})"),
+                None => format!("host probe {why}: {probe}"),
             });
         }
     }
     None
+}
+
+/// How long a candidate's `needs.probe` may take (`SHIMCOMPAT_PROBE_DEADLINE` seconds overrides it).
+pub const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+fn probe_deadline() -> std::time::Duration {
+    std::env::var("SHIMCOMPAT_PROBE_DEADLINE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(std::time::Duration::from_secs_f64)
+        .unwrap_or(PROBE_DEADLINE)
+}
+
+/// Runs a probe with `sh -c` in its own process group, with a deadline; whatever it started is killed with it, and
+/// it dies with the harness. Err says why it did not succeed ("failed (exit 1)", "did not finish within 20s", ...).
+fn run_probe(probe: &str) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(probe)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = crate::reaper::spawn_std(&mut command).map_err(|e| format!("could not run ({e})"))?;
+    let pid = child.id();
+    let deadline = probe_deadline();
+    let started = std::time::Instant::now();
+    let outcome = loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => break Ok(()),
+            Ok(Some(status)) => break Err(format!("failed ({status})")),
+            Ok(None) if started.elapsed() >= deadline => {
+                break Err(format!("did not finish within {}s", deadline.as_secs_f64()));
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => break Err(format!("could not be waited for ({e})")),
+        }
+    };
+    // The group goes whether the probe finished or not: nothing it started outlives it.
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
+    crate::reaper::release(pid);
+    outcome
 }

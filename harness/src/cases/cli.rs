@@ -99,7 +99,7 @@ pub(super) async fn join_group(ctx: &mut Ctx, shim: &Shim, group: &str, steps: &
         // A second shim is serving: stop it before failing.
         let killed: Vec<String> = processes_in(std::slice::from_ref(&second_dir)).into_iter().filter_map(kill_pid).collect();
         if let Some(path) = launch::socket_path(&reply.address) {
-            let _ = std::fs::remove_file(path);
+            let _ = crate::shim::launch::remove_socket(&path);
         }
         return Err(fail(format!(
             "the second `start` for group {group:?} printed {:?}, but the group's shim serves {:?} (killed the new shim: {killed:?})",
@@ -174,7 +174,7 @@ async fn sigkill_then_delete(ctx: &mut Ctx) -> Result<(Arc<Shim>, Task, Result<D
     let response = launch::delete_action(&shim.launch).await;
     // containerd removes what a dead shim left; the socket file is no part of what these cases check.
     if let Some(path) = launch::socket_path(&shim.reply.address) {
-        let _ = std::fs::remove_file(path);
+        let _ = crate::shim::launch::remove_socket(&path);
     }
     Ok((shim, task, response))
 }
@@ -250,7 +250,7 @@ async fn check_broken_start(ctx: &Ctx, dir: &std::path::Path, started: Result<la
     match started {
         Ok(reply) => {
             if let Some(path) = launch::socket_path(&reply.address) {
-                let _ = std::fs::remove_file(path);
+                let _ = crate::shim::launch::remove_socket(&path);
             }
             Err(fail(format!(
                 "`start` with an unparseable config.json succeeded and printed {:?} (processes killed afterwards: {killed:?})",

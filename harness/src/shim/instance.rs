@@ -143,8 +143,7 @@ impl Shim {
         }
         reap(pid);
         if let Some(path) = launch::socket_path(&self.reply.address) {
-            if path.exists() {
-                let _ = std::fs::remove_file(&path);
+            if crate::shim::launch::remove_socket(&path) {
                 report.socket_removed = Some(path);
             }
         }

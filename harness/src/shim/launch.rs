@@ -186,16 +186,59 @@ impl LaunchSpec {
     }
 }
 
+/// At most this much of a helper's stdout or stderr is kept (the rest is read and counted, so the helper never
+/// blocks on a full pipe). A `start` or `delete` reply is a few hundred bytes; more than this is a broken shim.
+pub const OUTPUT_CAP: usize = 1 << 20;
+
+/// Quoted helper output in an error message is cut to this many bytes.
+const QUOTE_CAP: usize = 4096;
+
+/// What arrived on one pipe: the first `OUTPUT_CAP` bytes, and how many there were in all.
+#[derive(Debug, Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    total: usize,
+}
+
+impl Captured {
+    fn over_cap(&self) -> bool {
+        self.total > OUTPUT_CAP
+    }
+}
+
+/// `text` cut to `max` bytes (on a char boundary) with the size said, for quoting output in messages.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &text[..end], text.len())
+}
+
+/// Output bytes as a quoted, clipped string.
+fn quoted(bytes: &[u8], total: usize) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(QUOTE_CAP)]);
+    if total > QUOTE_CAP {
+        format!("{:?}... ({total} bytes in all)", text.trim())
+    } else {
+        format!("{:?}", text.trim())
+    }
+}
+
 /// Output of a finished helper process.
 struct Finished {
     status: std::process::ExitStatus,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
+    stdout: Captured,
+    stderr: Captured,
 }
 
 enum RunOutcome {
     Finished(Finished),
-    TimedOut { stderr: Vec<u8> },
+    /// What the helper wrote before it was killed, quoted and clipped.
+    TimedOut { stderr: String },
 }
 
 /// Hands a child back to the reaper when its waiter is done with it, however that ends.
@@ -211,10 +254,10 @@ impl Drop for Release {
 
 /// Copies a pipe into a shared buffer until EOF, so that what arrived is available even if a forked server keeps
 /// the pipe open after the helper process exited.
-type Collected = (std::sync::Arc<std::sync::Mutex<Vec<u8>>>, Option<tokio::task::JoinHandle<()>>);
+type Collected = (std::sync::Arc<std::sync::Mutex<Captured>>, Option<tokio::task::JoinHandle<()>>);
 
 fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(pipe: Option<R>) -> Collected {
-    let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let buffer = std::sync::Arc::new(std::sync::Mutex::new(Captured::default()));
     let mut reader = None;
     if let Some(mut pipe) = pipe {
         let sink = buffer.clone();
@@ -224,7 +267,10 @@ fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(pipe: Option<R>) ->
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(&chunk[..n]);
+                let mut captured = sink.lock().unwrap_or_else(|p| p.into_inner());
+                let room = OUTPUT_CAP.saturating_sub(captured.bytes.len()).min(n);
+                captured.bytes.extend_from_slice(&chunk[..room]);
+                captured.total += n;
             }
         }));
     }
@@ -232,7 +278,7 @@ fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(pipe: Option<R>) ->
 }
 
 /// Waits briefly for a pipe's EOF, then returns what arrived.
-async fn finish_collect(collected: Collected) -> Vec<u8> {
+async fn finish_collect(collected: Collected) -> Captured {
     let (buffer, reader) = collected;
     if let Some(reader) = reader {
         let abort = reader.abort_handle();
@@ -243,7 +289,7 @@ async fn finish_collect(collected: Collected) -> Vec<u8> {
     take(&buffer)
 }
 
-fn take(buffer: &std::sync::Mutex<Vec<u8>>) -> Vec<u8> {
+fn take(buffer: &std::sync::Mutex<Captured>) -> Captured {
     std::mem::take(&mut *buffer.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
@@ -302,8 +348,11 @@ async fn run_with_deadline(
                 let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
             }
             let _ = child.kill().await;
-            let mut seen = take(&stderr.0);
-            seen.extend(take(&stdout.0));
+            let (err, out) = (take(&stderr.0), take(&stdout.0));
+            let mut seen = quoted(&err.bytes, err.total);
+            if out.total > 0 {
+                seen.push_str(&format!("; stdout {}", quoted(&out.bytes, out.total)));
+            }
             Ok(RunOutcome::TimedOut { stderr: seen })
         }
     }
@@ -317,26 +366,29 @@ pub async fn start(spec: &LaunchSpec) -> Result<StartReply, LaunchError> {
     let finished = match outcome {
         RunOutcome::Finished(finished) => finished,
         RunOutcome::TimedOut { stderr } => {
-            return Err(LaunchError::StartTimeout {
-                binary,
-                timeout: spec.timeout,
-                stderr: String::from_utf8_lossy(&stderr).into(),
-            })
+            return Err(LaunchError::StartTimeout { binary, timeout: spec.timeout, stderr })
         }
     };
+    let (out, err) = (&finished.stdout, &finished.stderr);
     if !finished.status.success() {
         let output = if spec.profile.combined_output {
-            format!("{:?}", String::from_utf8_lossy(&finished.stdout).trim())
+            quoted(&out.bytes, out.total)
         } else {
-            format!(
-                "stdout {:?}; stderr {:?}",
-                String::from_utf8_lossy(&finished.stdout),
-                String::from_utf8_lossy(&finished.stderr).trim()
-            )
+            format!("stdout {}; stderr {}", quoted(&out.bytes, out.total), quoted(&err.bytes, err.total))
         };
         return Err(LaunchError::StartFailed { binary, status: finished.status.to_string(), output });
     }
-    parse_start_output(&finished.stdout, spec.profile)
+    if out.over_cap() || err.over_cap() {
+        return Err(LaunchError::BadStartOutput(format!(
+            "{} bytes on stdout and {} on stderr, over the harness's {} byte cap (a reply is a few hundred bytes); it \
+             begins {}",
+            out.total,
+            err.total,
+            OUTPUT_CAP,
+            preview(&out.bytes)
+        )));
+    }
+    parse_start_output(&out.bytes, spec.profile)
 }
 
 /// A short, printable rendering of a reply for error messages.
@@ -475,6 +527,16 @@ pub fn socket_path(address: &str) -> Option<PathBuf> {
     (!rest.starts_with('@')).then(|| PathBuf::from(rest))
 }
 
+/// Removes the socket a shim named, and only if it is a socket: an address is the shim's word, and a shim that
+/// printed `unix:///etc/passwd` must not make the harness delete that file. Returns whether it removed one.
+pub fn remove_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).is_ok(),
+        _ => false,
+    }
+}
+
 /// Runs `<shim> ... -bundle B delete` and decodes its `DeleteResponse`.
 pub async fn delete_action(spec: &LaunchSpec) -> Result<DeleteResponse, LaunchError> {
     let binary = spec.binary.display().to_string();
@@ -484,10 +546,14 @@ pub async fn delete_action(spec: &LaunchSpec) -> Result<DeleteResponse, LaunchEr
         RunOutcome::Finished(finished) if !finished.status.success() => Err(LaunchError::DeleteFailed {
             binary,
             status: finished.status.to_string(),
-            stderr: String::from_utf8_lossy(&finished.stderr).trim().into(),
+            stderr: quoted(&finished.stderr.bytes, finished.stderr.total),
         }),
-        RunOutcome::Finished(finished) => DeleteResponse::parse_from_bytes(&finished.stdout)
-            .map_err(|e| LaunchError::BadDeleteOutput { len: finished.stdout.len(), detail: e.to_string() }),
+        RunOutcome::Finished(finished) if finished.stdout.over_cap() => Err(LaunchError::BadDeleteOutput {
+            len: finished.stdout.total,
+            detail: format!("over the harness's {OUTPUT_CAP} byte cap"),
+        }),
+        RunOutcome::Finished(finished) => DeleteResponse::parse_from_bytes(&finished.stdout.bytes)
+            .map_err(|e| LaunchError::BadDeleteOutput { len: finished.stdout.total, detail: e.to_string() }),
     }
 }
 
