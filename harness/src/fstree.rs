@@ -60,12 +60,23 @@ fn unescape(field: &str) -> String {
 /// Removes `root` and everything under it that is on root's own mount. Missing `root` is not an error.
 pub fn remove_tree(root: &Path) -> Removal {
     let mut removal = Removal::default();
-    let mut mounts = mounts_under(root);
-    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-    mounts.dedup();
-    for mount in &mounts {
-        if nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH).is_ok() {
-            removal.detached.push(mount.clone());
+    // Mounts can be stacked on one point (each detach uncovers the next), so go round until none is left or none
+    // will go.
+    for _ in 0..64 {
+        let mut mounts = mounts_under(root);
+        if mounts.is_empty() {
+            break;
+        }
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        let mut progress = false;
+        for mount in &mounts {
+            if nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH).is_ok() {
+                removal.detached.push(mount.clone());
+                progress = true;
+            }
+        }
+        if !progress {
+            break;
         }
     }
     for still in mounts_under(root) {

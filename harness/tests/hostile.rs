@@ -1,0 +1,373 @@
+//! Hostile and broken shims against the harness itself (issue 13). Each test runs the real `shimcompat` binary on a
+//! small shell-script shim (most wrap the bundled mock and misbehave around it) and checks what the user and the
+//! host get: no file lost, no hang, nothing left behind, an error that names the cause. docs/hostile.md is the table
+//! these tests keep true.
+//!
+//! Tests that need root (mounts) skip with the reason where it is missing; so does one that needs /usr/bin/python3.
+mod daemon;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use daemon::{run_tests, Verdict};
+
+const SHIMCOMPAT: &str = env!("CARGO_BIN_EXE_shimcompat");
+/// One lifecycle case: enough to get a shim through start, Connect, Create, Start, Wait, Delete, Shutdown.
+const ONE_CASE: &str = "lifecycle::wait_exit_status_0";
+
+fn mock() -> PathBuf {
+    Path::new(SHIMCOMPAT).with_file_name("containerd-shim-mock-v1")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A private directory for one test, removed (never through a mount) by `Scratch::drop`.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("hostile-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("w")).expect("creating the test dir");
+        Scratch(dir)
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+
+    fn work_dir(&self) -> PathBuf {
+        self.0.join("w")
+    }
+
+    /// Writes an executable script shim.
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, format!("#!/bin/bash\n{body}")).expect("writing the script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod the script");
+        path
+    }
+
+    /// What the run left in its work dir (the run's own `shimcompat-*` directory must be gone).
+    fn leftovers(&self) -> Vec<String> {
+        let mut left: Vec<String> = std::fs::read_dir(self.work_dir())
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        left.extend(shimcompat::fstree::mounts_under(&self.0).into_iter().map(|m| format!("mount {m}")));
+        left
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let removal = shimcompat::fstree::remove_tree(&self.0);
+        if !removal.detached.is_empty() {
+            eprintln!("hostile: detached {:?} while removing the test dir", removal.detached);
+        }
+    }
+}
+
+struct Ran {
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+    /// Peak RSS of the shimcompat process (kB), from wait4.
+    max_rss_kb: i64,
+}
+
+impl Ran {
+    fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    fn describe(&self) -> String {
+        let clip = |s: &str| if s.len() > 3000 { format!("{}... ({} bytes)", &s[..3000], s.len()) } else { s.to_string() };
+        format!("exit {:?} after {:.1}s; stdout:\n{}\nstderr:\n{}", self.code(), self.took.as_secs_f64(), clip(&self.stdout), clip(&self.stderr))
+    }
+}
+
+/// Runs shimcompat with a deadline (killed past it: a hang is a failure, reported as such).
+fn shimcompat(args: &[&str], env: &[(&str, &str)], deadline: Duration) -> Result<Ran, String> {
+    let dir = std::env::temp_dir();
+    let out_path = dir.join(format!("hostile-out-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let err_path = out_path.with_extension("err");
+    let out = std::fs::File::create(&out_path).map_err(|e| e.to_string())?;
+    let err = std::fs::File::create(&err_path).map_err(|e| e.to_string())?;
+    let mut command = Command::new(SHIMCOMPAT);
+    command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let started = Instant::now();
+    let child = command.spawn().map_err(|e| format!("cannot run {SHIMCOMPAT}: {e}"))?;
+    let pid = child.id() as i32;
+    let (status, rusage) = loop {
+        let mut status = 0;
+        // SAFETY: wait4 on our own child, writing into locals.
+        let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut rusage) };
+        if rc == pid {
+            break (std::process::ExitStatus::from_raw(status), rusage);
+        }
+        if rc < 0 {
+            return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+        }
+        if started.elapsed() > deadline {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_secs(5));
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+            return Err(format!("shimcompat {args:?} did not finish within {deadline:?} (a hang); stdout so far:\n{stdout}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    let ran = Ran { status, stdout: read(&out_path), stderr: read(&err_path), took: started.elapsed(), max_rss_kb: rusage.ru_maxrss };
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    Ok(ran)
+}
+
+fn run_case(scratch: &Scratch, shim: &Path, filter: &str, env: &[(&str, &str)], deadline: Duration) -> Result<Ran, String> {
+    let work = scratch.work_dir();
+    shimcompat(
+        &["run", "--runtime-binary", &shim.display().to_string(), "--work-dir", &work.display().to_string(), filter],
+        env,
+        deadline,
+    )
+}
+
+/// Live processes with an argument containing `needle` (zombies are gone for this purpose).
+fn processes_with_arg(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = state.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')).unwrap_or(true);
+            !zombie && cmdline.split(|b| *b == 0).any(|arg| String::from_utf8_lossy(arg).contains(needle))
+        })
+        .collect()
+}
+
+macro_rules! check {
+    ($cond:expr, $($why:tt)+) => {
+        if !$cond {
+            return Verdict::Fail(format!($($why)+));
+        }
+    };
+}
+
+macro_rules! ran {
+    ($result:expr) => {
+        match $result {
+            Ok(ran) => ran,
+            Err(e) => return Verdict::Fail(e),
+        }
+    };
+}
+
+/// A shim that bind mounts a directory of the host into its bundle, its bundle's rootfs and the run's log dir and
+/// never unmounts it: teardown must detach those mounts, say so, and not delete one file of the mounts' source.
+fn bind_mount_left_in_the_bundle() -> Verdict {
+    if !is_root() {
+        return Verdict::Skip("needs root to bind mount".into());
+    }
+    let scratch = Scratch::new("bind");
+    let precious = scratch.path("precious");
+    std::fs::create_dir_all(precious.join("sub")).expect("mkdir");
+    let files = [("a", "first"), ("sub/b", "second")];
+    for (name, text) in files {
+        std::fs::write(precious.join(name), text).expect("writing a precious file");
+    }
+    // The bundle is <work>/state/io.containerd.runtime.v2.task/<ns>/<id>; the run's dir is four levels up.
+    let shim = scratch.script(
+        "containerd-shim-bindleak-v1",
+        &format!(
+            "if [ \"${{@: -1}}\" = start ]; then\n  \
+               run=$(cd ../../../.. && pwd)\n  \
+               mkdir -p leak rootfs/leak \"$run/logs/leak\" || exit 9\n  \
+               for d in leak rootfs/leak \"$run/logs/leak\"; do mount --bind {} \"$d\" || exit 9; done\n\
+             fi\nexec {} \"$@\"\n",
+            precious.display(),
+            mock().display()
+        ),
+    );
+    let ran = ran!(run_case(&scratch, &shim, ONE_CASE, &[], Duration::from_secs(120)));
+    for (name, text) in files {
+        let now = std::fs::read_to_string(precious.join(name)).unwrap_or_else(|e| format!("<{e}>"));
+        check!(now == text, "DATA LOSS: {} is now {now:?} after the run\n{}", precious.join(name).display(), ran.describe());
+    }
+    check!(ran.code() == Some(1), "the leaked mounts must fail the case (exit 1)\n{}", ran.describe());
+    check!(ran.stdout.contains("mount left under the bundle"), "the hygiene failure must name the mount\n{}", ran.describe());
+    check!(
+        ran.stdout.contains("/logs/leak (detached)"),
+        "the mount outside any bundle (in the run's log dir) must be reported as detached\n{}",
+        ran.describe()
+    );
+    let left = scratch.leftovers();
+    check!(left.is_empty(), "the run left {left:?}\n{}", ran.describe());
+    Verdict::Pass
+}
+
+/// The harness blocks SIGHUP/SIGINT/SIGTERM for its signal thread; the shims it starts must not inherit that mask
+/// (under containerd they start with none, and SIGTERM must reach them and their containers).
+fn shims_start_with_no_blocked_signals() -> Verdict {
+    let scratch = Scratch::new("sigmask");
+    let seen = scratch.path("sigblk");
+    // bash builtins only: a forked reader would report its own mask.
+    let shim = scratch.script(
+        "containerd-shim-sigmask-v1",
+        &format!(
+            "while read -r key value; do [ \"$key\" = SigBlk: ] && echo \"${{@: -1}} $value\" >> {}; done < /proc/self/status\n\
+             exec {} \"$@\"\n",
+            seen.display(),
+            mock().display()
+        ),
+    );
+    let ran = ran!(run_case(&scratch, &shim, ONE_CASE, &[], Duration::from_secs(120)));
+    check!(ran.code() == Some(0), "the wrapped mock must pass\n{}", ran.describe());
+    let lines = std::fs::read_to_string(&seen).unwrap_or_default();
+    check!(lines.lines().any(|l| l.starts_with("start ")), "the shim never recorded its mask at `start`: {lines:?}");
+    for line in lines.lines() {
+        let mask = line.split_whitespace().nth(1).unwrap_or("");
+        check!(mask.chars().all(|c| c == '0'), "a shim started with blocked signals: {line} (SigBlk; containerd blocks none)");
+    }
+    Verdict::Pass
+}
+
+/// 200 MB from `start`: the harness keeps a bounded part, says how much there was, and stays small.
+fn huge_start_output() -> Verdict {
+    let scratch = Scratch::new("huge");
+    let shim = scratch.script("containerd-shim-huge-v1", "head -c 200000000 /dev/zero | tr '\\0' a\nexit 0\n");
+    let ran = ran!(run_case(&scratch, &shim, ONE_CASE, &[], Duration::from_secs(120)));
+    check!(ran.code() == Some(1), "must fail the case\n{}", ran.describe());
+    check!(ran.stdout.contains("200000000 bytes on stdout"), "the error must say how much `start` wrote\n{}", ran.describe());
+    check!(ran.stdout.len() < 256 * 1024, "the output quotes {} bytes of the shim's reply", ran.stdout.len());
+    // Before the cap: about 1 GB.
+    check!(ran.max_rss_kb < 200 * 1024, "shimcompat peaked at {} MB RSS reading 200 MB of `start` output", ran.max_rss_kb / 1024);
+    let left = scratch.leftovers();
+    check!(left.is_empty(), "the run left {left:?}");
+    Verdict::Pass
+}
+
+/// An address naming a regular file: Connect fails, and the harness must not delete the file it named.
+fn address_naming_a_file_is_not_deleted() -> Verdict {
+    let scratch = Scratch::new("victim");
+    let victim = scratch.path("victim");
+    std::fs::write(&victim, "keep me").expect("writing the victim");
+    let shim = scratch.script("containerd-shim-victim-v1", &format!("echo unix://{}\nexit 0\n", victim.display()));
+    let ran = ran!(run_case(&scratch, &shim, ONE_CASE, &[], Duration::from_secs(120)));
+    check!(ran.code() == Some(1), "must fail the case\n{}", ran.describe());
+    check!(ran.stdout.contains("connecting to"), "the failure must name the Connect\n{}", ran.describe());
+    check!(
+        std::fs::read_to_string(&victim).ok().as_deref() == Some("keep me"),
+        "DATA LOSS: the harness removed {} (the shim's address)\n{}",
+        victim.display(),
+        ran.describe()
+    );
+    Verdict::Pass
+}
+
+/// A server that accepts and closes at once: Connect fails; the server is killed and its socket removed.
+fn server_that_closes_at_once() -> Verdict {
+    let python = Path::new("/usr/bin/python3");
+    if !python.exists() {
+        return Verdict::Skip("needs /usr/bin/python3 for the socket server".into());
+    }
+    let scratch = Scratch::new("closer");
+    let socket = scratch.path("s.sock");
+    let server = "import os, socket, sys\n\
+                  path = sys.argv[1]\n\
+                  s = socket.socket(socket.AF_UNIX)\n\
+                  s.bind(path)\n\
+                  s.listen(16)\n\
+                  if os.fork():\n    print('unix://' + path, flush=True)\n    os._exit(0)\n\
+                  os.setsid()\n\
+                  for fd in (0, 1, 2):\n    os.close(fd)\n\
+                  while True:\n    c, _ = s.accept()\n    c.close()\n";
+    std::fs::write(scratch.path("server.py"), server).expect("writing the server");
+    let shim = scratch.script(
+        "containerd-shim-closer-v1",
+        &format!(
+            "[ \"${{@: -1}}\" = start ] || exit 0\nexec {} {} {}\n",
+            python.display(),
+            scratch.path("server.py").display(),
+            socket.display()
+        ),
+    );
+    let ran = ran!(run_case(&scratch, &shim, ONE_CASE, &[], Duration::from_secs(120)));
+    check!(ran.code() == Some(1), "must fail the case\n{}", ran.describe());
+    check!(ran.stdout.contains("connection failed"), "the failure must name the connection\n{}", ran.describe());
+    check!(ran.stdout.contains("socket left after the shim exited"), "the socket must be reported\n{}", ran.describe());
+    check!(!socket.exists(), "the server's socket {} was left behind\n{}", socket.display(), ran.describe());
+    let alive = processes_with_arg(&scratch.path("server.py").display().to_string());
+    check!(alive.is_empty(), "the server is still running: pids {alive:?}\n{}", ran.describe());
+    Verdict::Pass
+}
+
+/// A `needs.probe` that never ends: the candidate is skipped after the probe deadline, and the probe is killed.
+fn probe_that_sleeps() -> Verdict {
+    let scratch = Scratch::new("probe");
+    let marker = format!("31.{}", std::process::id());
+    let file = scratch.path("sleepy.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "description = \"a probe that never ends\"\nruntime_binary = \"{}\"\n[needs]\nprobe = \"sleep {marker} & sleep {marker}\"\n",
+            mock().display()
+        ),
+    )
+    .expect("writing the candidate");
+    let ran = ran!(shimcompat(
+        &["run", "--candidate", &file.display().to_string(), "--work-dir", &scratch.work_dir().display().to_string()],
+        &[("SHIMCOMPAT_PROBE_DEADLINE", "1")],
+        Duration::from_secs(60),
+    ));
+    check!(ran.all().contains("did not finish within 1s"), "the skip must say the probe timed out\n{}", ran.describe());
+    check!(ran.took < Duration::from_secs(30), "took {:?}", ran.took);
+    std::thread::sleep(Duration::from_millis(200));
+    let sleepers = processes_with_arg(&marker);
+    check!(sleepers.is_empty(), "the probe's processes outlived it: {sleepers:?}");
+    Verdict::Pass
+}
+
+/// A thread count nobody can mean is a usage error, not a hang.
+fn absurd_test_threads() -> Verdict {
+    let scratch = Scratch::new("threads");
+    let ran = ran!(shimcompat(
+        &["run", "--test-threads", "18446744073709551615", "--work-dir", &scratch.work_dir().display().to_string()],
+        &[],
+        Duration::from_secs(30),
+    ));
+    check!(ran.code() == Some(2), "must be a usage error (exit 2)\n{}", ran.describe());
+    check!(ran.stderr.contains("--test-threads"), "the error must name the flag\n{}", ran.describe());
+    let ran = ran!(shimcompat(&["run", "--test-threads", "0"], &[], Duration::from_secs(30)));
+    check!(ran.code() == Some(2), "0 threads must be a usage error\n{}", ran.describe());
+    Verdict::Pass
+}
+
+fn main() {
+    run_tests(&[
+        ("hostile::bind_mount_left_in_the_bundle", bind_mount_left_in_the_bundle),
+        ("hostile::shims_start_with_no_blocked_signals", shims_start_with_no_blocked_signals),
+        ("hostile::huge_start_output", huge_start_output),
+        ("hostile::address_naming_a_file_is_not_deleted", address_naming_a_file_is_not_deleted),
+        ("hostile::server_that_closes_at_once", server_that_closes_at_once),
+        ("hostile::probe_that_sleeps", probe_that_sleeps),
+        ("hostile::absurd_test_threads", absurd_test_threads),
+    ]);
+}
