@@ -45,6 +45,8 @@ pub struct RunEnv {
     /// Every shim socket of the run (shims that ignore socket_dir put theirs in /run/containerd/s), so that an
     /// interrupted run can remove them.
     pub shim_sockets: std::sync::Mutex<Vec<PathBuf>>,
+    /// The run's tracking cgroup, as root (see leaks::Tracking).
+    pub tracking: Option<crate::leaks::Tracking>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,12 +55,35 @@ pub enum EnvError {
     Workdir(String, std::io::Error),
     #[error(transparent)]
     Bundle(#[from] bundle::BundleError),
+    #[error(
+        "no directory for the run's sockets: a shim socket is <dir>/scs-<nonce>/s/<64 hex> and must fit a socket \
+         address ({SUN_PATH_MAX} bytes), but the work dir {0}, $TMPDIR ({1}) and /tmp are all too long or not writable"
+    )]
+    SocketDir(String, String),
+}
+
+/// What a socket address holds (sun_path is 108 bytes with the final NUL).
+pub const SUN_PATH_MAX: usize = 107;
+
+/// The longest name the run puts under its socket dir: `s/<64 hex>` (a shim socket as containerd names it).
+const LONGEST_SOCKET: usize = "/scs-000000/s/".len() + 64;
+
+/// Where the run's sockets go: under the work dir if a shim socket's path fits there, else under $TMPDIR, else
+/// /tmp (containerd keeps its sockets short the same way, in /run/containerd/s).
+fn socket_base(work_base: &Path) -> Option<PathBuf> {
+    let fits = |dir: &Path| dir.is_absolute() && dir.as_os_str().len() + LONGEST_SOCKET <= SUN_PATH_MAX;
+    let absolute = |dir: &Path| if dir.is_absolute() { dir.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(dir) };
+    [absolute(work_base), std::env::temp_dir(), PathBuf::from("/tmp")]
+        .into_iter()
+        .find(|dir| fits(dir) && dir.is_dir())
 }
 
 impl RunEnv {
     /// Creates a private work directory (short: socket paths must stay under ~108 bytes) and the shared rootfs.
     pub fn create(base: Option<&Path>, keep: bool) -> Result<RunEnv, EnvError> {
         let base = base.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+        // Shims run in their bundle: every path handed to them must be absolute.
+        let base = if base.is_absolute() { base } else { std::env::current_dir().unwrap_or_default().join(base) };
         let nonce = format!("{:x}", (std::process::id() as u64) << 16 ^ now_nanos() & 0xffff_ffff);
         let nonce = nonce[nonce.len().saturating_sub(6)..].to_string();
         let workdir = base.join(format!("shimcompat-{nonce}"));
@@ -66,12 +91,15 @@ impl RunEnv {
         for sub in ["b", "logs"] {
             std::fs::create_dir_all(workdir.join(sub)).map_err(|e| EnvError::Workdir(base.display().to_string(), e))?;
         }
-        let sockets = std::env::temp_dir().join(format!("scs-{nonce}"));
+        let sockets = socket_base(&base)
+            .ok_or_else(|| EnvError::SocketDir(base.display().to_string(), std::env::temp_dir().display().to_string()))?
+            .join(format!("scs-{nonce}"));
         for sub in ["e", "s"] {
             std::fs::create_dir_all(sockets.join(sub)).map_err(|e| EnvError::Workdir(sockets.display().to_string(), e))?;
         }
         let rootfs = workdir.join("rootfs");
         bundle::prepare_rootfs(&rootfs)?;
+        let nonce_for_tracking = nonce.clone();
         let rootfs_form = if crate::host::is_root() { RootfsForm::Overlay } else { RootfsForm::Absolute(rootfs.clone()) };
         Ok(RunEnv {
             workdir,
@@ -84,6 +112,7 @@ impl RunEnv {
             shim_debug: false,
             counter: AtomicU64::new(0),
             shim_sockets: Default::default(),
+            tracking: crate::leaks::Tracking::create(&nonce_for_tracking),
         })
     }
 
@@ -112,7 +141,11 @@ impl RunEnv {
         for socket in self.shim_sockets.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ = crate::shim::launch::remove_socket(&socket);
         }
-        let mut found = crate::fstree::remove_tree(&self.sockets).lines();
+        let mut found: Vec<String> = match &self.tracking {
+            Some(tracking) => tracking.remove().into_iter().map(|l| format!("process {l} (in the run's tracking cgroup)")).collect(),
+            None => Vec::new(),
+        };
+        found.extend(crate::fstree::remove_tree(&self.sockets).lines());
         if !self.keep {
             found.extend(crate::fstree::remove_tree(&self.workdir).lines());
         } else {
@@ -261,6 +294,7 @@ impl Ctx {
         let probe = crate::leaks::Probe {
             marker: marker.clone(),
             runtime_state: target.sweep(&env).map(|sweep| sweep.state_root(&env.namespace)),
+            cgroup: env.tracking.as_ref().and_then(|t| t.trial(&marker)),
             ..Default::default()
         };
         Ctx {
@@ -332,6 +366,7 @@ impl Ctx {
                 .or_else(|| std::env::current_exe().ok())
                 .unwrap_or_else(|| PathBuf::from("/bin/true")),
             timeout: self.timeout(deadline::START),
+            cgroup: self.probe.cgroup.clone(),
             env: candidate
                 .env
                 .iter()

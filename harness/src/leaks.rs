@@ -16,6 +16,89 @@ pub struct Probe {
     pub sockets: Vec<PathBuf>,
     /// `<runtime root>/<namespace>` of a runc-style runtime.
     pub runtime_state: Option<PathBuf>,
+    /// The trial's tracking cgroup (see [`Tracking`]): every shim it launched starts in it.
+    pub cgroup: Option<PathBuf>,
+}
+
+/// Tracking what shims start by a cgroup, which a process cannot shed by clearing its environment, changing
+/// directory, calling setsid or double-forking (the marker and the cwd check miss such a process). As root, every
+/// run gets `<cgroup2 mount>/shimcompat-run-<nonce>` and every trial a child of it; a shim's `start` (and `delete`)
+/// is moved into the trial's before it execs. It holds no controllers and limits nothing: it only lists processes.
+/// A runtime that puts its container in a cgroup of its own moves the container out, which is fine: containers are
+/// tracked by their cgroupsPath and the marker. Without root, or without a cgroup2 mount, there is no tracking.
+#[derive(Debug)]
+pub struct Tracking {
+    pub root: PathBuf,
+}
+
+/// Prefix of a run's tracking cgroup.
+pub const TRACKING_PREFIX: &str = "shimcompat-run-";
+
+/// The cgroup2 mount point, if there is one (/sys/fs/cgroup on a v2 host, /sys/fs/cgroup/unified on a hybrid one).
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    table.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let point = left.split_whitespace().nth(4)?;
+        (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(point))
+    })
+}
+
+impl Tracking {
+    pub fn create(nonce: &str) -> Option<Tracking> {
+        if !crate::host::is_root() {
+            return None;
+        }
+        let root = cgroup2_mount()?.join(format!("{TRACKING_PREFIX}{nonce}"));
+        std::fs::create_dir(&root).ok()?;
+        Some(Tracking { root })
+    }
+
+    /// A trial's cgroup (created now).
+    pub fn trial(&self, marker: &str) -> Option<PathBuf> {
+        let dir = self.root.join(marker);
+        std::fs::create_dir(&dir).ok().map(|_| dir)
+    }
+
+    /// Kills what is left in any trial's cgroup and removes them all; one line per process killed.
+    pub fn remove(&self) -> Vec<String> {
+        remove_tracking_tree(&self.root)
+    }
+}
+
+/// Live pids in a cgroup.
+pub fn cgroup_pids(dir: &std::path::Path) -> Vec<u32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|pid| crate::shim::instance::pid_alive(*pid))
+        .collect()
+}
+
+/// Kills every process in `dir` (a tracking cgroup) and its children, then removes them, retrying for up to a
+/// second while killed processes finish exiting. Returns one line per process killed.
+pub fn remove_tracking_tree(dir: &std::path::Path) -> Vec<String> {
+    let mut killed = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    if let Ok(children) = std::fs::read_dir(dir) {
+        dirs.extend(children.flatten().filter(|c| c.path().is_dir()).map(|c| c.path()));
+    }
+    for d in &dirs {
+        for pid in cgroup_pids(d) {
+            if let Some(line) = crate::shim::instance::kill_pid(pid) {
+                killed.push(line);
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    for d in dirs.iter().rev() {
+        while std::fs::remove_dir(d).is_err() && d.exists() && std::time::Instant::now() < deadline {
+            crate::shim::instance::reap_orphans();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    killed
 }
 
 /// Live processes carrying `marker` in their environment.
@@ -68,6 +151,11 @@ impl Probe {
         for pid in marked_processes(&self.marker) {
             if let Some(line) = crate::shim::instance::kill_pid(pid) {
                 found.push(format!("process {line}"));
+            }
+        }
+        if let Some(cgroup) = &self.cgroup {
+            for line in remove_tracking_tree(cgroup) {
+                found.push(format!("process {line} (found by the trial's cgroup: it had shed the marker)"));
             }
         }
         for socket in &self.sockets {

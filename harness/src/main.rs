@@ -80,7 +80,8 @@ struct RunArgs {
     /// Inject these mock faults into every bundle (for testing the harness against the bundled mock)
     #[arg(long, value_name = "LIST")]
     faults: Option<String>,
-    /// Base directory for the run's bundles and sockets (default: the system temp dir)
+    /// Base directory for the run's bundles, logs and (when the path is short enough for a socket address) sockets;
+    /// default: $TMPDIR or /tmp. Sockets go under $TMPDIR or /tmp when DIR is too long for them
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
     /// Keep the work directory (bundles, shim logs) after the run
@@ -233,7 +234,10 @@ fn run(args: RunArgs) -> ExitCode {
             return usage_error(format!("writing {}: {e}", path.display()));
         }
     }
-    if report.success() {
+    if report.interrupted.is_some() {
+        // As a shell reports a SIGINT; the report above was still written.
+        ExitCode::from(130)
+    } else if report.success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

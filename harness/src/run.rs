@@ -157,6 +157,7 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
         println!("\nrunning {} tests", trials.len());
     }
     let started = Instant::now();
+    FINISH.store(RUNNING, std::sync::atomic::Ordering::SeqCst);
     let threads = args
         .test_threads
         .map(usize::from)
@@ -184,9 +185,20 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
             });
         }
     });
-    if crate::context::STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
-        // Interrupted, and every trial thread has returned: nothing new can start now.
-        finish_interrupted(&env);
+    // The main thread finishes the run, unless the signal thread already gave up waiting and took over.
+    if FINISH
+        .compare_exchange(RUNNING, MAIN_FINISHES, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst)
+        .is_err()
+    {
+        loop {
+            std::thread::park();
+        }
+    }
+    let interrupted = interrupted_by();
+    if interrupted.is_some() {
+        // Every trial thread has returned: nothing new can start now. Kill what is left of the run before the
+        // usual teardown below removes its files.
+        kill_run_processes(&env);
     }
     // Whatever is still running from this run's bundles is a teardown hole: end it and say so.
     let stragglers = crate::shim::instance::processes_naming(std::slice::from_ref(&env.workdir));
@@ -206,6 +218,7 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
     report.filtered_out = filtered_out;
     report.duration = started.elapsed();
     report.stragglers = killed;
+    report.interrupted = interrupted;
     if !silent {
         if format == Format::Terse {
             println!();
@@ -225,6 +238,14 @@ fn run_trial(name: &str, case: &Case, plan: &Planned, env: &Arc<RunEnv>) -> Tria
         // A line that cannot use the shim still runs every case: each then fails where containerd would, in its words.
         Planned::Ready(target) => (target.candidate.name.clone(), run_ready(case, target, env)),
     };
+    let interrupted = crate::context::STOPPING.load(std::sync::atomic::Ordering::SeqCst);
+    // A trial in flight when the signal came failed because the harness stopped it, not because of the shim.
+    let outcome = match (outcome, interrupted_by()) {
+        (Outcome::Fail { .. }, Some(signal)) if interrupted => {
+            Outcome::Skip { reason: format!("interrupted by {signal} before it finished") }
+        }
+        (outcome, _) => outcome,
+    };
     TrialResult {
         name: name.to_string(),
         candidate,
@@ -234,6 +255,7 @@ fn run_trial(name: &str, case: &Case, plan: &Planned, env: &Arc<RunEnv>) -> Tria
         level: case.level_for(plan.line()),
         outcome,
         duration: started.elapsed(),
+        interrupted,
     }
 }
 
@@ -308,17 +330,24 @@ fn install_interrupt_cleanup(env: Arc<RunEnv>) {
                 std::process::exit(130);
             };
             eprintln!("\nshimcompat: {signal:?}: stopping; killing this run's shims and containers");
+            let _ = INTERRUPTED.set(format!("{signal:?}"));
             crate::context::STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
             // Unblock the trials in flight (their shims die, their RPCs fail, no new shim is launched); the main
             // thread does the final sweep once every trial thread has returned. Should that take too long, do it here.
             let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && FINISH.load(std::sync::atomic::Ordering::SeqCst) == RUNNING {
                 for pid in crate::leaks::run_processes(&env.nonce) {
                     crate::shim::instance::kill_pid(pid);
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            finish_interrupted(&env);
+            if FINISH
+                .compare_exchange(RUNNING, SIGNAL_FINISHES, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst)
+                .is_ok()
+            {
+                eprintln!("shimcompat: the trials in flight did not stop within 10s: exiting without a report");
+                finish_interrupted(&env);
+            }
         });
     });
 }
@@ -331,6 +360,31 @@ fn current_run() -> &'static Mutex<Option<Arc<RunEnv>>> {
 
 /// After an interruption: kill every process of the run until none is left, remove its files, exit 130.
 fn finish_interrupted(env: &RunEnv) -> ! {
+    kill_run_processes(env);
+    for line in env.cleanup() {
+        eprintln!("left after teardown: {line}");
+    }
+    crate::leaks::remove_run_cgroups(&env.nonce);
+    crate::leaks::remove_cgroup_parents();
+    std::process::exit(130);
+}
+
+/// The signal that interrupted the run, if one did.
+fn interrupted_by() -> Option<String> {
+    INTERRUPTED.get().cloned()
+}
+
+static INTERRUPTED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Who finishes an interrupted run: the main thread once every trial thread has returned (summary, report, exit
+/// 130), or the signal thread if that takes more than 10 s (cleanup, exit 130, no report).
+static FINISH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(RUNNING);
+const RUNNING: u8 = 0;
+const MAIN_FINISHES: u8 = 1;
+const SIGNAL_FINISHES: u8 = 2;
+
+/// Kills every process of the run until none is left (or 5 s have passed).
+fn kill_run_processes(env: &RunEnv) {
     let mut quiet = 0;
     let deadline = Instant::now() + Duration::from_secs(5);
     while quiet < 3 && Instant::now() < deadline {
@@ -341,12 +395,7 @@ fn finish_interrupted(env: &RunEnv) -> ! {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    for line in env.cleanup() {
-        eprintln!("left after teardown: {line}");
-    }
     crate::leaks::remove_run_cgroups(&env.nonce);
-    crate::leaks::remove_cgroup_parents();
-    std::process::exit(130);
 }
 
 /// What teardown had to force, and what is still there after it.
@@ -542,6 +591,9 @@ fn print_summary(report: &Report) {
             candidate.name,
             candidate.binary.as_deref().unwrap_or("?")
         );
+    }
+    if let Some(signal) = &report.interrupted {
+        println!("\ninterrupted by {signal}: trials in flight are skipped as interrupted, trials not started are not listed");
     }
     let counts = report.counts();
     let must_failed = failures.iter().filter(|r| r.level == Level::Must).count();

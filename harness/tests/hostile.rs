@@ -345,6 +345,141 @@ fn probe_that_sleeps() -> Verdict {
     Verdict::Pass
 }
 
+/// A shim that double-forks a child which calls setsid, clears its environment and changes to `/`: neither the
+/// marker nor the cwd check sees it; the trial's tracking cgroup does. The case fails naming it, and it is killed.
+fn escaped_double_fork() -> Verdict {
+    if !is_root() {
+        return Verdict::Skip("needs root: tracking by cgroup is a root-only feature".into());
+    }
+    if shimcompat::leaks::cgroup2_mount().is_none() {
+        return Verdict::Skip("no cgroup2 mount on this host to track shims by".into());
+    }
+    let scratch = Scratch::new("escape");
+    let marker = format!("3600.{}", std::process::id());
+    let shim = scratch.script(
+        "containerd-shim-escape-v1",
+        &format!(
+            "if [ \"${{@: -1}}\" = start ]; then\n  \
+               ( setsid env -i /bin/sh -c 'cd / && exec sleep {marker}' </dev/null >/dev/null 2>&1 & )\n\
+             fi\nexec {} \"$@\"\n",
+            mock().display()
+        ),
+    );
+    // --keep leaves the work dir, whose name gives the run's nonce (and so its tracking cgroup's name).
+    let work = scratch.work_dir().display().to_string();
+    let ran = ran!(shimcompat(
+        &["run", "--runtime-binary", &shim.display().to_string(), "--work-dir", &work, "--keep", ONE_CASE],
+        &[],
+        Duration::from_secs(120)
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    let escaped = processes_with_arg(&marker);
+    for pid in &escaped {
+        // SAFETY: killing a process this test made a shim start.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    check!(escaped.is_empty(), "the escaped child outlived the run: pids {escaped:?}\n{}", ran.describe());
+    check!(ran.code() == Some(1), "the escape must fail the case (exit 1)\n{}", ran.describe());
+    check!(
+        ran.stdout.contains("found by the trial's cgroup") && ran.stdout.contains(&marker),
+        "the hygiene failure must name the escaped process\n{}",
+        ran.describe()
+    );
+    let kept: Vec<String> = std::fs::read_dir(scratch.work_dir())
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let Some(nonce) = kept.iter().find_map(|n| n.strip_prefix("shimcompat-")) else {
+        return Verdict::Fail(format!("--keep kept no work dir: {kept:?}"));
+    };
+    let tracking = shimcompat::leaks::cgroup2_mount().unwrap().join(format!("{}{nonce}", shimcompat::leaks::TRACKING_PREFIX));
+    check!(!tracking.exists(), "the run's tracking cgroup {} was left", tracking.display());
+    Verdict::Pass
+}
+
+/// Ctrl-C in the middle of a run: the trials in flight are skipped as interrupted (not failed), the summary and the
+/// JSON report are still written, the exit code is 130, and nothing of the run is left.
+fn interrupted_run() -> Verdict {
+    let scratch = Scratch::new("sigint");
+    let report = scratch.path("report.json");
+    let work = scratch.work_dir().display().to_string();
+    let out = std::fs::File::create(scratch.path("stdout")).expect("stdout file");
+    let mut child = match Command::new(SHIMCOMPAT)
+        .args(["run", "--work-dir", &work, "--report-json", &report.display().to_string()])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => return Verdict::Fail(format!("cannot run {SHIMCOMPAT}: {e}")),
+    };
+    // Wait until trials are running (the first result line), then interrupt.
+    let started = Instant::now();
+    while !std::fs::read_to_string(scratch.path("stdout")).unwrap_or_default().contains("\ntest ") {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            return Verdict::Fail("no trial started within 60s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let interrupted = Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if interrupted.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            return Verdict::Fail("shimcompat did not exit within 30s of SIGINT".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = interrupted.elapsed();
+    let stdout = std::fs::read_to_string(scratch.path("stdout")).unwrap_or_default();
+    check!(status.code() == Some(130), "exit {status} after SIGINT (want 130)\n{stdout}");
+    check!(stdout.contains("interrupted by SIGINT"), "the summary must say the run was interrupted\n{stdout}");
+    check!(stdout.contains("test result: FAILED"), "the summary line must be printed\n{stdout}");
+    let json = std::fs::read_to_string(&report).unwrap_or_default();
+    check!(json.contains("\"interrupted\": \"SIGINT\""), "the JSON report must be written and say so: {json:.300}");
+    check!(
+        !stdout.lines().any(|l| l.starts_with("test ") && !l.starts_with("test result") && l.contains("FAILED")),
+        "a trial the harness stopped is not a shim failure\n{stdout}"
+    );
+    let left = scratch.leftovers();
+    check!(left.is_empty(), "the interrupted run left {left:?}");
+    let running = processes_in(&scratch.0);
+    check!(running.is_empty(), "processes of the interrupted run are still running: {running:?}");
+    eprintln!("hostile::interrupted_run: exited {:.2}s after SIGINT", took.as_secs_f64());
+    Verdict::Pass
+}
+
+/// Live processes whose working directory is under `dir`.
+fn processes_in(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).map(|cwd| cwd.starts_with(dir)).unwrap_or(false))
+        .collect()
+}
+
+/// A long $TMPDIR and a long --work-dir: sockets must still fit a socket address (they go where they fit), so the
+/// mock passes; before, nearly every case failed with "path must be shorter than SUN_LEN".
+fn long_tmpdir_and_work_dir() -> Verdict {
+    let scratch = Scratch::new("longpath");
+    let long = scratch.path(&"d".repeat(120));
+    std::fs::create_dir_all(&long).expect("mkdir the long dir");
+    let long_text = long.display().to_string();
+    let ran = ran!(shimcompat(
+        &["run", "--work-dir", &long_text, ONE_CASE],
+        &[("TMPDIR", long_text.as_str())],
+        Duration::from_secs(120)
+    ));
+    check!(ran.code() == Some(0), "the mock must pass with a long TMPDIR and work dir\n{}", ran.describe());
+    check!(ran.stdout.contains("1 passed"), "one case must have run\n{}", ran.describe());
+    Verdict::Pass
+}
+
 /// A thread count nobody can mean is a usage error, not a hang.
 fn absurd_test_threads() -> Verdict {
     let scratch = Scratch::new("threads");
@@ -369,5 +504,8 @@ fn main() {
         ("hostile::server_that_closes_at_once", server_that_closes_at_once),
         ("hostile::probe_that_sleeps", probe_that_sleeps),
         ("hostile::absurd_test_threads", absurd_test_threads),
+        ("hostile::escaped_double_fork", escaped_double_fork),
+        ("hostile::interrupted_run", interrupted_run),
+        ("hostile::long_tmpdir_and_work_dir", long_tmpdir_and_work_dir),
     ]);
 }

@@ -35,6 +35,9 @@ pub struct TrialResult {
     pub outcome: Outcome,
     #[serde(with = "millis")]
     pub duration: Duration,
+    /// The run was being interrupted when this trial finished (its outcome is then the harness's doing).
+    #[serde(skip)]
+    pub interrupted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +68,10 @@ pub struct Report {
     pub duration: Duration,
     /// Processes found running after every teardown (killed by the harness).
     pub stragglers: Vec<String>,
+    /// The signal that stopped the run early (trials in flight then are skipped as interrupted, trials not yet
+    /// started are not listed); `None` for a run that finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +117,7 @@ impl Report {
             filtered_out: 0,
             duration: Duration::ZERO,
             stragglers: Vec::new(),
+            interrupted: None,
         }
     }
 
@@ -128,7 +136,7 @@ impl Report {
 
     /// Nothing failed and nothing was left running.
     pub fn success(&self) -> bool {
-        self.counts().failed == 0 && self.stragglers.is_empty()
+        self.counts().failed == 0 && self.stragglers.is_empty() && self.interrupted.is_none()
     }
 }
 

@@ -3,6 +3,8 @@
 //! or BootstrapParams on 2.3+), its output read as that line reads it (stdout and stderr combined; a plain address,
 //! JSON up to the line's version, or protobuf), and the Task service it would then dial. Also the `delete` action
 //! containerd runs after a shim disconnects.
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -105,6 +107,8 @@ pub struct LaunchSpec {
     pub timeout: Duration,
     /// Extra environment (e.g. PATH for the OCI runtime).
     pub env: Vec<(String, String)>,
+    /// The trial's tracking cgroup: the shim process is moved into it before it execs (see leaks::Tracking).
+    pub cgroup: Option<PathBuf>,
 }
 
 impl LaunchSpec {
@@ -151,6 +155,20 @@ impl LaunchSpec {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(procs) = self.cgroup.as_ref().and_then(|c| CString::new(c.join("cgroup.procs").as_os_str().as_bytes()).ok()) {
+            // SAFETY: open/write/close only, all async-signal-safe, on a path built before the fork.
+            unsafe {
+                command.pre_exec(move || {
+                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd >= 0 {
+                        // "0" is the writing process itself.
+                        libc::write(fd, b"0\n".as_ptr().cast(), 2);
+                        libc::close(fd);
+                    }
+                    Ok(())
+                });
+            }
+        }
         command
     }
 
