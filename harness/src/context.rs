@@ -47,6 +47,8 @@ pub struct RunEnv {
     pub shim_sockets: std::sync::Mutex<Vec<PathBuf>>,
     /// The run's tracking cgroup, as root (see leaks::Tracking).
     pub tracking: Option<crate::leaks::Tracking>,
+    /// The run's record in the host's registry, held while it runs (see registry.rs).
+    registration: std::sync::Mutex<Option<crate::registry::Registration>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,15 @@ impl RunEnv {
         bundle::prepare_rootfs(&rootfs)?;
         let nonce_for_tracking = nonce.clone();
         let rootfs_form = if crate::host::is_root() { RootfsForm::Overlay } else { RootfsForm::Absolute(rootfs.clone()) };
+        let tracking = crate::leaks::Tracking::create(&nonce_for_tracking);
+        let registration = crate::registry::Registration::create(&crate::registry::Record {
+            pid: std::process::id(),
+            nonce: nonce_for_tracking.clone(),
+            workdir: workdir.clone(),
+            sockets: sockets.clone(),
+            tracking: tracking.as_ref().map(|t| t.root.clone()),
+            keep,
+        });
         Ok(RunEnv {
             workdir,
             rootfs_form,
@@ -112,7 +123,8 @@ impl RunEnv {
             shim_debug: false,
             counter: AtomicU64::new(0),
             shim_sockets: Default::default(),
-            tracking: crate::leaks::Tracking::create(&nonce_for_tracking),
+            tracking,
+            registration: std::sync::Mutex::new(registration),
         })
     }
 
@@ -158,7 +170,19 @@ impl RunEnv {
                 }
             }
         }
+        if let Some(registration) = self.registration.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            registration.finish();
+        }
         found
+    }
+
+    /// A shim socket of the run: removed at the end, and recorded so that a later clean-up finds it should this
+    /// run be killed.
+    pub fn note_shim_socket(&self, socket: &Path) {
+        self.shim_sockets.lock().unwrap_or_else(|p| p.into_inner()).push(socket.to_path_buf());
+        if let Some(registration) = self.registration.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            registration.add_socket(socket);
+        }
     }
 }
 
@@ -400,7 +424,7 @@ impl Ctx {
                 // A reply this containerd cannot read may still name a live server's socket (containerd leaks it).
                 if let launch::LaunchError::RefusedByProfile { address: Some(address), .. } = &error {
                     if let Some(socket) = launch::socket_path(address) {
-                        self.env.shim_sockets.lock().unwrap_or_else(|p| p.into_inner()).push(socket.clone());
+                        self.env.note_shim_socket(&socket);
                         self.abandoned_sockets.push(socket);
                     }
                 }
@@ -410,7 +434,7 @@ impl Ctx {
         };
         // From here the shim has a socket, whatever happens next.
         if let Some(socket) = launch::socket_path(&reply.address) {
-            self.env.shim_sockets.lock().unwrap_or_else(|p| p.into_inner()).push(socket.clone());
+            self.env.note_shim_socket(&socket);
             self.probe.sockets.push(socket);
         }
         let task = match TaskClient::connect(

@@ -201,6 +201,13 @@ pub fn print(host: &HostFingerprint, rows: &[CandidateDoctor]) {
     );
     println!("  kvm:       {}", if host.kvm { "usable" } else { "absent or not usable" });
     println!("  root:      {}", if host.root { "yes" } else { "no" });
+    let stale = crate::registry::stale();
+    if !stale.is_empty() {
+        println!("  leftovers: {} killed run(s) left things behind (`shimcompat clean` removes them):", stale.len());
+        for record in &stale {
+            println!("             pid {} at {}", record.pid, record.workdir.display());
+        }
+    }
     println!("  containerd: {}", host.containerd.as_deref().unwrap_or("not installed"));
     for row in rows {
         println!("\ncandidate {} ({})", row.name, row.runtime.as_deref().unwrap_or("by path"));

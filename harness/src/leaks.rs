@@ -184,17 +184,30 @@ impl Probe {
     }
 }
 
-/// Removes the cgroups of a whole run (container ids end in `-<run nonce>`), once its processes are gone.
-pub fn remove_run_cgroups(nonce: &str) {
+/// The container cgroups of a whole run (container ids end in `-<run nonce>`; the harness gives every container
+/// the cgroupsPath `/shimcompat/<id>`), in every v1 controller, the unified hierarchy and a v2 root.
+pub fn run_cgroups(nonce: &str) -> Vec<PathBuf> {
     let suffix = format!("-{nonce}");
-    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else { return };
-    for controller in controllers.flatten() {
-        let Ok(groups) = std::fs::read_dir(controller.path().join("shimcompat")) else { continue };
+    let mut parents: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|d| d.flatten().map(|c| c.path().join("shimcompat")).collect())
+        .unwrap_or_default();
+    parents.push(PathBuf::from("/sys/fs/cgroup/shimcompat"));
+    let mut found = Vec::new();
+    for parent in parents {
+        let Ok(groups) = std::fs::read_dir(&parent) else { continue };
         for group in groups.flatten() {
-            if group.file_name().to_string_lossy().ends_with(&suffix) {
-                let _ = std::fs::remove_dir(group.path());
+            if group.file_name().to_string_lossy().ends_with(&suffix) && group.path().is_dir() {
+                found.push(group.path());
             }
         }
+    }
+    found
+}
+
+/// Removes the cgroups of a whole run, once its processes are gone.
+pub fn remove_run_cgroups(nonce: &str) {
+    for cgroup in run_cgroups(nonce) {
+        let _ = std::fs::remove_dir(cgroup);
     }
 }
 
@@ -205,4 +218,64 @@ pub fn remove_cgroup_parents() {
         let _ = std::fs::remove_dir(controller.path().join("shimcompat"));
     }
     let _ = std::fs::remove_dir("/sys/fs/cgroup/shimcompat");
+}
+
+/// Where a shim that ignores `socket_dir` puts its socket (containerd's own socket directory).
+pub const CONTAINERD_SOCKET_DIR: &str = "/run/containerd/s";
+
+/// The host as a run found it, to tell at the end what appeared outside the run's own directories: mounts (a shim
+/// that mounts outside its bundle) and files in /run/containerd/s (a shim that leaves a stray file there). The run's
+/// own mounts and sockets, and those of other shimcompat runs alive at the time, are not counted.
+#[derive(Debug, Default)]
+pub struct HostWatch {
+    mount_ids: std::collections::BTreeSet<u64>,
+    socket_dir: std::collections::BTreeSet<std::ffi::OsString>,
+}
+
+fn mount_table() -> Vec<(u64, String)> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let id = fields.next()?.parse().ok()?;
+            let point = fields.nth(3)?;
+            Some((id, point.replace("\\040", " ")))
+        })
+        .collect()
+}
+
+fn socket_dir_names() -> std::collections::BTreeSet<std::ffi::OsString> {
+    std::fs::read_dir(CONTAINERD_SOCKET_DIR).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default()
+}
+
+impl HostWatch {
+    pub fn capture() -> HostWatch {
+        HostWatch { mount_ids: mount_table().into_iter().map(|(id, _)| id).collect(), socket_dir: socket_dir_names() }
+    }
+
+    /// What appeared since `capture` and is still there, outside `own` (the run's directories and sockets) and
+    /// outside every live shimcompat run's; one line each. Nothing is removed: it may not be the run's.
+    pub fn appeared(&self, own: &[PathBuf]) -> Vec<String> {
+        let mut theirs: Vec<PathBuf> = own.to_vec();
+        for (record, sockets) in crate::registry::live() {
+            theirs.push(record.workdir);
+            theirs.push(record.sockets);
+            theirs.extend(sockets);
+        }
+        let excluded = |path: &std::path::Path| theirs.iter().any(|t| path.starts_with(t));
+        let mut found = Vec::new();
+        for (id, point) in mount_table() {
+            if !self.mount_ids.contains(&id) && !excluded(std::path::Path::new(&point)) {
+                found.push(format!("mount {point} appeared during the run, outside its directories (left mounted: not provably the run's)"));
+            }
+        }
+        for name in socket_dir_names() {
+            let path = std::path::Path::new(CONTAINERD_SOCKET_DIR).join(&name);
+            if !self.socket_dir.contains(&name) && !excluded(&path) {
+                found.push(format!("file {} appeared during the run (left in place: not provably the run's)", path.display()));
+            }
+        }
+        found
+    }
 }

@@ -11,6 +11,7 @@ pub mod host;
 pub mod leaks;
 pub mod profile;
 pub mod reaper;
+pub mod registry;
 pub mod report;
 pub mod resolve;
 pub mod run;

@@ -52,6 +52,10 @@ enum Command {
     },
     /// Explain how a runtime name becomes a shim binary: Docker's verdict per version, containerd's lookup on this host
     Resolve(shimcompat::resolve::ResolveArgs),
+    /// Remove what earlier runs that were killed (SIGKILL, OOM) left behind: their shims, containers, cgroups,
+    /// sockets and work dirs, found by their marks. Runs that are still running are not touched. `run` does this
+    /// too before it starts
+    Clean,
     /// Print the host fingerprint and, per candidate, whether it is installed and how it bootstraps
     Doctor {
         /// Candidate files to examine (default: shims/candidates if present, else the mock)
@@ -141,6 +145,17 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Doctor { candidates, json } => doctor(candidates, json),
+        Command::Clean => {
+            let cleaned = shimcompat::registry::clean_stale();
+            if cleaned.is_empty() {
+                println!("nothing to clean: no killed run left a record in {}", shimcompat::registry::dir().display());
+            }
+            for line in shimcompat::registry::describe(&cleaned) {
+                println!("{line}");
+            }
+            shimcompat::shim::instance::reap_orphans();
+            ExitCode::SUCCESS
+        }
         Command::Resolve(args) => match shimcompat::resolve::cli::run(&args) {
             Ok(code) => code,
             Err(e) => usage_error(e),
@@ -191,6 +206,14 @@ fn run(args: RunArgs) -> ExitCode {
     }
     if args.faults.is_some() && candidates.iter().any(|c| c.runtime.as_deref() != Some(shimcompat::candidate::MOCK_RUNTIME)) {
         return usage_error("--faults only applies to the bundled mock shim (io.containerd.mock.v1)");
+    }
+    if let Some(faults) = &args.faults {
+        if let Err(e) = select::check_faults(faults) {
+            return usage_error(e);
+        }
+    }
+    if let Err(e) = select::check_candidates(&candidates) {
+        return usage_error(e);
     }
     let lines = match lines(args.containerd.as_deref()) {
         Ok(lines) => lines,
@@ -270,6 +293,9 @@ fn baseline(dir: &std::path::Path, results: &std::path::Path, matrix_only: bool,
         Ok(found) => found,
         Err(e) => return usage_error(e),
     };
+    if let Err(e) = select::check_candidates(&candidates) {
+        return usage_error(e);
+    }
     let mut unavailable = Vec::new();
     if !matrix_only {
         let plans: Vec<Planned> = candidates
@@ -341,7 +367,7 @@ fn compare(baseline_path: &std::path::Path, report_path: &std::path::Path) -> Ex
         Ok(found) => found,
         Err(e) => return usage_error(e),
     };
-    let report: Report = match std::fs::read_to_string(report_path).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())) {
+    let report: Report = match read_report(report_path) {
         Ok(report) => report,
         Err(e) => return usage_error(format!("{}: {e}", report_path.display())),
     };
@@ -369,4 +395,20 @@ fn compare(baseline_path: &std::path::Path, report_path: &std::path::Path) -> Ex
         return usage_error("no candidate of the report has a baseline");
     }
     if regressions > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+/// A `run --report-json` file of this tool's schema; another schema (or a baseline, or another tool's JSON) is
+/// refused by name rather than misread.
+fn read_report(path: &std::path::Path) -> Result<shimcompat::report::Report, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    let schema = value.get("schema").and_then(|s| s.as_str()).unwrap_or("").to_string();
+    if schema != shimcompat::report::SCHEMA {
+        return Err(format!(
+            "not a report of schema {} (its schema is {}); give the JSON `shimcompat run --report-json` writes",
+            shimcompat::report::SCHEMA,
+            if schema.is_empty() { "missing".to_string() } else { format!("{schema:?}") }
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| format!("a {schema} report that does not parse: {e}"))
 }

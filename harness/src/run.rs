@@ -109,7 +109,7 @@ pub struct RunConfig {
 }
 
 /// Runs (or lists) the trials; returns the report. Console output goes to stdout as trials finish.
-pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<Report, crate::context::EnvError> {
+pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<Report, crate::context::EnvError> {
     let (work_base, keep, silent) = (config.work_base.clone(), config.keep, config.silent);
     let catalogue = Arc::new(cases::catalogue());
     let total = plans.len() * catalogue.len();
@@ -133,6 +133,11 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
         }
         return Ok(report);
     }
+    // What earlier runs that were killed left: found by their records, removed now, said.
+    for line in crate::registry::describe(&crate::registry::clean_stale()) {
+        eprintln!("note: {line}");
+    }
+    let host_watch = crate::leaks::HostWatch::capture();
     let mut env = RunEnv::create(work_base.as_deref(), keep)?;
     env.shim_debug = config.shim_debug;
     let env = Arc::new(env);
@@ -150,6 +155,14 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
                 let verdict = judge(target, &env);
                 *target.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict);
             }
+        }
+    }
+    // As non-root, a shim whose `start` is refused by the host (it wants /run/containerd/s, cgroups, mounts) is a
+    // host problem, not the shim's: its trials are skipped with the reason, as a candidate file's `needs.root` does.
+    for plan in plans.iter_mut() {
+        if let Some(reason) = non_root_refusal(plan) {
+            let Planned::Ready(target) = &*plan else { continue };
+            *plan = Planned::Unavailable { candidate: target.candidate.clone(), reason, line: target.profile.line };
         }
     }
     if !silent {
@@ -209,6 +222,7 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
         }
     }
     killed.extend(env.cleanup());
+    killed.extend(host_watch.appeared(&[env.workdir.clone(), env.sockets.clone()]));
     crate::shim::instance::reap_orphans();
     crate::leaks::remove_cgroup_parents();
     let mut report = Report::new(&plans);
@@ -226,6 +240,23 @@ pub fn run(plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<R
         print_summary(&report);
     }
     Ok(report)
+}
+
+/// Why a ready plan cannot run here as non-root: its verdict failed at `start` on a permission error.
+fn non_root_refusal(plan: &Planned) -> Option<String> {
+    let Planned::Ready(target) = plan else { return None };
+    if crate::host::is_root() {
+        return None;
+    }
+    let verdict = target.verdict()?;
+    let reason = verdict.reason.as_deref().filter(|_| !verdict.usable)?;
+    let denied = ["permission denied", "operation not permitted", "Permission denied", "Operation not permitted"];
+    (reason.contains("shim start failed") && denied.iter().any(|d| reason.contains(d))).then(|| {
+        format!(
+            "needs root here: `start` as uid {} was refused by the host ({reason}); containerd runs shims as root",
+            nix::unistd::geteuid()
+        )
+    })
 }
 
 /// A failure message is cut to this many bytes (before the evidence, which is bounded on its own).
@@ -580,7 +611,7 @@ fn print_summary(report: &Report) {
         }
     }
     if !report.stragglers.is_empty() {
-        println!("\nleft after teardown (killed or removed now; a harness or shim hole):");
+        println!("\nleft after teardown (a harness or shim hole; each line says what was done about it):");
         for line in &report.stragglers {
             println!("    {line}");
         }

@@ -211,3 +211,72 @@ fn run_probe(probe: &str) -> Result<(), String> {
     crate::reaper::release(pid);
     outcome
 }
+
+/// The mock's fault names, as shims/mock/FAULTS.md lists them (a unit test in the mock keeps that file in step with
+/// its fault enum).
+pub fn known_faults() -> Vec<&'static str> {
+    const FAULTS_MD: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../shims/mock/FAULTS.md"));
+    FAULTS_MD
+        .lines()
+        .filter_map(|line| line.strip_prefix("- `"))
+        .filter_map(|rest| rest.split_once('`').map(|(name, _)| name))
+        .collect()
+}
+
+/// `--faults`: every name must be a mock fault (an unknown one would make every Create fail, not test anything).
+pub fn check_faults(list: &str) -> Result<(), String> {
+    let known = known_faults();
+    let names: Vec<&str> = list.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+    if names.is_empty() {
+        return Err("--faults: the list is empty".into());
+    }
+    for name in names {
+        if !known.contains(&name) {
+            let near: Vec<&str> = known.iter().copied().filter(|k| k.contains(name) || name.contains(k)).take(5).collect();
+            return Err(format!(
+                "--faults: {name:?} is not a mock fault (see shims/mock/FAULTS.md; {} known){}",
+                known.len(),
+                if near.is_empty() { String::new() } else { format!("; did you mean {}?", near.join(", ")) }
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What candidate files may say that only the catalogue can check: every `unsupported` entry names a feature some
+/// case needs, every waiver names a case, and no two candidates share a name (their trials and baselines would
+/// collide).
+pub fn check_candidates(candidates: &[Candidate]) -> Result<(), String> {
+    let catalogue = crate::cases::catalogue();
+    let mut features: Vec<&str> = catalogue.iter().flat_map(|c| c.features.iter().copied()).collect();
+    features.sort_unstable();
+    features.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    for candidate in candidates {
+        if !seen.insert(candidate.name.as_str()) {
+            return Err(format!(
+                "two candidates are named {:?}: trial names and baselines would collide (set `name` in one file)",
+                candidate.name
+            ));
+        }
+        for feature in &candidate.unsupported {
+            if !features.contains(&feature.as_str()) {
+                return Err(format!(
+                    "candidate {}: unsupported feature {feature:?} is needed by no case (features: {})",
+                    candidate.name,
+                    features.join(", ")
+                ));
+            }
+        }
+        for waiver in &candidate.waivers {
+            if !catalogue.iter().any(|c| c.id == waiver.case) {
+                return Err(format!(
+                    "candidate {}: the waiver for {:?} names no case (case ids are `area::name`, as `run --list` shows \
+                     after the candidate's `<name>@<line>::`)",
+                    candidate.name, waiver.case
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use daemon::{run_tests, Verdict};
+use daemon::Verdict;
 
 const SHIMCOMPAT: &str = env!("CARGO_BIN_EXE_shimcompat");
 /// One lifecycle case: enough to get a shim through start, Connect, Create, Start, Wait, Delete, Shutdown.
@@ -282,6 +282,22 @@ fn address_naming_a_file_is_not_deleted() -> Verdict {
     Verdict::Pass
 }
 
+/// An address nothing listens on: Connect fails at once, naming the address.
+fn address_never_listens() -> Verdict {
+    let scratch = Scratch::new("nolisten");
+    let address = scratch.path("nobody.sock");
+    let shim = scratch.script("containerd-shim-nolisten-v1", &format!("echo unix://{}\nexit 0\n", address.display()));
+    let ran = ran!(run_case(&scratch, &shim, ONE_CASE, &[], Duration::from_secs(120)));
+    check!(ran.code() == Some(1), "must fail the case\n{}", ran.describe());
+    check!(
+        ran.stdout.contains(&format!("connecting to unix://{}", address.display())),
+        "the failure must name the address\n{}",
+        ran.describe()
+    );
+    check!(ran.took < Duration::from_secs(30), "took {:?}", ran.took);
+    Verdict::Pass
+}
+
 /// A server that accepts and closes at once: Connect fails; the server is killed and its socket removed.
 fn server_that_closes_at_once() -> Verdict {
     let python = Path::new("/usr/bin/python3");
@@ -454,6 +470,100 @@ fn interrupted_run() -> Verdict {
     Verdict::Pass
 }
 
+/// SIGKILL of the harness mid-run leaves shims, containers and files (nothing can run in a killed process);
+/// `shimcompat clean` finds them by the run's record and marks, removes them and says what it removed.
+fn killed_run_then_clean() -> Verdict {
+    let scratch = Scratch::new("sigkill");
+    let registry = scratch.path("registry");
+    let registry_text = registry.display().to_string();
+    let work = scratch.work_dir().display().to_string();
+    let out = std::fs::File::create(scratch.path("stdout")).expect("stdout file");
+    let mut child = match Command::new(SHIMCOMPAT)
+        .args(["run", "--work-dir", &work, "--test-threads", "2"])
+        .env("SHIMCOMPAT_REGISTRY", &registry)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => return Verdict::Fail(format!("cannot run {SHIMCOMPAT}: {e}")),
+    };
+    let pid = child.id();
+    let started = Instant::now();
+    // Killed while trials run: after a few results, so that shims and containers are live.
+    while std::fs::read_to_string(scratch.path("stdout")).unwrap_or_default().matches("\ntest ").count() < 3 {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            return Verdict::Fail("no trial finished within 60s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let before = scratch.leftovers();
+    check!(!before.is_empty(), "the killed run left nothing to clean (the test proves nothing): work dir empty");
+    let ran = ran!(shimcompat(&["clean"], &[("SHIMCOMPAT_REGISTRY", registry_text.as_str())], Duration::from_secs(60)));
+    check!(ran.code() == Some(0), "clean must succeed\n{}", ran.describe());
+    check!(
+        ran.stdout.contains(&format!("an earlier run (pid {pid},")) && ran.stdout.contains("directory "),
+        "clean must name the killed run and what it removed\n{}",
+        ran.describe()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let left = scratch.leftovers();
+    check!(left.is_empty(), "after clean, still there: {left:?}\n{}", ran.describe());
+    let running = processes_in(&scratch.0);
+    check!(running.is_empty(), "after clean, processes of the killed run still run: {running:?}\n{}", ran.describe());
+    let again = ran!(shimcompat(&["clean"], &[("SHIMCOMPAT_REGISTRY", registry_text.as_str())], Duration::from_secs(60)));
+    check!(again.stdout.contains("nothing to clean"), "a second clean must find nothing\n{}", again.describe());
+    Verdict::Pass
+}
+
+/// A shim that mounts a tmpfs outside its bundle and leaves a stray file in /run/containerd/s: the run reports both
+/// (and fails); it removes neither, since nothing proves they are the run's.
+fn mount_outside_and_stray_file() -> Verdict {
+    if !is_root() {
+        return Verdict::Skip("needs root to mount and to write /run/containerd/s".into());
+    }
+    let scratch = Scratch::new("outside");
+    let outside = scratch.path("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    let stray = PathBuf::from(format!("/run/containerd/s/shimcompat-hostile-stray-{}", std::process::id()));
+    let shim = scratch.script(
+        "containerd-shim-outside-v1",
+        &format!(
+            "if [ \"${{@: -1}}\" = start ]; then\n  \
+               mountpoint -q {out} || mount -t tmpfs hostile {out} || exit 9\n  \
+               mkdir -p /run/containerd/s && : > {stray}\n\
+             fi\nexec {} \"$@\"\n",
+            mock().display(),
+            out = outside.display(),
+            stray = stray.display()
+        ),
+    );
+    let ran = run_case(&scratch, &shim, ONE_CASE, &[], Duration::from_secs(120));
+    let mounted = shimcompat::fstree::mounts_under(&outside);
+    let _ = nix::mount::umount2(&outside, nix::mount::MntFlags::MNT_DETACH);
+    let stray_existed = stray.exists();
+    let _ = std::fs::remove_file(&stray);
+    let ran = ran!(ran);
+    check!(!mounted.is_empty(), "the shim's mount was not there after the run: the test proves nothing\n{}", ran.describe());
+    check!(stray_existed, "the stray file was not there after the run: the test proves nothing\n{}", ran.describe());
+    check!(ran.code() == Some(1), "what the shim left must fail the run (exit 1)\n{}", ran.describe());
+    check!(
+        ran.stdout.contains(&format!("mount {} appeared during the run", outside.display())),
+        "the mount outside the bundle must be reported\n{}",
+        ran.describe()
+    );
+    check!(
+        ran.stdout.contains(&format!("file {} appeared during the run", stray.display())),
+        "the stray file must be reported\n{}",
+        ran.describe()
+    );
+    Verdict::Pass
+}
+
 /// Live processes whose working directory is under `dir`.
 fn processes_in(dir: &Path) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
@@ -480,6 +590,85 @@ fn long_tmpdir_and_work_dir() -> Verdict {
     Verdict::Pass
 }
 
+/// Bad input gets a clear error naming the cause and exit 2, before anything runs.
+fn bad_input() -> Verdict {
+    let scratch = Scratch::new("badinput");
+    let work = scratch.work_dir().display().to_string();
+    let candidate = |file: &str, body: &str| {
+        let path = scratch.path(file);
+        std::fs::write(&path, format!("runtime_binary = \"{}\"\n{body}", mock().display())).expect("writing a candidate");
+        path.display().to_string()
+    };
+    let waiver = candidate("waiver.toml", "[[waivers]]\ncase = \"exec::no_such_case\"\nreason = \"typo\"\n");
+    let feature = candidate("feature.toml", "unsupported = [\"exex\"]\n");
+    let twin_a = candidate("twin-a.toml", "name = \"twin\"\n");
+    let twin_b = candidate("twin-b.toml", "name = \"twin\"\n");
+    let baseline = concat!(env!("CARGO_MANIFEST_DIR"), "/../results/baselines");
+    let foreign = scratch.path("foreign.json");
+    std::fs::write(&foreign, r#"{"schema": "someone.else/v1", "results": []}"#).expect("writing foreign json");
+    let foreign = foreign.display().to_string();
+    let probes: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["run", "--work-dir", &work, "--faults", "no-such-fault"], "\"no-such-fault\" is not a mock fault"),
+        (vec!["run", "--work-dir", &work, "--candidate", &waiver], "names no case"),
+        (vec!["run", "--work-dir", &work, "--candidate", &feature], "unsupported feature \"exex\" is needed by no case"),
+        (vec!["run", "--work-dir", &work, "--candidate", &twin_a, "--candidate", &twin_b], "two candidates are named \"twin\""),
+        (vec!["compare", baseline, &foreign], "not a report of schema shimcompat.report/v2"),
+    ];
+    for (args, expected) in probes {
+        let ran = ran!(shimcompat(&args, &[], Duration::from_secs(30)));
+        check!(ran.code() == Some(2), "{args:?} must be a usage error (exit 2)\n{}", ran.describe());
+        check!(ran.stderr.contains(expected), "{args:?}: the error must say {expected:?}\n{}", ran.describe());
+        check!(!ran.stdout.contains("running "), "{args:?}: nothing may run\n{}", ran.describe());
+    }
+    let left = scratch.leftovers();
+    check!(left.is_empty(), "bad input left {left:?}");
+    Verdict::Pass
+}
+
+/// As non-root, a shim whose `start` the host refuses (the Go runc shim's "mkdir /run/containerd/s: permission
+/// denied") is a host problem: its trials are skipped saying it needs root, not failed one by one.
+fn non_root_host_refusal() -> Verdict {
+    if !is_root() {
+        return Verdict::Skip("needs root to run shimcompat as another user".into());
+    }
+    if which("setpriv").is_none() {
+        return Verdict::Skip("needs setpriv (util-linux) to drop to uid 65534".into());
+    }
+    let dirs_ok = Path::new(SHIMCOMPAT).ancestors().skip(1).all(|d| {
+        std::fs::metadata(d).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false)
+    });
+    if !dirs_ok {
+        return Verdict::Skip(format!("uid 65534 cannot reach {SHIMCOMPAT} (a directory above it is not world-searchable)"));
+    }
+    let scratch = Scratch::new("nonroot");
+    let _ = std::fs::set_permissions(&scratch.0, std::fs::Permissions::from_mode(0o777));
+    let _ = std::fs::set_permissions(scratch.work_dir(), std::fs::Permissions::from_mode(0o777));
+    let shim = scratch.script(
+        "containerd-shim-nonroot-v1",
+        &format!("mkdir -p /run/containerd/s/shimcompat-nonroot-probe-$$ || exit 1\nexec {} \"$@\"\n", mock().display()),
+    );
+    let work = scratch.work_dir().display().to_string();
+    let shim_text = shim.display().to_string();
+    let mut args = vec!["--reuid", "65534", "--regid", "65534", "--clear-groups", SHIMCOMPAT];
+    args.extend(["run", "--runtime-binary", &shim_text, "--work-dir", &work, "lifecycle::"]);
+    let out = Command::new("setpriv").args(&args).env("TMPDIR", &work).env_remove("XDG_RUNTIME_DIR").stdin(Stdio::null()).output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return Verdict::Fail(format!("cannot run setpriv: {e}")),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let shown = format!("exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status.code());
+    check!(!stdout.contains("FAILED ("), "a host refusal must not fail trials one by one\n{shown}");
+    check!(stdout.contains("skipped: needs root here"), "the trials must be skipped saying root is needed\n{shown}");
+    check!(stdout.contains("Permission denied"), "the skip must quote the host's refusal\n{shown}");
+    Verdict::Pass
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
 /// A thread count nobody can mean is a usage error, not a hang.
 fn absurd_test_threads() -> Verdict {
     let scratch = Scratch::new("threads");
@@ -496,16 +685,25 @@ fn absurd_test_threads() -> Verdict {
 }
 
 fn main() {
-    run_tests(&[
+    // One at a time: a run reports mounts and files that appear on the host while it runs, which another test's
+    // hostile shim would make.
+    let tests: &[(&'static str, fn() -> Verdict)] = &[
         ("hostile::bind_mount_left_in_the_bundle", bind_mount_left_in_the_bundle),
         ("hostile::shims_start_with_no_blocked_signals", shims_start_with_no_blocked_signals),
         ("hostile::huge_start_output", huge_start_output),
         ("hostile::address_naming_a_file_is_not_deleted", address_naming_a_file_is_not_deleted),
+        ("hostile::address_never_listens", address_never_listens),
         ("hostile::server_that_closes_at_once", server_that_closes_at_once),
         ("hostile::probe_that_sleeps", probe_that_sleeps),
         ("hostile::absurd_test_threads", absurd_test_threads),
+        ("hostile::bad_input", bad_input),
+        ("hostile::non_root_host_refusal", non_root_host_refusal),
         ("hostile::escaped_double_fork", escaped_double_fork),
         ("hostile::interrupted_run", interrupted_run),
         ("hostile::long_tmpdir_and_work_dir", long_tmpdir_and_work_dir),
-    ]);
+        ("hostile::killed_run_then_clean", killed_run_then_clean),
+        ("hostile::mount_outside_and_stray_file", mount_outside_and_stray_file),
+    ];
+    let tests = tests.iter().map(|(name, test)| (name.to_string(), Box::new(*test) as daemon::DynTest)).collect();
+    daemon::run_dyn_tests(tests, 1);
 }
