@@ -191,59 +191,59 @@ pub fn examine(candidates: Vec<Candidate>, work_base: Option<&Path>) -> (HostFin
 }
 
 pub fn print(host: &HostFingerprint, rows: &[CandidateDoctor]) {
-    println!("host");
-    println!("  os:        {}", host.os);
-    println!("  kernel:    {} ({})", host.kernel, host.arch);
-    println!(
+    crate::outln!("host");
+    crate::outln!("  os:        {}", host.os);
+    crate::outln!("  kernel:    {} ({})", host.kernel, host.arch);
+    crate::outln!(
         "  cgroup:    {}{}",
         host.cgroup,
         if host.cgroup2_controllers.is_empty() { String::new() } else { format!(" (cgroup2 controllers: {})", host.cgroup2_controllers) }
     );
-    println!("  kvm:       {}", if host.kvm { "usable" } else { "absent or not usable" });
-    println!("  root:      {}", if host.root { "yes" } else { "no" });
+    crate::outln!("  kvm:       {}", if host.kvm { "usable" } else { "absent or not usable" });
+    crate::outln!("  root:      {}", if host.root { "yes" } else { "no" });
     let stale = crate::registry::stale();
     if !stale.is_empty() {
-        println!("  leftovers: {} killed run(s) left things behind (`shimcompat clean` removes them):", stale.len());
+        crate::outln!("  leftovers: {} killed run(s) left things behind (`shimcompat clean` removes them):", stale.len());
         for record in &stale {
-            println!("             pid {} at {}", record.pid, record.workdir.display());
+            crate::outln!("             pid {} at {}", record.pid, record.workdir.display());
         }
     }
-    println!("  containerd: {}", host.containerd.as_deref().unwrap_or("not installed"));
+    crate::outln!("  containerd: {}", host.containerd.as_deref().unwrap_or("not installed"));
     for row in rows {
-        println!("\ncandidate {} ({})", row.name, row.runtime.as_deref().unwrap_or("by path"));
+        crate::outln!("\ncandidate {} ({})", row.name, row.runtime.as_deref().unwrap_or("by path"));
         match &row.path {
             Some(path) => {
-                println!("  installed: {path}");
-                println!("  version:   {}", row.version.as_deref().unwrap_or("(no answer to -v)"));
-                println!("  sha256:    {}", row.sha256.as_deref().unwrap_or("?"));
+                crate::outln!("  installed: {path}");
+                crate::outln!("  version:   {}", row.version.as_deref().unwrap_or("(no answer to -v)"));
+                crate::outln!("  sha256:    {}", row.sha256.as_deref().unwrap_or("?"));
             }
-            None => println!("  installed: no"),
+            None => crate::outln!("  installed: no"),
         }
         if let Some(oci) = &row.oci_runtime {
-            println!("  OCI runtime: {oci}");
+            crate::outln!("  OCI runtime: {oci}");
         }
         for line in &row.verdicts {
             let judged = if line.containerd.profile().judged_by_daemon() { "" } else { " (modelled from source)" };
             match (&line.verdict.usable, &line.verdict.reason) {
-                (true, _) => println!(
+                (true, _) => crate::outln!(
                     "  containerd {}{judged}: usable: {}",
                     line.containerd,
                     line.verdict.reply.as_deref().unwrap_or("")
                 ),
                 (false, reason) => {
-                    println!("  containerd {}{judged}: NOT usable: {}", line.containerd, reason.as_deref().unwrap_or(""))
+                    crate::outln!("  containerd {}{judged}: NOT usable: {}", line.containerd, reason.as_deref().unwrap_or(""))
                 }
             }
         }
         if let Some(missing) = &row.missing {
-            println!("  missing:   {missing}");
+            crate::outln!("  missing:   {missing}");
         }
         if let Some(error) = &row.probe_error {
-            println!("  start probe failed: {error}");
+            crate::outln!("  start probe failed: {error}");
         }
         if row.missing.is_none() && row.probe_error.is_none() {
             let usable: Vec<String> = row.verdicts.iter().filter(|v| v.verdict.usable).map(|v| v.containerd.to_string()).collect();
-            println!("  ready:     yes (usable by containerd {})", if usable.is_empty() { "none".into() } else { usable.join(", ") });
+            crate::outln!("  ready:     yes (usable by containerd {})", if usable.is_empty() { "none".into() } else { usable.join(", ") });
         }
     }
 }

@@ -148,10 +148,10 @@ fn main() -> ExitCode {
         Command::Clean => {
             let cleaned = shimcompat::registry::clean_stale();
             if cleaned.is_empty() {
-                println!("nothing to clean: no killed run left a record in {}", shimcompat::registry::dir().display());
+                shimcompat::outln!("nothing to clean: no killed run left a record in {}", shimcompat::registry::dir().display());
             }
             for line in shimcompat::registry::describe(&cleaned) {
-                println!("{line}");
+                shimcompat::outln!("{line}");
             }
             shimcompat::shim::instance::reap_orphans();
             ExitCode::SUCCESS
@@ -236,7 +236,7 @@ fn run(args: RunArgs) -> ExitCode {
     }
     for plan in &plans {
         if let Planned::Unavailable { reason, .. } = plan {
-            println!("candidate {} skipped: {reason}", plan.label());
+            shimcompat::outln!("candidate {} skipped: {reason}", plan.label());
         }
     }
     let config = shimcompat::run::RunConfig {
@@ -257,7 +257,10 @@ fn run(args: RunArgs) -> ExitCode {
             return usage_error(format!("writing {}: {e}", path.display()));
         }
     }
-    if report.interrupted.is_some() {
+    if report.interrupted.as_deref() == Some("SIGPIPE") {
+        // stdout was closed: as a shell reports a process killed by SIGPIPE; the report above was still written.
+        ExitCode::from(141)
+    } else if report.interrupted.is_some() {
         // As a shell reports a SIGINT; the report above was still written.
         ExitCode::from(130)
     } else if report.success() {
@@ -279,7 +282,7 @@ fn doctor(dir: Option<PathBuf>, json: bool) -> ExitCode {
     let (host, rows) = shimcompat::doctor::examine(candidates, None);
     if json {
         let value = serde_json::json!({ "host": host, "candidates": rows });
-        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        shimcompat::outln!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
     } else {
         shimcompat::doctor::print(&host, &rows);
     }
@@ -304,7 +307,7 @@ fn baseline(dir: &std::path::Path, results: &std::path::Path, matrix_only: bool,
             .collect();
         for plan in &plans {
             if let Planned::Unavailable { reason, .. } = plan {
-                println!("candidate {} skipped: {reason}", plan.label());
+                shimcompat::outln!("candidate {} skipped: {reason}", plan.label());
             }
         }
         let config = shimcompat::run::RunConfig::default();
@@ -338,7 +341,7 @@ fn baseline(dir: &std::path::Path, results: &std::path::Path, matrix_only: bool,
             if let Err(e) = baseline::save(&written, &baselines_dir) {
                 return usage_error(e);
             }
-            println!("wrote {}/{}", baselines_dir.display(), baseline::file_name(&written.candidate.name, written.containerd));
+            shimcompat::outln!("wrote {}/{}", baselines_dir.display(), baseline::file_name(&written.candidate.name, written.containerd));
         }
         unavailable = report.candidates.iter().filter_map(|c| c.unavailable.clone().map(|r| (c.name.clone(), r))).collect();
         unavailable.dedup();
@@ -356,7 +359,7 @@ fn baseline(dir: &std::path::Path, results: &std::path::Path, matrix_only: bool,
     if let Err(e) = std::fs::write(results.join("MATRIX.md"), text) {
         return usage_error(format!("writing {}/MATRIX.md: {e}", results.display()));
     }
-    println!("wrote {}/MATRIX.md", results.display());
+    shimcompat::outln!("wrote {}/MATRIX.md", results.display());
     ExitCode::SUCCESS
 }
 
@@ -376,18 +379,18 @@ fn compare(baseline_path: &std::path::Path, report_path: &std::path::Path) -> Ex
     for candidate in &report.candidates {
         let label = format!("{}@{}", candidate.name, candidate.containerd);
         let Some(base) = baselines.iter().find(|b| b.candidate.name == candidate.name && b.containerd == candidate.containerd) else {
-            println!("{label}: no baseline");
+            shimcompat::outln!("{label}: no baseline");
             continue;
         };
         compared += 1;
         let outcomes = baseline::outcomes_of(&report, &candidate.name, candidate.containerd);
         let changes = baseline::compare(&base.outcomes, &outcomes);
         if changes.is_empty() {
-            println!("{label}: same outcomes as the baseline ({} cases)", outcomes.len());
+            shimcompat::outln!("{label}: same outcomes as the baseline ({} cases)", outcomes.len());
         }
         for change in &changes {
             let mark = if change.is_regression() { "REGRESSION" } else { "changed" };
-            println!("{label}: {mark} {change}");
+            shimcompat::outln!("{label}: {mark} {change}");
             regressions += usize::from(change.is_regression());
         }
     }

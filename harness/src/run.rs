@@ -126,10 +126,10 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     if args.list {
         let report = Report::new(&plans);
         for trial in &trials {
-            println!("{}: test", trial.name);
+            crate::outln!("{}: test", trial.name);
         }
         if args.format() == Format::Pretty {
-            println!("\n{} tests, 0 benchmarks", trials.len());
+            crate::outln!("\n{} tests, 0 benchmarks", trials.len());
         }
         return Ok(report);
     }
@@ -167,7 +167,7 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     }
     if !silent {
         print_verdicts(&plans);
-        println!("\nrunning {} tests", trials.len());
+        crate::outln!("\nrunning {} tests", trials.len());
     }
     let started = Instant::now();
     FINISH.store(RUNNING, std::sync::atomic::Ordering::SeqCst);
@@ -235,7 +235,7 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     report.interrupted = interrupted;
     if !silent {
         if format == Format::Terse {
-            println!();
+            crate::outln!();
         }
         print_summary(&report);
     }
@@ -400,6 +400,14 @@ fn finish_interrupted(env: &RunEnv) -> ! {
     std::process::exit(130);
 }
 
+/// stdout went away (the reader of a pipe exited): stop the run as an interrupt would, once.
+pub fn stdout_closed() {
+    if INTERRUPTED.set("SIGPIPE".into()).is_ok() {
+        eprintln!("shimcompat: stdout was closed: stopping; killing this run's shims and containers");
+    }
+    crate::context::STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// The signal that interrupted the run, if one did.
 fn interrupted_by() -> Option<String> {
     INTERRUPTED.get().cloned()
@@ -540,13 +548,13 @@ fn print_verdicts(plans: &[Planned]) {
         let Some(verdict) = target.verdict() else { continue };
         let judged = if target.profile.judged_by_daemon() { "" } else { " [modelled from source]" };
         match (&verdict.usable, &verdict.reason) {
-            (true, _) => println!(
+            (true, _) => crate::outln!(
                 "{} under containerd {}{judged}: usable ({})",
                 target.candidate.name,
                 target.profile.line,
                 verdict.reply.as_deref().unwrap_or("")
             ),
-            (false, reason) => println!(
+            (false, reason) => crate::outln!(
                 "{} under containerd {}{judged}: NOT usable: {}",
                 target.candidate.name,
                 target.profile.line,
@@ -568,7 +576,7 @@ fn print_result(result: &TrialResult, format: Format, console: &Mutex<usize>) {
                 Outcome::Skip { reason } => format!("skipped: {reason}"),
                 Outcome::Waived { reason, .. } => format!("waived: {reason}"),
             };
-            let _ = writeln!(out, "test {} ... {verdict} ({millis:.0} ms)", result.name);
+            crate::console::check(writeln!(out, "test {} ... {verdict} ({millis:.0} ms)", result.name));
         }
         Format::Terse => {
             let mark = match result.outcome {
@@ -577,58 +585,58 @@ fn print_result(result: &TrialResult, format: Format, console: &Mutex<usize>) {
                 Outcome::Skip { .. } => 's',
                 Outcome::Waived { .. } => 'w',
             };
-            let _ = write!(out, "{mark}");
+            crate::console::check(write!(out, "{mark}"));
             *printed += 1;
             if *printed % 88 == 0 {
                 let _ = writeln!(out);
             }
         }
     }
-    let _ = out.flush();
+    crate::console::check(out.flush());
 }
 
 fn print_summary(report: &Report) {
     let failures: Vec<&TrialResult> = report.results.iter().filter(|r| matches!(r.outcome, Outcome::Fail { .. })).collect();
     if !failures.is_empty() {
-        println!("\nfailures:\n");
+        crate::outln!("\nfailures:\n");
         for failure in &failures {
             if let Outcome::Fail { message } = &failure.outcome {
-                println!("---- {} ({}) ----\n{message}\n", failure.name, failure.level);
+                crate::outln!("---- {} ({}) ----\n{message}\n", failure.name, failure.level);
             }
         }
-        println!("failures:");
+        crate::outln!("failures:");
         for failure in &failures {
-            println!("    {}", failure.name);
+            crate::outln!("    {}", failure.name);
         }
     }
     let waived: Vec<&TrialResult> = report.results.iter().filter(|r| matches!(r.outcome, Outcome::Waived { .. })).collect();
     if !waived.is_empty() {
-        println!("\nwaived:");
+        crate::outln!("\nwaived:");
         for trial in &waived {
             if let Outcome::Waived { reason, .. } = &trial.outcome {
-                println!("    {} ({reason})", trial.name);
+                crate::outln!("    {} ({reason})", trial.name);
             }
         }
     }
     if !report.stragglers.is_empty() {
-        println!("\nleft after teardown (a harness or shim hole; each line says what was done about it):");
+        crate::outln!("\nleft after teardown (a harness or shim hole; each line says what was done about it):");
         for line in &report.stragglers {
-            println!("    {line}");
+            crate::outln!("    {line}");
         }
     }
     for candidate in report.candidates.iter().filter(|c| !c.certified_by_name && c.unavailable.is_none()) {
-        println!(
+        crate::outln!(
             "\nnote: {} was given by path ({}): these results do not certify a runtime name",
             candidate.name,
             candidate.binary.as_deref().unwrap_or("?")
         );
     }
     if let Some(signal) = &report.interrupted {
-        println!("\ninterrupted by {signal}: trials in flight are skipped as interrupted, trials not started are not listed");
+        crate::outln!("\ninterrupted by {signal}: trials in flight are skipped as interrupted, trials not started are not listed");
     }
     let counts = report.counts();
     let must_failed = failures.iter().filter(|r| r.level == Level::Must).count();
-    println!(
+    crate::outln!(
         "\ntest result: {}. {} passed; {} failed ({} MUST); {} skipped; {} waived; {} filtered out; finished in {:.2}s\n",
         if report.success() { "ok" } else { "FAILED" },
         counts.passed,

@@ -12,7 +12,7 @@ mod daemon;
 use std::time::Instant;
 
 use daemon::script::{run_script, STEPS};
-use daemon::{mock_binary, run_tests, Daemon, Lab, NotStarted, Verdict};
+use daemon::{mock_binary, run_tests, Comparison, Daemon, Lab, NotStarted, StepCell, Verdict};
 
 const REFERENCE: &str = "io.containerd.runc.v2";
 const MOCK: &str = "io.containerd.mock.v1";
@@ -41,58 +41,18 @@ fn script_on(daemon: Daemon) -> Verdict {
     let log_tail = lab.log_tail(30);
     let notes = lab.cleanup();
 
-    let mut table = format!(
-        "{test}: {} (namespace {}), {elapsed:.1?}\n  {:<26} {:<24} {:<24}\n",
-        version.trim(),
-        lab.namespace(),
-        "step",
-        REFERENCE,
-        MOCK
+    let cells = |outcomes: &[daemon::script::Outcome]| -> Vec<StepCell> {
+        outcomes.iter().map(|o| StepCell { error: o.result.as_ref().err().map(|e| e.to_string()), cell: o.cell() }).collect()
+    };
+    let names: Vec<&str> = STEPS.iter().map(|(name, _)| *name).collect();
+    let comparison = Comparison::new(
+        format!("{test}: {} (namespace {}), {elapsed:.1?}", version.trim(), lab.namespace()),
+        &names,
+        (REFERENCE, &cells(&reference)),
+        (MOCK, &cells(&candidate)),
     );
-    let mut differences = Vec::new();
-    let mut details = String::new();
-    for (index, (name, _)) in STEPS.iter().enumerate() {
-        let (r, m) = (&reference[index], &candidate[index]);
-        let same = r.result.is_ok() == m.result.is_ok();
-        // As the note below says: where the reference shim fails a step (e.g. the Go shim's racy loss of stderr in
-        // a file:// log, results/findings.toml), the step says nothing about the mock's fidelity.
-        let judged = r.result.is_ok();
-        let mark = match (same, judged) {
-            (true, _) => "",
-            (false, true) => "  <- differs",
-            (false, false) => "  (reference fails: not judged)",
-        };
-        table.push_str(&format!("  {:<26} {:<24} {:<24}{}\n", name, r.cell(), m.cell(), mark));
-        if !same && judged {
-            differences.push(*name);
-        }
-        for (column, outcome) in [(REFERENCE, r), (MOCK, m)] {
-            if let Err(error) = &outcome.result {
-                details.push_str(&format!("  {name} [{column}]: {error}\n"));
-            }
-        }
-    }
-    if !details.is_empty() {
-        table.push_str("failures:\n");
-        table.push_str(&details);
-    }
-    if reference.iter().any(|o| o.result.is_err()) {
-        table.push_str("note: a step the reference fails is not judged by this test (both columns may fail it alike)\n");
-    }
-    println!("{table}");
-    let unjudged = reference.iter().filter(|o| o.result.is_err()).count();
-    if unjudged * 2 > reference.len() {
-        return Verdict::Fail(format!("{test}: the reference shim fails {unjudged} of {} steps: the host cannot judge the mock\n{table}", reference.len()));
-    }
-    if !notes.is_empty() {
-        return Verdict::Fail(format!("{test}: the lab's clean-up had to undo: {notes:#?}"));
-    }
-    if !differences.is_empty() {
-        return Verdict::Fail(format!(
-            "{test}: {MOCK} differs from {REFERENCE} in {differences:?}\n{table}\n--- containerd log (tail) ---\n{log_tail}"
-        ));
-    }
-    Verdict::Pass
+    println!("{}", comparison.table);
+    comparison.verdict(test, REFERENCE, MOCK, &notes, &format!("--- containerd log (tail) ---\n{log_tail}"))
 }
 
 fn main() {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use daemon::docker::Docker;
 use daemon::image::{write_payload_archive, DOCKER_IMAGE};
-use daemon::{mock_binary, run_tests, Daemon, Lab, NotStarted, Verdict};
+use daemon::{mock_binary, run_tests, Comparison, Daemon, Lab, NotStarted, StepCell, Verdict};
 
 const REFERENCE: &str = "io.containerd.runc.v2";
 const MOCK: &str = "io.containerd.mock.v1";
@@ -300,52 +300,28 @@ fn docker_script() -> Verdict {
     let mut lab = lab;
     let notes = lab.cleanup();
 
-    let mut table = format!("{test}: docker {} on {}, {elapsed:.1?}\n  {:<26} {:<24} {:<24}\n", version.trim(), daemon.label(), "step", REFERENCE, MOCK);
-    let mut differences = Vec::new();
-    let mut details = String::new();
-    for (index, (name, _)) in STEPS.iter().enumerate() {
-        let (r, m) = (&reference[index], &candidate[index]);
-        let same = r.0.is_ok() == m.0.is_ok();
-        // As in daemon_ctr: a step the reference shim fails (e.g. `docker stats` reading 0B / 0B from the Go shim on a
-        // host whose hugetlb controller is mounted nowhere) says nothing about the mock's fidelity.
-        let judged = r.0.is_ok();
-        let cell = |o: &(Result<String, String>, Duration)| {
-            format!("{} ({} ms)", if o.0.is_ok() { "ok" } else { "FAIL" }, o.1.as_millis())
-        };
-        let mark = match (same, judged) {
-            (true, _) => "",
-            (false, true) => "  <- differs",
-            (false, false) => "  (reference fails: not judged)",
-        };
-        table.push_str(&format!("  {:<26} {:<24} {:<24}{}\n", name, cell(r), cell(m), mark));
-        if !same && judged {
-            differences.push(*name);
-        }
-        for (column, outcome) in [(REFERENCE, r), (MOCK, m)] {
-            if let Err(error) = &outcome.0 {
-                details.push_str(&format!("  {name} [{column}]: {error}\n"));
-            }
-        }
-    }
-    if !details.is_empty() {
-        table.push_str("failures:\n");
-        table.push_str(&details);
-    }
-    let unjudged = reference.iter().filter(|o| o.0.is_err()).count();
-    if unjudged > 0 {
-        table.push_str("note: a step the reference fails is not judged by this test (both columns may fail it alike)\n");
-    }
-    println!("{table}");
-    if unjudged * 2 > reference.len() {
-        return Verdict::Fail(format!("{test}: the reference shim fails {unjudged} of {} steps: the host cannot judge the mock\n{table}", reference.len()));
-    }
-    if !notes.is_empty() {
-        return Verdict::Fail(format!("{test}: the lab's clean-up had to undo: {notes:#?}"));
-    }
-    if !differences.is_empty() {
-        return Verdict::Fail(format!(
-            "{test}: {MOCK} differs from {REFERENCE} in {differences:?}\n{table}\n--- dockerd log (tail) ---\n{dockerd_log}\n--- containerd log (tail) ---\n{containerd_log}"
-        ));
-    }
-    Verdict::Pass
+    let cells = |outcomes: &[(Result<String, String>, Duration)]| -> Vec<StepCell> {
+        outcomes
+            .iter()
+            .map(|o| StepCell {
+                error: o.0.as_ref().err().cloned(),
+                cell: format!("{} ({} ms)", if o.0.is_ok() { "ok" } else { "FAIL" }, o.1.as_millis()),
+            })
+            .collect()
+    };
+    let names: Vec<&str> = STEPS.iter().map(|(name, _)| *name).collect();
+    let comparison = Comparison::new(
+        format!("{test}: docker {} on {}, {elapsed:.1?}", version.trim(), daemon.label()),
+        &names,
+        (REFERENCE, &cells(&reference)),
+        (MOCK, &cells(&candidate)),
+    );
+    println!("{}", comparison.table);
+    comparison.verdict(
+        test,
+        REFERENCE,
+        MOCK,
+        &notes,
+        &format!("--- dockerd log (tail) ---\n{dockerd_log}\n--- containerd log (tail) ---\n{containerd_log}"),
+    )
 }

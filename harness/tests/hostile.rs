@@ -564,6 +564,51 @@ fn mount_outside_and_stray_file() -> Verdict {
     Verdict::Pass
 }
 
+/// `shimcompat run | head -1`: the reader goes away; the run stops as on an interrupt (no panic), cleans up and
+/// exits 141 as a process killed by SIGPIPE would.
+fn stdout_closed_mid_run() -> Verdict {
+    use std::io::BufRead;
+    let scratch = Scratch::new("pipe");
+    let work = scratch.work_dir().display().to_string();
+    let mut child = match Command::new(SHIMCOMPAT)
+        .args(["run", "--work-dir", &work])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => return Verdict::Fail(format!("cannot run {SHIMCOMPAT}: {e}")),
+    };
+    let mut reader = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut first = String::new();
+    let _ = reader.read_line(&mut first);
+    drop(reader);
+    let closed = Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if closed.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            return Verdict::Fail("shimcompat did not stop within 90s of its stdout closing".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    check!(!stderr.contains("panicked"), "a closed stdout must not panic the harness:\n{stderr}");
+    check!(status.code() == Some(141), "exit {status} after stdout closed (want 141)\n{stderr}");
+    let left = scratch.leftovers();
+    check!(left.is_empty(), "the run left {left:?}");
+    let running = processes_in(&scratch.0);
+    check!(running.is_empty(), "processes of the run are still running: {running:?}");
+    Verdict::Pass
+}
+
 /// Live processes whose working directory is under `dir`.
 fn processes_in(dir: &Path) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
@@ -703,6 +748,7 @@ fn main() {
         ("hostile::long_tmpdir_and_work_dir", long_tmpdir_and_work_dir),
         ("hostile::killed_run_then_clean", killed_run_then_clean),
         ("hostile::mount_outside_and_stray_file", mount_outside_and_stray_file),
+        ("hostile::stdout_closed_mid_run", stdout_closed_mid_run),
     ];
     let tests = tests.iter().map(|(name, test)| (name.to_string(), Box::new(*test) as daemon::DynTest)).collect();
     daemon::run_dyn_tests(tests, 1);

@@ -225,19 +225,19 @@ pub fn print_catalogue(json: bool) {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        crate::outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
         return;
     }
     let width = all.iter().map(|c| c.id.len()).max().unwrap_or(10);
-    println!("{:<width$}  {:<6}  {:<22}  {:<28}  reference", "case", "level", "features", "breaks with (mock fault)");
+    crate::outln!("{:<width$}  {:<6}  {:<22}  {:<28}  reference", "case", "level", "features", "breaks with (mock fault)");
     for case in &all {
         let features = if case.features.is_empty() { "-".to_string() } else { case.features.join(",") };
-        println!("{:<width$}  {:<6}  {:<22}  {:<28}  {}", case.id, case.level.to_string(), features, case.breaks_with, case.reference);
+        crate::outln!("{:<width$}  {:<6}  {:<22}  {:<28}  {}", case.id, case.level.to_string(), features, case.breaks_with, case.reference);
         for (line, level, reference) in case.per_line {
-            println!("{:<width$}  {:<6}  {:<22}  {:<28}  {}", format!("  under containerd {line}"), level.to_string(), "", "", reference);
+            crate::outln!("{:<width$}  {:<6}  {:<22}  {:<28}  {}", format!("  under containerd {line}"), level.to_string(), "", "", reference);
         }
     }
     let musts = all.iter().filter(|c| c.level == Level::Must).count();
-    println!("\n{} cases ({} MUST, {} SHOULD, {} MAY)", all.len(), musts,
+    crate::outln!("\n{} cases ({} MUST, {} SHOULD, {} MAY)", all.len(), musts,
         all.iter().filter(|c| c.level == Level::Should).count(), all.iter().filter(|c| c.level == Level::May).count());
 }

@@ -1059,3 +1059,78 @@ pub fn run_dyn_tests(tests: Vec<(String, DynTest)>, parallel: usize) -> ! {
     );
     std::process::exit(if failed == 0 { 0 } else { 1 })
 }
+
+/// One step of an end-to-end script in one column: its error, if it failed, and the table cell.
+pub struct StepCell {
+    pub error: Option<String>,
+    pub cell: String,
+}
+
+/// The reference (Go) shim and the candidate side by side, step by step, as daemon_ctr and daemon_docker print and
+/// judge them. A step the reference fails on this host (e.g. the Go shim's racy loss of stderr in a file:// log, or
+/// `docker stats` reading 0B / 0B where hugetlb is mounted nowhere) says nothing about the candidate: it is marked
+/// "(reference fails: not judged)"; when the reference fails more than half the steps the host cannot judge at all.
+pub struct Comparison {
+    pub table: String,
+    pub differences: Vec<String>,
+    unjudged: usize,
+    steps: usize,
+}
+
+impl Comparison {
+    /// `header` is the table's first line; `reference` and `candidate` are (column name, cells in step order).
+    pub fn new(header: String, steps: &[&str], reference: (&str, &[StepCell]), candidate: (&str, &[StepCell])) -> Comparison {
+        let mut table = format!("{header}\n  {:<26} {:<24} {:<24}\n", "step", reference.0, candidate.0);
+        let mut differences = Vec::new();
+        let mut details = String::new();
+        for (index, name) in steps.iter().enumerate() {
+            let (r, c) = (&reference.1[index], &candidate.1[index]);
+            let same = r.error.is_none() == c.error.is_none();
+            let judged = r.error.is_none();
+            let mark = match (same, judged) {
+                (true, _) => "",
+                (false, true) => "  <- differs",
+                (false, false) => "  (reference fails: not judged)",
+            };
+            table.push_str(&format!("  {:<26} {:<24} {:<24}{}\n", name, r.cell, c.cell, mark));
+            if !same && judged {
+                differences.push(name.to_string());
+            }
+            for (column, step) in [(reference.0, r), (candidate.0, c)] {
+                if let Some(error) = &step.error {
+                    details.push_str(&format!("  {name} [{column}]: {error}\n"));
+                }
+            }
+        }
+        if !details.is_empty() {
+            table.push_str("failures:\n");
+            table.push_str(&details);
+        }
+        let unjudged = reference.1.iter().filter(|s| s.error.is_some()).count();
+        if unjudged > 0 {
+            table.push_str("note: a step the reference fails is not judged by this test (both columns may fail it alike)\n");
+        }
+        Comparison { table, differences, unjudged, steps: steps.len() }
+    }
+
+    /// The verdict: the host cannot judge when the reference fails most steps; the lab's clean-up notes fail; then
+    /// every judged difference fails, with `logs` (daemon log tails) appended.
+    pub fn verdict(&self, test: &str, reference: &str, candidate: &str, notes: &[String], logs: &str) -> Verdict {
+        if self.unjudged * 2 > self.steps {
+            return Verdict::Fail(format!(
+                "{test}: the reference shim fails {} of {} steps: the host cannot judge the {candidate}\n{}",
+                self.unjudged, self.steps, self.table
+            ));
+        }
+        if !notes.is_empty() {
+            return Verdict::Fail(format!("{test}: the lab's clean-up had to undo: {notes:#?}"));
+        }
+        if !self.differences.is_empty() {
+            return Verdict::Fail(format!(
+                "{test}: {candidate} differs from {reference} in {:?}\n{}\n{logs}",
+                self.differences, self.table
+            ));
+        }
+        Verdict::Pass
+    }
+}
