@@ -163,6 +163,8 @@ pub struct Bundle {
     pub work: PathBuf,
     /// The container's overlay upper and work dirs (`<snapshot>/fs`, `<snapshot>/work`), when it has any.
     pub snapshot: Option<PathBuf>,
+    /// `--keep`: `remove` detaches what is mounted but leaves the files for inspection.
+    pub keep: bool,
     drain: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -253,7 +255,7 @@ impl Bundle {
                 }
             }
         });
-        Ok(Bundle { id: id.to_string(), dir, spec, log_file, work, snapshot, drain: Some(drain) })
+        Ok(Bundle { id: id.to_string(), dir, spec, log_file, work, snapshot, keep: false, drain: Some(drain) })
     }
 
     /// The last `lines` lines of the shim's log, for evidence: read from its last 64 KiB, each line cut to 1 KiB.
@@ -281,6 +283,18 @@ impl Bundle {
         }
         let mut found = Vec::new();
         let trees = [Some(&self.dir), Some(&self.work), self.snapshot.as_ref()];
+        if self.keep {
+            for tree in trees.into_iter().flatten() {
+                let mut mounts = crate::fstree::mounts_under(tree);
+                mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+                for mount in mounts {
+                    if nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH).is_ok() {
+                        found.push(mount);
+                    }
+                }
+            }
+            return found;
+        }
         for tree in trees.into_iter().flatten() {
             let removal = crate::fstree::remove_tree(tree);
             found.extend(removal.detached.iter().cloned());

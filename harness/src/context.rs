@@ -357,8 +357,9 @@ impl Ctx {
         spec.set_version(self.target.profile.oci_version.to_string());
         let log = self.env.workdir.join("logs").join(format!("{id}.log"));
         let snapshot = (self.env.rootfs_form == RootfsForm::Overlay).then(|| self.env.workdir.join("snapshots").join(id));
-        let bundle = Bundle::create(&self.env.bundle_parent(), &self.env.work_parent(), id, spec, log, snapshot)
+        let mut bundle = Bundle::create(&self.env.bundle_parent(), &self.env.work_parent(), id, spec, log, snapshot)
             .map_err(|e| fail(format!("preparing the bundle: {e}")))?;
+        bundle.keep = self.env.keep;
         Ok(bundle)
     }
 

@@ -67,7 +67,17 @@ enum Command {
     },
 }
 
+const RUN_EXIT_CODES: &str = "Exit codes:
+  0    every selected trial ran; no failure at the --fail-on level; nothing left after teardown
+  1    a case failed at the --fail-on level, or something was left after teardown
+  2    bad input (a flag, a candidate file, a runtime that cannot run here, an unwritable output path)
+  3    nothing ran (no trial selected, or every one skipped), or a --candidate file's shim cannot run here
+       (--allow-empty: exit 0 instead)
+  130  interrupted by SIGINT, SIGTERM or SIGHUP (summary and reports of what ran are still written)
+  141  stdout was closed (e.g. `run | head`); reports are still written";
+
 #[derive(clap::Args)]
+#[command(after_help = RUN_EXIT_CODES)]
 struct RunArgs {
     /// A runtime name, resolved as containerd does (e.g. io.containerd.runc.v2). Names only: no paths
     #[arg(long, value_name = "NAME", conflicts_with_all = ["runtime_binary", "candidates", "candidate"])]
@@ -94,6 +104,15 @@ struct RunArgs {
     /// Write the results as JSON (schema shimcompat.report/v2)
     #[arg(long, value_name = "FILE")]
     report_json: Option<PathBuf>,
+    /// Write the results as JUnit XML (one testsuite per candidate and containerd line)
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Which failures make the run fail (exit 1): must (MUST cases only), should (MUST and SHOULD), any
+    #[arg(long, value_enum, value_name = "LEVEL", default_value = "any")]
+    fail_on: shimcompat::report::FailOn,
+    /// Exit 0 (not 3) when nothing ran or a candidate named with --candidate could not run here
+    #[arg(long)]
+    allow_empty: bool,
     /// Behave as this containerd line: 1.6, 1.7, 2.0 (2.0-2.2), 2.x (2.3+), a comma-separated list, or `all`
     /// (default: the installed containerd's line, else the newest)
     #[arg(long, value_name = "LINE")]
@@ -239,6 +258,13 @@ fn run(args: RunArgs) -> ExitCode {
             shimcompat::outln!("candidate {} skipped: {reason}", plan.label());
         }
     }
+    // Output files are opened before anything runs: a bad path must not cost the run's results.
+    for path in [&args.report_json, &args.junit].into_iter().flatten() {
+        if let Err(e) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            return usage_error(format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    let named_unavailable = !args.candidate.is_empty() && plans.iter().any(|p| matches!(p, Planned::Unavailable { .. }));
     let config = shimcompat::run::RunConfig {
         work_base: args.work_dir.clone(),
         keep: args.keep,
@@ -257,17 +283,26 @@ fn run(args: RunArgs) -> ExitCode {
             return usage_error(format!("writing {}: {e}", path.display()));
         }
     }
-    if report.interrupted.as_deref() == Some("SIGPIPE") {
-        // stdout was closed: as a shell reports a process killed by SIGPIPE; the report above was still written.
-        ExitCode::from(141)
-    } else if report.interrupted.is_some() {
-        // As a shell reports a SIGINT; the report above was still written.
-        ExitCode::from(130)
-    } else if report.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    if let Some(path) = &args.junit {
+        let written = shimcompat::report::junit::render(&report).and_then(|xml| std::fs::write(path, xml).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            return usage_error(format!("writing {}: {e}", path.display()));
+        }
     }
+    if args.keep {
+        eprintln!("kept: {} (bundles, config.json, shim logs)", report.work_dir.as_deref().unwrap_or("?"));
+    }
+    let code = report.exit_code(args.fail_on, args.allow_empty, named_unavailable);
+    use shimcompat::report::exit;
+    match code {
+        exit::EMPTY if named_unavailable => eprintln!("error: a candidate named with --candidate cannot run here (exit 3; --allow-empty accepts it)"),
+        exit::EMPTY => eprintln!("error: nothing ran: no trial selected, or every one skipped (exit 3; --allow-empty accepts it)"),
+        exit::OK if !report.success() && report.interrupted.is_none() => {
+            eprintln!("note: exit 0 under --fail-on {}: no failure at that level", format!("{:?}", args.fail_on).to_lowercase())
+        }
+        _ => {}
+    }
+    ExitCode::from(code)
 }
 
 fn doctor(dir: Option<PathBuf>, json: bool) -> ExitCode {

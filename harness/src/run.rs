@@ -229,10 +229,23 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
     results.sort_by(|a, b| a.name.cmp(&b.name));
     report.results = results;
+    // A waiver whose case passed accepts a divergence that is gone: say so, so the candidate file can lose it.
+    for result in report.results.iter().filter(|r| matches!(r.outcome, Outcome::Pass)) {
+        let waiver = plans.iter().find_map(|plan| match plan {
+            Planned::Ready(target) if target.candidate.name == result.candidate && target.profile.line == result.containerd => {
+                target.candidate.waiver(&result.case)
+            }
+            _ => None,
+        });
+        if let Some(waiver) = waiver {
+            report.stale_waivers.push(format!("{}: the waiver for {} ({}) is stale: the case passed", result.name, result.case, waiver.reason));
+        }
+    }
     report.filtered_out = filtered_out;
     report.duration = started.elapsed();
     report.stragglers = killed;
     report.interrupted = interrupted;
+    report.work_dir = env.keep.then(|| env.workdir.display().to_string());
     if !silent {
         if format == Format::Terse {
             crate::outln!();
@@ -616,6 +629,12 @@ fn print_summary(report: &Report) {
             if let Outcome::Waived { reason, .. } = &trial.outcome {
                 crate::outln!("    {} ({reason})", trial.name);
             }
+        }
+    }
+    if !report.stale_waivers.is_empty() {
+        crate::outln!("\nstale waivers (remove them from the candidate file):");
+        for line in &report.stale_waivers {
+            crate::outln!("    {line}");
         }
     }
     if !report.stragglers.is_empty() {

@@ -714,6 +714,61 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
+/// The exit policy (issue 10): --fail-on, an empty run, --allow-empty, a --candidate that cannot run here; and
+/// --junit read back by a standard XML parser.
+fn exit_policy_and_junit() -> Verdict {
+    let scratch = Scratch::new("policy");
+    let work = scratch.work_dir().display().to_string();
+    // kill::exited_task_not_found is a SHOULD case; kill-exited-ok breaks it.
+    let should_fault = ["run", "-q", "--work-dir", &work, "--faults", "kill-exited-ok", "kill::exited_task_not_found"];
+    for (policy, want) in [("any", 1), ("should", 1), ("must", 0)] {
+        let mut args = should_fault.to_vec();
+        args.extend(["--fail-on", policy]);
+        let ran = ran!(shimcompat(&args, &[], Duration::from_secs(60)));
+        check!(ran.code() == Some(want), "a SHOULD failure under --fail-on {policy} must exit {want}\n{}", ran.describe());
+    }
+    let ran = ran!(shimcompat(&["run", "-q", "--work-dir", &work, "no_such_case_anywhere"], &[], Duration::from_secs(60)));
+    check!(ran.code() == Some(3) && ran.stderr.contains("nothing ran"), "an empty run must exit 3 saying so\n{}", ran.describe());
+    let ran = ran!(shimcompat(&["run", "-q", "--work-dir", &work, "--allow-empty", "no_such_case_anywhere"], &[], Duration::from_secs(60)));
+    check!(ran.code() == Some(0), "--allow-empty must accept an empty run\n{}", ran.describe());
+    let absent = scratch.path("absent.toml");
+    std::fs::write(&absent, "runtime = \"io.containerd.absent.v1\"\n").expect("writing the candidate");
+    let ran = ran!(shimcompat(&["run", "-q", "--work-dir", &work, "--candidate", &absent.display().to_string()], &[], Duration::from_secs(60)));
+    check!(ran.code() == Some(3), "a --candidate that cannot run here must exit 3\n{}", ran.describe());
+
+    let junit = scratch.path("junit.xml");
+    let ran = ran!(shimcompat(
+        &["run", "-q", "--work-dir", &work, "--faults", "kill-exited-ok", "--junit", &junit.display().to_string(), "kill::"],
+        &[],
+        Duration::from_secs(120)
+    ));
+    check!(ran.code() == Some(1), "the faulty run must fail\n{}", ran.describe());
+    let python = Path::new("/usr/bin/python3");
+    if !python.exists() {
+        return Verdict::Skip("exit policy checked; the JUnit check needs /usr/bin/python3 (xml.etree)".into());
+    }
+    let script = "import sys, xml.etree.ElementTree as ET\n\
+                  root = ET.parse(sys.argv[1]).getroot()\n\
+                  cases = root.findall('.//testcase')\n\
+                  failed = [c.get('name') for c in cases if c.find('failure') is not None]\n\
+                  print(root.tag, len(root.findall('testsuite')), len(cases), ','.join(failed))\n";
+    let out = Command::new(python).arg("-c").arg(script).arg(&junit).output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return Verdict::Fail(format!("cannot run python3: {e}")),
+    };
+    let parsed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let fields: Vec<&str> = parsed.split(' ').collect();
+    check!(out.status.success(), "python's XML parser refused the JUnit file: {}", String::from_utf8_lossy(&out.stderr));
+    check!(fields.first() == Some(&"testsuites") && fields.get(1) == Some(&"1"), "want one testsuite under testsuites: {parsed}");
+    let failed = fields.get(3).copied().unwrap_or("");
+    check!(failed.split(',').any(|c| c == "kill::exited_task_not_found"), "the failing case must be a <failure>: {parsed}");
+    let listed: usize = fields.get(2).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let expected = ran.stdout.matches(['.', 'F', 's', 'w']).count();
+    check!(listed > 1, "the JUnit file lists {listed} test cases: {parsed} (terse marks seen: {expected})");
+    Verdict::Pass
+}
+
 /// A thread count nobody can mean is a usage error, not a hang.
 fn absurd_test_threads() -> Verdict {
     let scratch = Scratch::new("threads");
@@ -749,6 +804,7 @@ fn main() {
         ("hostile::killed_run_then_clean", killed_run_then_clean),
         ("hostile::mount_outside_and_stray_file", mount_outside_and_stray_file),
         ("hostile::stdout_closed_mid_run", stdout_closed_mid_run),
+        ("hostile::exit_policy_and_junit", exit_policy_and_junit),
     ];
     let tests = tests.iter().map(|(name, test)| (name.to_string(), Box::new(*test) as daemon::DynTest)).collect();
     daemon::run_dyn_tests(tests, 1);

@@ -1,5 +1,6 @@
 //! The results model: one canonical schema, written as JSON, and the console summary's counts.
 pub mod baseline;
+pub mod junit;
 pub mod matrix;
 
 use std::time::Duration;
@@ -72,6 +73,41 @@ pub struct Report {
     /// started are not listed); `None` for a run that finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interrupted: Option<String>,
+    /// Where `--keep` kept the run's bundles and logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_dir: Option<String>,
+    /// Waivers whose case passed in this run (the divergence they accept is gone): one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stale_waivers: Vec<String>,
+}
+
+/// Which failures make a run fail (`--fail-on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FailOn {
+    /// Only a MUST case failing
+    Must,
+    /// A MUST or SHOULD case failing
+    Should,
+    /// Any case failing (MAY too)
+    #[default]
+    Any,
+}
+
+/// The exit codes of `shimcompat run` (and `baseline`), as `--help` and README list them.
+pub mod exit {
+    /// Every selected trial ran and nothing failed at the `--fail-on` level; nothing was left running.
+    pub const OK: u8 = 0;
+    /// A case failed at the `--fail-on` level, or something was left after teardown.
+    pub const FAILED: u8 = 1;
+    /// Bad input: a flag, a candidate file, a runtime name that cannot run, a report of another schema.
+    pub const USAGE: u8 = 2;
+    /// Nothing ran (no trial selected, or every one skipped), or a candidate named by `--candidate` could not run
+    /// here; `--allow-empty` accepts it.
+    pub const EMPTY: u8 = 3;
+    /// Interrupted by SIGINT, SIGTERM or SIGHUP (the partial report is written).
+    pub const INTERRUPTED: u8 = 130;
+    /// stdout was closed (the partial report is written).
+    pub const STDOUT_CLOSED: u8 = 141;
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +154,8 @@ impl Report {
             duration: Duration::ZERO,
             stragglers: Vec::new(),
             interrupted: None,
+            stale_waivers: Vec::new(),
+            work_dir: None,
         }
     }
 
@@ -132,6 +170,31 @@ impl Report {
             }
         }
         counts
+    }
+
+    /// The exit code under a `--fail-on` policy. `named_unavailable`: a candidate the user named one by one could
+    /// not run here.
+    pub fn exit_code(&self, fail_on: FailOn, allow_empty: bool, named_unavailable: bool) -> u8 {
+        match self.interrupted.as_deref() {
+            Some("SIGPIPE") => return exit::STDOUT_CLOSED,
+            Some(_) => return exit::INTERRUPTED,
+            None => {}
+        }
+        let counts_at = |level: Level| match fail_on {
+            FailOn::Any => true,
+            FailOn::Should => level != Level::May,
+            FailOn::Must => level == Level::Must,
+        };
+        let failed = self.results.iter().any(|r| matches!(r.outcome, Outcome::Fail { .. }) && counts_at(r.level));
+        if failed || !self.stragglers.is_empty() {
+            return exit::FAILED;
+        }
+        let counts = self.counts();
+        let nothing_ran = counts.passed + counts.failed + counts.waived == 0;
+        if (nothing_ran || named_unavailable) && !allow_empty {
+            return exit::EMPTY;
+        }
+        exit::OK
     }
 
     /// Nothing failed and nothing was left running.
