@@ -51,6 +51,9 @@ pub struct Candidate {
     /// Default: an empty file the harness writes (options::runtime_options_accepted).
     #[serde(default)]
     pub runtime_config_path: Option<PathBuf>,
+    /// The candidate file it was loaded from (for errors), if any.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 fn one() -> f64 {
@@ -158,6 +161,7 @@ impl Candidate {
             install: String::new(),
             env: Vec::new(),
             runtime_config_path: None,
+            source: None,
         }
     }
 
@@ -204,6 +208,7 @@ impl Candidate {
         if candidate.name.contains("::") || candidate.name.contains(char::is_whitespace) {
             return Err(invalid(format!("name {:?} may not contain `::` or spaces", candidate.name)));
         }
+        candidate.source = Some(path.to_path_buf());
         Ok(candidate)
     }
 
@@ -225,6 +230,14 @@ impl Candidate {
     /// Whether a run of this candidate certifies a runtime *name* (it does not when given a binary path).
     pub fn certified_by_name(&self) -> bool {
         self.runtime.is_some()
+    }
+
+    /// How errors name it: its file, or its name for a built-in candidate.
+    pub fn origin(&self) -> String {
+        match &self.source {
+            Some(path) => format!("candidate file {}", path.display()),
+            None => format!("candidate {}", self.name),
+        }
     }
 
     pub fn waiver(&self, case_id: &str) -> Option<&Waiver> {

@@ -254,16 +254,18 @@ pub fn check_candidates(candidates: &[Candidate]) -> Result<(), String> {
     let mut seen = std::collections::BTreeSet::new();
     for candidate in candidates {
         if !seen.insert(candidate.name.as_str()) {
+            let first = candidates.iter().find(|c| c.name == candidate.name).map(Candidate::origin).unwrap_or_default();
             return Err(format!(
-                "two candidates are named {:?}: trial names and baselines would collide (set `name` in one file)",
-                candidate.name
+                "two candidates are named {:?} ({first} and {}): trial names and baselines would collide (set `name` in one file)",
+                candidate.name,
+                candidate.origin()
             ));
         }
         for feature in &candidate.unsupported {
             if !features.contains(&feature.as_str()) {
                 return Err(format!(
-                    "candidate {}: unsupported feature {feature:?} is needed by no case (features: {})",
-                    candidate.name,
+                    "{}: unsupported feature {feature:?} is needed by no case (features: {})",
+                    candidate.origin(),
                     features.join(", ")
                 ));
             }
@@ -271,9 +273,10 @@ pub fn check_candidates(candidates: &[Candidate]) -> Result<(), String> {
         for waiver in &candidate.waivers {
             if !catalogue.iter().any(|c| c.id == waiver.case) {
                 return Err(format!(
-                    "candidate {}: the waiver for {:?} names no case (case ids are `area::name`, as `run --list` shows \
+                    "{}: the waiver for {:?} names no case (case ids are `area::name`, as `run --list` shows \
                      after the candidate's `<name>@<line>::`)",
-                    candidate.name, waiver.case
+                    candidate.origin(),
+                    waiver.case
                 ));
             }
         }
