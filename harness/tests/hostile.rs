@@ -769,6 +769,21 @@ fn exit_policy_and_junit() -> Verdict {
     Verdict::Pass
 }
 
+/// `compare` of a filtered run against the committed mock baseline: the cases not run are not regressions.
+fn compare_filtered_run() -> Verdict {
+    let scratch = Scratch::new("compare");
+    let work = scratch.work_dir().display().to_string();
+    let report = scratch.path("report.json").display().to_string();
+    let ran = ran!(shimcompat(&["run", "-q", "--containerd", "1.6", "--work-dir", &work, "--report-json", &report, "kill::"], &[], Duration::from_secs(120)));
+    check!(ran.code() == Some(0), "the mock must pass kill::\n{}", ran.describe());
+    let baseline = concat!(env!("CARGO_MANIFEST_DIR"), "/../results/baselines/mock@1.6.json");
+    let compared = ran!(shimcompat(&["compare", baseline, &report], &[], Duration::from_secs(30)));
+    check!(compared.code() == Some(0), "a filtered run must not be a regression\n{}", compared.describe());
+    check!(compared.stdout.contains("absent from the report (not run"), "the cases not run must be said\n{}", compared.describe());
+    check!(!compared.stdout.contains("REGRESSION"), "no regression expected\n{}", compared.describe());
+    Verdict::Pass
+}
+
 /// A thread count nobody can mean is a usage error, not a hang.
 fn absurd_test_threads() -> Verdict {
     let scratch = Scratch::new("threads");
@@ -805,6 +820,7 @@ fn main() {
         ("hostile::mount_outside_and_stray_file", mount_outside_and_stray_file),
         ("hostile::stdout_closed_mid_run", stdout_closed_mid_run),
         ("hostile::exit_policy_and_junit", exit_policy_and_junit),
+        ("hostile::compare_filtered_run", compare_filtered_run),
     ];
     let tests = tests.iter().map(|(name, test)| (name.to_string(), Box::new(*test) as daemon::DynTest)).collect();
     daemon::run_dyn_tests(tests, 1);
