@@ -176,6 +176,7 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
         .clamp(1, trials.len().max(1));
+    let total = trials.len();
     let queue = Arc::new(Mutex::new(trials.into_iter().collect::<VecDeque<_>>()));
     let results = Arc::new(Mutex::new(Vec::<TrialResult>::new()));
     let plans = Arc::new(plans);
@@ -192,7 +193,7 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
                 let case = &catalogue[trial.case_index];
                 let result = run_trial(&trial.name, case, &plans[trial.planned], &env);
                 if !silent {
-                    print_result(&result, format, &console);
+                    print_result(&result, format, &console, total);
                 }
                 results.lock().unwrap_or_else(|p| p.into_inner()).push(result);
             });
@@ -577,9 +578,11 @@ fn print_verdicts(plans: &[Planned]) {
     }
 }
 
-fn print_result(result: &TrialResult, format: Format, console: &Mutex<usize>) {
+fn print_result(result: &TrialResult, format: Format, console: &Mutex<usize>, total: usize) {
     let mut printed = console.lock().unwrap_or_else(|p| p.into_inner());
     let mut out = std::io::stdout().lock();
+    // SAFETY: isatty has no preconditions.
+    let terminal = unsafe { libc::isatty(1) } == 1;
     let millis = result.duration.as_secs_f64() * 1000.0;
     match format {
         Format::Pretty => {
@@ -589,7 +592,10 @@ fn print_result(result: &TrialResult, format: Format, console: &Mutex<usize>) {
                 Outcome::Skip { reason } => format!("skipped: {reason}"),
                 Outcome::Waived { reason, .. } => format!("waived: {reason}"),
             };
-            crate::console::check(writeln!(out, "test {} ... {verdict} ({millis:.0} ms)", result.name));
+            *printed += 1;
+            // A progress counter on a terminal; plain libtest-like lines in a pipe.
+            let progress = if terminal { format!(" [{}/{total}]", *printed) } else { String::new() };
+            crate::console::check(writeln!(out, "test {} ... {verdict} ({millis:.0} ms){progress}", result.name));
         }
         Format::Terse => {
             let mark = match result.outcome {
@@ -612,9 +618,16 @@ fn print_summary(report: &Report) {
     let failures: Vec<&TrialResult> = report.results.iter().filter(|r| matches!(r.outcome, Outcome::Fail { .. })).collect();
     if !failures.is_empty() {
         crate::outln!("\nfailures:\n");
+        let catalogue = crate::cases::catalogue();
         for failure in &failures {
             if let Outcome::Fail { message } = &failure.outcome {
-                crate::outln!("---- {} ({}) ----\n{message}\n", failure.name, failure.level);
+                crate::outln!("---- {} ({}) ----", failure.name, failure.level);
+                // What the case checks and where containerd relies on it, so a vendor can act on the failure.
+                if let Some(case) = catalogue.iter().find(|c| c.id == failure.case) {
+                    let reference = case.per_line.iter().find(|(line, ..)| *line == failure.containerd).map(|(.., r)| *r).unwrap_or(case.reference);
+                    crate::outln!("checks: {}\nreference: {reference}", case.summary);
+                }
+                crate::outln!("{message}\n");
             }
         }
         crate::outln!("failures:");
