@@ -418,6 +418,10 @@ impl Ctx {
             EventSink::serve(&events_path).await.map_err(|e| fail(format!("starting the events server: {e}")))?,
         );
         let spec = self.launch_spec(id, &bundle.dir, &events_path);
+        // Noted before `start`: a `start` that fails after making its socket leaves it there (removed at the end).
+        for socket in launch::predicted_sockets(&spec) {
+            self.env.note_shim_socket(&socket);
+        }
         let reply = match launch::start(&spec).await {
             Ok(reply) => reply,
             Err(error) => {

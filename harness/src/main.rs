@@ -107,6 +107,9 @@ struct RunArgs {
     /// Write the results as JUnit XML (one testsuite per candidate and containerd line)
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Write a Markdown summary (e.g. to $GITHUB_STEP_SUMMARY; appended to, as GitHub expects)
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
     /// Which failures make the run fail (exit 1): must (MUST cases only), should (MUST and SHOULD), any
     #[arg(long, value_enum, value_name = "LEVEL", default_value = "any")]
     fail_on: shimcompat::report::FailOn,
@@ -259,7 +262,7 @@ fn run(args: RunArgs) -> ExitCode {
         }
     }
     // Output files are opened before anything runs: a bad path must not cost the run's results.
-    for path in [&args.report_json, &args.junit].into_iter().flatten() {
+    for path in [&args.report_json, &args.junit, &args.markdown].into_iter().flatten() {
         if let Err(e) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
             return usage_error(format!("cannot write {}: {e}", path.display()));
         }
@@ -285,6 +288,17 @@ fn run(args: RunArgs) -> ExitCode {
     }
     if let Some(path) = &args.junit {
         let written = shimcompat::report::junit::render(&report).and_then(|xml| std::fs::write(path, xml).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            return usage_error(format!("writing {}: {e}", path.display()));
+        }
+    }
+    if let Some(path) = &args.markdown {
+        use std::io::Write;
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut file| file.write_all(shimcompat::report::markdown::render(&report).as_bytes()));
         if let Err(e) = written {
             return usage_error(format!("writing {}: {e}", path.display()));
         }

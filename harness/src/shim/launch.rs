@@ -545,6 +545,19 @@ pub fn socket_path(address: &str) -> Option<PathBuf> {
     (!rest.starts_with('@')).then(|| PathBuf::from(rest))
 }
 
+/// Where a shim built on containerd's shim library puts its socket for this launch: `<dir>/<sha256 of
+/// "<-address>/<namespace>/<id>">` (Go: shim.SocketAddress; rust-extensions: socket_address), with `<dir>`
+/// /run/containerd/s, or the bootstrap's socket_dir where the shim honours it. Known before `start` runs, so a
+/// socket a failed `start` leaves behind is found too.
+pub fn predicted_sockets(spec: &LaunchSpec) -> Vec<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let key = format!("{}/{}/{}", spec.grpc_address.trim_end_matches('/'), spec.namespace, spec.id);
+    let name = hex::encode(Sha256::digest(key.as_bytes()));
+    let mut dirs = vec![PathBuf::from(crate::leaks::CONTAINERD_SOCKET_DIR)];
+    dirs.extend(spec.socket_dir.iter().cloned());
+    dirs.into_iter().map(|d| d.join(&name)).collect()
+}
+
 /// Removes the socket a shim named, and only if it is a socket: an address is the shim's word, and a shim that
 /// printed `unix:///etc/passwd` must not make the harness delete that file. Returns whether it removed one.
 pub fn remove_socket(path: &Path) -> bool {
