@@ -208,6 +208,11 @@ impl Candidate {
         if candidate.name.contains("::") || candidate.name.contains(char::is_whitespace) {
             return Err(invalid(format!("name {:?} may not contain `::` or spaces", candidate.name)));
         }
+        // The same default as `--runtime NAME` / `--runtime-binary PATH` (so a minimal file and the flag get one
+        // verdict): a runc-shim name gets `containerd.runc.v1.Options` with every field at its zero value.
+        if candidate.runc_options.is_none() && candidate.default_runc_options() {
+            candidate.runc_options = Some(RuncOptions::default());
+        }
         candidate.source = Some(path.to_path_buf());
         Ok(candidate)
     }
@@ -230,6 +235,19 @@ impl Candidate {
     /// Whether a run of this candidate certifies a runtime *name* (it does not when given a binary path).
     pub fn certified_by_name(&self) -> bool {
         self.runtime.is_some()
+    }
+
+    /// Whether this candidate's shim is the runc shim by its name (runtime name, or binary file name), and so gets
+    /// zero-valued runc options when none are given.
+    fn default_runc_options(&self) -> bool {
+        let by_name = self.runtime.as_deref().is_some_and(is_runc_shim_name);
+        let by_file = self
+            .runtime_binary
+            .as_deref()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("containerd-shim-runc-"));
+        by_name || by_file
     }
 
     /// How errors name it: its file, or its name for a built-in candidate.
