@@ -24,6 +24,18 @@ fn main() {
         .status()
         .expect("running cargo to build the payload");
     assert!(status.success(), "building the static payload failed");
+    // The git revision the tool was built from, for reports ("unknown" outside a checkout).
+    let revision = Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .current_dir(&manifest_dir)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=SHIMCOMPAT_GIT_REVISION={revision}");
+    println!("cargo:rerun-if-changed={}", manifest_dir.join("../.git/HEAD").display());
     let binary = target_dir.join(triple).join("release/payload");
     println!("cargo:rustc-env=SHIMCOMPAT_PAYLOAD={}", binary.display());
 }

@@ -13,7 +13,7 @@ use crate::profile::Line;
 use crate::run::Planned;
 use crate::select;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct HostFingerprint {
     pub kernel: String,
     pub arch: String,

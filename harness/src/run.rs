@@ -170,6 +170,7 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
         crate::outln!("\nrunning {} tests", trials.len());
     }
     let started = Instant::now();
+    let started_at = crate::report::unix_now();
     FINISH.store(RUNNING, std::sync::atomic::Ordering::SeqCst);
     let threads = args
         .test_threads
@@ -246,6 +247,9 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     report.duration = started.elapsed();
     report.stragglers = killed;
     report.interrupted = interrupted;
+    report.host = Some(crate::doctor::fingerprint());
+    report.started_at = started_at;
+    report.finished_at = crate::report::unix_now();
     report.work_dir = env.keep.then(|| env.workdir.display().to_string());
     if !silent {
         if format == Format::Terse {
@@ -278,8 +282,10 @@ const MESSAGE_CAP: usize = 16 * 1024;
 
 fn run_trial(name: &str, case: &Case, plan: &Planned, env: &Arc<RunEnv>) -> TrialResult {
     let started = Instant::now();
-    let (candidate, outcome) = match plan {
-        Planned::Unavailable { candidate, reason, .. } => (candidate.name.clone(), Outcome::Skip { reason: reason.clone() }),
+    let (candidate, (outcome, evidence)) = match plan {
+        Planned::Unavailable { candidate, reason, .. } => {
+            (candidate.name.clone(), (Outcome::Skip { reason: reason.clone() }, String::new()))
+        }
         // A line that cannot use the shim still runs every case: each then fails where containerd would, in its words.
         Planned::Ready(target) => (target.candidate.name.clone(), run_ready(case, target, env)),
     };
@@ -300,6 +306,10 @@ fn run_trial(name: &str, case: &Case, plan: &Planned, env: &Arc<RunEnv>) -> Tria
         level: case.level_for(plan.line()),
         outcome,
         duration: started.elapsed(),
+        summary: case.summary.to_string(),
+        reference: case.per_line.iter().find(|(line, ..)| *line == plan.line()).map(|(.., r)| *r).unwrap_or(case.reference).to_string(),
+        features: case.features.iter().map(|f| f.to_string()).collect(),
+        evidence,
         interrupted,
     }
 }
@@ -307,13 +317,14 @@ fn run_trial(name: &str, case: &Case, plan: &Planned, env: &Arc<RunEnv>) -> Tria
 /// The longest a case may take before the harness gives up on it (teardown still runs).
 const CASE_LIMIT: Duration = Duration::from_secs(60);
 
-fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> Outcome {
+/// Runs a case on a ready target: its outcome, and for a failure the evidence (events, shim log tail).
+fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> (Outcome, String) {
     if let Some(feature) = case.features.iter().find(|f| !target.supports(f)) {
-        return Outcome::Skip { reason: format!("candidate declares feature `{feature}` unsupported") };
+        return (Outcome::Skip { reason: format!("candidate declares feature `{feature}` unsupported") }, String::new());
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
-        Err(e) => return Outcome::Fail { message: format!("harness: cannot start a tokio runtime: {e}") },
+        Err(e) => return (Outcome::Fail { message: format!("harness: cannot start a tokio runtime: {e}") }, String::new()),
     };
     let outcome = runtime.block_on(async {
         let mut ctx = Ctx::new(env.clone(), target.clone(), case.id);
@@ -336,20 +347,16 @@ fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> Outcome {
             }
         };
         match result {
-            Ok(()) => Outcome::Pass,
-            Err(CaseError::Skip(reason)) => Outcome::Skip { reason },
-            Err(CaseError::Fail(message)) => {
-                // Whatever a shim made a case quote (its output, its errors, its log) stays readable.
-                let message = crate::shim::launch::clip(&message, MESSAGE_CAP);
-                let message = if evidence.is_empty() { message } else { format!("{message}\n--- evidence ---\n{evidence}") };
-                Outcome::Fail { message }
-            }
+            Ok(()) => (Outcome::Pass, String::new()),
+            Err(CaseError::Skip(reason)) => (Outcome::Skip { reason }, String::new()),
+            // Whatever a shim made a case quote (its output, its errors, its log) stays readable.
+            Err(CaseError::Fail(message)) => (Outcome::Fail { message: crate::shim::launch::clip(&message, MESSAGE_CAP) }, evidence),
         }
     });
     // Drop the runtime so tasks it owns (drains, servers) end before the next trial on this thread.
     runtime.shutdown_timeout(Duration::from_millis(200));
     match (outcome, target.candidate.waiver(case.id)) {
-        (Outcome::Fail { message }, Some(waiver)) => Outcome::Waived { reason: waiver.reason.clone(), message },
+        ((Outcome::Fail { message }, evidence), Some(waiver)) => (Outcome::Waived { reason: waiver.reason.clone(), message }, evidence),
         (outcome, _) => outcome,
     }
 }
@@ -627,7 +634,11 @@ fn print_summary(report: &Report) {
                     let reference = case.per_line.iter().find(|(line, ..)| *line == failure.containerd).map(|(.., r)| *r).unwrap_or(case.reference);
                     crate::outln!("checks: {}\nreference: {reference}", case.summary);
                 }
-                crate::outln!("{message}\n");
+                if failure.evidence.is_empty() {
+                    crate::outln!("{message}\n");
+                } else {
+                    crate::outln!("{message}\n--- evidence ---\n{}\n", failure.evidence);
+                }
             }
         }
         crate::outln!("failures:");

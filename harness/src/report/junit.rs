@@ -40,7 +40,7 @@ pub fn render(report: &Report) -> Result<String, String> {
                     let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
                     status.set_message(message.lines().next().unwrap_or("failed").to_string());
                     status.set_type(trial.level.to_string());
-                    status.set_description(message.clone());
+                    status.set_description(with_evidence(message, &trial.evidence));
                     status
                 }
                 Outcome::Skip { reason } => {
@@ -52,7 +52,7 @@ pub fn render(report: &Report) -> Result<String, String> {
                     let mut status = TestCaseStatus::skipped();
                     status.set_message(format!("waived: {reason}"));
                     status.set_type("waived");
-                    status.set_description(message.clone());
+                    status.set_description(with_evidence(message, &trial.evidence));
                     status
                 }
             };
@@ -67,4 +67,12 @@ pub fn render(report: &Report) -> Result<String, String> {
         junit.add_test_suite(suite);
     }
     junit.to_string().map_err(|e| e.to_string())
+}
+
+fn with_evidence(message: &str, evidence: &str) -> String {
+    if evidence.is_empty() {
+        message.to_string()
+    } else {
+        format!("{message}\n--- evidence ---\n{evidence}")
+    }
 }

@@ -37,6 +37,16 @@ pub struct TrialResult {
     pub outcome: Outcome,
     #[serde(with = "millis")]
     pub duration: Duration,
+    /// What the case checks, and where containerd relies on it (for this line).
+    #[serde(default)]
+    pub summary: String,
+    #[serde(default)]
+    pub reference: String,
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// For a failure (or a waived one): the shims' events and log tails at the time, apart from the message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub evidence: String,
     /// The run was being interrupted when this trial finished (its outcome is then the harness's doing).
     #[serde(skip)]
     pub interrupted: bool,
@@ -57,12 +67,38 @@ pub struct CandidateReport {
     pub certified_by_name: bool,
     /// Why it could not run here, if it could not.
     pub unavailable: Option<String>,
+    /// sha256 of the shim binary that ran.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// What the shim prints for `-v`.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The OCI runtime named in the runc options (`BinaryName`), for runc-family shims.
+    #[serde(default)]
+    pub oci_runtime: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub schema: String,
     pub tool_version: String,
+    /// `git describe` of the tree the tool was built from ("unknown" outside a checkout).
+    #[serde(default)]
+    pub git_revision: String,
+    /// A hash of the catalogue (case ids, levels, features, faults): two reports with one hash ran the same cases.
+    #[serde(default)]
+    pub catalogue: String,
+    /// The host the run was on.
+    #[serde(default)]
+    pub host: Option<crate::doctor::HostFingerprint>,
+    /// The command line, as given.
+    #[serde(default)]
+    pub command_line: Vec<String>,
+    /// Unix time (seconds) the run started and finished.
+    #[serde(default)]
+    pub started_at: u64,
+    #[serde(default)]
+    pub finished_at: u64,
     pub candidates: Vec<CandidateReport>,
     pub results: Vec<TrialResult>,
     pub filtered_out: usize,
@@ -133,6 +169,11 @@ impl Report {
                     binary: Some(target.binary.display().to_string()),
                     certified_by_name: target.candidate.certified_by_name(),
                     unavailable: None,
+                    sha256: crate::doctor::sha256_of(&target.binary),
+                    version: crate::doctor::version_of(&target.binary, "-v"),
+                    oci_runtime: target.candidate.runc_options.as_ref().map(|o| {
+                        if o.binary_name.is_empty() { "runc (default)".to_string() } else { o.binary_name.clone() }
+                    }),
                 },
                 Planned::Unavailable { candidate, reason, line } => CandidateReport {
                     name: candidate.name.clone(),
@@ -143,12 +184,21 @@ impl Report {
                     binary: None,
                     certified_by_name: candidate.certified_by_name(),
                     unavailable: Some(reason.clone()),
+                    sha256: None,
+                    version: None,
+                    oci_runtime: None,
                 },
             })
             .collect();
         Report {
             schema: SCHEMA.into(),
             tool_version: env!("CARGO_PKG_VERSION").into(),
+            git_revision: env!("SHIMCOMPAT_GIT_REVISION").into(),
+            catalogue: catalogue_hash(),
+            host: None,
+            command_line: std::env::args().collect(),
+            started_at: unix_now(),
+            finished_at: 0,
             candidates,
             results: Vec::new(),
             filtered_out: 0,
@@ -202,6 +252,27 @@ impl Report {
     pub fn success(&self) -> bool {
         self.counts().failed == 0 && self.stragglers.is_empty() && self.interrupted.is_none()
     }
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The first 16 hex digits of a sha256 over every case's id, level (and per-line levels), features and fault.
+pub fn catalogue_hash() -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut cases = crate::cases::catalogue();
+    cases.sort_by_key(|c| c.id);
+    for case in cases {
+        hasher.update(format!("{}|{}|{}|{}|", case.id, case.level, case.features.join(","), case.breaks_with));
+        for (line, level, _) in case.per_line {
+            hasher.update(format!("{line}:{level}|"));
+        }
+        hasher.update(b"\n");
+    }
+    hex::encode(hasher.finalize())[..16].to_string()
 }
 
 mod millis {
