@@ -784,6 +784,109 @@ fn compare_filtered_run() -> Verdict {
     Verdict::Pass
 }
 
+/// The JSON report of a run with a failure, a skip and a waiver matches docs/report.schema.json (checked by a small
+/// validator for the keywords the schema uses: type, required, properties, items, enum), and each outcome carries
+/// the fields it must.
+fn report_matches_schema() -> Verdict {
+    let scratch = Scratch::new("schema");
+    let work = scratch.work_dir().display().to_string();
+    let report_path = scratch.path("report.json");
+    let candidate = scratch.path("waiving.toml");
+    std::fs::write(
+        &candidate,
+        format!(
+            "runtime = \"{}\"\nunsupported = [\"exec\"]\n[[waivers]]\ncase = \"kill::exited_task_not_found\"\nreason = \"known\"\n",
+            shimcompat::candidate::MOCK_RUNTIME
+        ),
+    )
+    .expect("writing the candidate");
+    let ran = ran!(shimcompat(
+        &[
+            "run", "-q", "--work-dir", &work, "--candidate", &candidate.display().to_string(), "--faults", "kill-exited-ok,kill-all-ignored",
+            "--report-json", &report_path.display().to_string(), "kill::",
+        ],
+        &[],
+        Duration::from_secs(120)
+    ));
+    check!(ran.code() == Some(1), "the faulty run must fail\n{}", ran.describe());
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/report.schema.json")).expect("docs/report.schema.json is JSON");
+    let report: serde_json::Value = match std::fs::read_to_string(&report_path).map(|t| serde_json::from_str(&t)) {
+        Ok(Ok(report)) => report,
+        other => return Verdict::Fail(format!("no JSON report: {other:?}")),
+    };
+    let mut problems = Vec::new();
+    validate(&schema, &report, "$", &mut problems);
+    check!(problems.is_empty(), "the report does not match the schema:\n  {}", problems.join("\n  "));
+    let results = report["results"].as_array().cloned().unwrap_or_default();
+    let with = |outcome: &str| results.iter().filter(|r| r["outcome"] == outcome).cloned().collect::<Vec<_>>();
+    for (outcome, fields) in [("fail", &["message", "evidence"][..]), ("skip", &["reason"][..]), ("waived", &["reason", "message"][..])] {
+        let found = with(outcome);
+        check!(!found.is_empty(), "the run was meant to have a {outcome} outcome: {}", ran.describe());
+        for result in found {
+            for field in fields {
+                check!(result[*field].is_string(), "a {outcome} result lacks {field}: {result}");
+            }
+        }
+    }
+    Verdict::Pass
+}
+
+/// The JSON Schema keywords docs/report.schema.json uses.
+fn validate(schema: &serde_json::Value, value: &serde_json::Value, at: &str, problems: &mut Vec<String>) {
+    use serde_json::Value;
+    let type_name = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    if let Some(wanted) = schema.get("type") {
+        let names: Vec<&str> = match wanted {
+            Value::String(one) => vec![one.as_str()],
+            Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let actual = type_name(value);
+        if !names.iter().any(|n| *n == actual || (*n == "number" && actual == "integer")) {
+            problems.push(format!("{at}: is {actual}, schema wants {names:?}"));
+            return;
+        }
+    }
+    if let Some(Value::Array(allowed)) = schema.get("enum") {
+        if !allowed.contains(value) {
+            problems.push(format!("{at}: {value} is not one of {allowed:?}"));
+        }
+    }
+    if let (Some(Value::Array(required)), Value::Object(object)) = (schema.get("required"), value) {
+        for key in required.iter().filter_map(Value::as_str) {
+            if !object.contains_key(key) {
+                problems.push(format!("{at}: lacks required {key:?}"));
+            }
+        }
+    }
+    if let (Some(Value::Object(properties)), Value::Object(object)) = (schema.get("properties"), value) {
+        for (key, sub) in properties {
+            if let Some(field) = object.get(key) {
+                validate(sub, field, &format!("{at}.{key}"), problems);
+            }
+        }
+        for key in object.keys() {
+            if !properties.contains_key(key) {
+                problems.push(format!("{at}: {key:?} is not in the schema (document it there)"));
+            }
+        }
+    }
+    if let (Some(items), Value::Array(array)) = (schema.get("items"), value) {
+        for (index, item) in array.iter().enumerate() {
+            validate(items, item, &format!("{at}[{index}]"), problems);
+        }
+    }
+}
+
 /// A thread count nobody can mean is a usage error, not a hang.
 fn absurd_test_threads() -> Verdict {
     let scratch = Scratch::new("threads");
@@ -821,6 +924,7 @@ fn main() {
         ("hostile::stdout_closed_mid_run", stdout_closed_mid_run),
         ("hostile::exit_policy_and_junit", exit_policy_and_junit),
         ("hostile::compare_filtered_run", compare_filtered_run),
+        ("hostile::report_matches_schema", report_matches_schema),
     ];
     let tests = tests.iter().map(|(name, test)| (name.to_string(), Box::new(*test) as daemon::DynTest)).collect();
     daemon::run_dyn_tests(tests, 1);
