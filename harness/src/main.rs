@@ -50,6 +50,19 @@ enum Command {
         /// A report written by `shimcompat run --report-json`
         report: PathBuf,
     },
+    /// Render one or more JSON reports (from `run --report-json`) as Markdown, JUnit or merged JSON; reports from
+    /// different hosts keep each host apart
+    Report {
+        /// Reports written by `shimcompat run --report-json`
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Output format
+        #[arg(long, value_enum, default_value = "md")]
+        format: ReportFormat,
+        /// Write here instead of stdout
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Explain how a runtime name becomes a shim binary: Docker's verdict per version, containerd's lookup on this host
     Resolve(shimcompat::resolve::ResolveArgs),
     /// Remove what earlier runs that were killed (SIGKILL, OOM) left behind: their shims, containers, cgroups,
@@ -75,6 +88,13 @@ const RUN_EXIT_CODES: &str = "Exit codes:
        (--allow-empty: exit 0 instead)
   130  interrupted by SIGINT, SIGTERM or SIGHUP (summary and reports of what ran are still written)
   141  stdout was closed (e.g. `run | head`); reports are still written";
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Md,
+    Junit,
+    Json,
+}
 
 #[derive(clap::Args)]
 #[command(after_help = RUN_EXIT_CODES)]
@@ -189,6 +209,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Compare { baseline, report } => compare(&baseline, &report),
+        Command::Report { reports, format, output } => render_reports(&reports, format, output.as_deref()),
     }
 }
 
@@ -472,4 +493,32 @@ fn read_report(path: &std::path::Path) -> Result<shimcompat::report::Report, Str
         ));
     }
     serde_json::from_value(value).map_err(|e| format!("a {schema} report that does not parse: {e}"))
+}
+
+fn render_reports(paths: &[PathBuf], format: ReportFormat, output: Option<&std::path::Path>) -> ExitCode {
+    let mut reports = Vec::new();
+    for path in paths {
+        match read_report(path) {
+            Ok(report) => reports.push(report),
+            Err(e) => return usage_error(format!("{}: {e}", path.display())),
+        }
+    }
+    let (merged, hosts) = shimcompat::report::merge(reports);
+    let text = match format {
+        ReportFormat::Md => shimcompat::report::markdown::render_hosts(&merged, &hosts),
+        ReportFormat::Junit => match shimcompat::report::junit::render(&merged) {
+            Ok(xml) => xml,
+            Err(e) => return usage_error(format!("rendering JUnit: {e}")),
+        },
+        ReportFormat::Json => serde_json::to_string_pretty(&merged).unwrap_or_default(),
+    };
+    match output {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, text) {
+                return usage_error(format!("writing {}: {e}", path.display()));
+            }
+        }
+        None => shimcompat::outln!("{text}"),
+    }
+    ExitCode::SUCCESS
 }

@@ -832,6 +832,39 @@ fn report_matches_schema() -> Verdict {
     Verdict::Pass
 }
 
+/// `shimcompat report` merges reports: two hosts stay apart (a row per host), and each format renders.
+fn report_merges_hosts() -> Verdict {
+    let scratch = Scratch::new("merge");
+    let work = scratch.work_dir().display().to_string();
+    let first = scratch.path("a.json");
+    let ran = ran!(shimcompat(
+        &["run", "-q", "--work-dir", &work, "--faults", "kill-exited-ok", "--report-json", &first.display().to_string(), "kill::"],
+        &[],
+        Duration::from_secs(120)
+    ));
+    check!(ran.code() == Some(1), "the faulty run must fail\n{}", ran.describe());
+    // The same report as another host would have written it.
+    let mut other: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&first).unwrap_or_default()).unwrap_or_default();
+    other["host"]["kernel"] = serde_json::Value::String("9.9.9-other-host".into());
+    let second = scratch.path("b.json");
+    std::fs::write(&second, other.to_string()).expect("writing the second report");
+    let (a, b) = (first.display().to_string(), second.display().to_string());
+    let md = ran!(shimcompat(&["report", &a, &b], &[], Duration::from_secs(30)));
+    check!(md.code() == Some(0), "report must render\n{}", md.describe());
+    check!(
+        md.stdout.contains("host 2: ") && md.stdout.contains("9.9.9-other-host") && md.stdout.contains("| mock (host 1) |") && md.stdout.contains("| mock (host 2) |"),
+        "the merged Markdown must keep the hosts apart\n{}",
+        md.stdout
+    );
+    let junit = ran!(shimcompat(&["report", "--format", "junit", &a, &b], &[], Duration::from_secs(30)));
+    check!(junit.stdout.matches("<testsuite ").count() == 2, "two testsuites expected in the merged JUnit\n{}", junit.stdout);
+    let json = ran!(shimcompat(&["report", "--format", "json", &a], &[], Duration::from_secs(30)));
+    check!(json.stdout.contains("\"schema\": \"shimcompat.report/v2\""), "the JSON must keep the schema\n{}", json.describe());
+    let bad = ran!(shimcompat(&["report", &scratch.path("missing.json").display().to_string()], &[], Duration::from_secs(30)));
+    check!(bad.code() == Some(2) && bad.stderr.contains("missing.json"), "a missing report must be a usage error naming it\n{}", bad.describe());
+    Verdict::Pass
+}
+
 /// The JSON Schema keywords docs/report.schema.json uses.
 fn validate(schema: &serde_json::Value, value: &serde_json::Value, at: &str, problems: &mut Vec<String>) {
     use serde_json::Value;
@@ -925,6 +958,7 @@ fn main() {
         ("hostile::exit_policy_and_junit", exit_policy_and_junit),
         ("hostile::compare_filtered_run", compare_filtered_run),
         ("hostile::report_matches_schema", report_matches_schema),
+        ("hostile::report_merges_hosts", report_merges_hosts),
     ];
     let tests = tests.iter().map(|(name, test)| (name.to_string(), Box::new(*test) as daemon::DynTest)).collect();
     daemon::run_dyn_tests(tests, 1);

@@ -9,7 +9,24 @@ fn cell(text: &str) -> String {
 }
 
 pub fn render(report: &Report) -> String {
+    render_hosts(report, &[])
+}
+
+/// With the hosts of a merged report listed first (`(host N)` in a candidate's name is the N-th).
+pub fn render_hosts(report: &Report, hosts: &[Option<crate::doctor::HostFingerprint>]) -> String {
     let mut out = String::from("## shimcompat results\n\n");
+    let describe = |host: &Option<crate::doctor::HostFingerprint>| match host {
+        Some(h) => format!("{}, kernel {} ({}), cgroup {}, KVM {}", h.os, h.kernel, h.arch, h.cgroup, if h.kvm { "usable" } else { "absent" }),
+        None => "unknown host".to_string(),
+    };
+    if hosts.len() > 1 {
+        for (n, host) in hosts.iter().enumerate() {
+            out.push_str(&format!("- host {}: {}\n", n + 1, describe(host)));
+        }
+        out.push('\n');
+    } else if let Some(host) = report.host.as_ref() {
+        out.push_str(&format!("Host: {}\n\n", describe(&Some(host.clone()))));
+    }
     if let Some(signal) = &report.interrupted {
         out.push_str(&format!("**Interrupted by {signal}**: partial results.\n\n"));
     }

@@ -254,6 +254,56 @@ impl Report {
     }
 }
 
+/// Several reports as one (`shimcompat report A.json B.json`). Reports from different hosts keep their hosts apart:
+/// each candidate of host N is renamed `<name> (host N)` (so a case skipped on one host is never merged into a
+/// pass of another), and the hosts are listed in order in `hosts`.
+pub fn merge(reports: Vec<Report>) -> (Report, Vec<Option<crate::doctor::HostFingerprint>>) {
+    let mut hosts: Vec<Option<crate::doctor::HostFingerprint>> = Vec::new();
+    for report in &reports {
+        if !hosts.contains(&report.host) {
+            hosts.push(report.host.clone());
+        }
+    }
+    let several = hosts.len() > 1;
+    let mut merged: Option<Report> = None;
+    for mut report in reports {
+        if several {
+            let n = hosts.iter().position(|h| *h == report.host).unwrap_or(0) + 1;
+            for candidate in &mut report.candidates {
+                candidate.name = format!("{} (host {n})", candidate.name);
+            }
+            for result in &mut report.results {
+                result.candidate = format!("{} (host {n})", result.candidate);
+                result.name = format!("{} (host {n})", result.name);
+            }
+        }
+        match merged.as_mut() {
+            None => merged = Some(report),
+            Some(all) => {
+                all.candidates.extend(report.candidates);
+                all.results.extend(report.results);
+                all.stragglers.extend(report.stragglers);
+                all.stale_waivers.extend(report.stale_waivers);
+                all.duration += report.duration;
+                all.filtered_out += report.filtered_out;
+                all.started_at = all.started_at.min(report.started_at);
+                all.finished_at = all.finished_at.max(report.finished_at);
+                if all.catalogue != report.catalogue {
+                    all.catalogue = format!("{} + {}", all.catalogue, report.catalogue);
+                }
+                if all.interrupted.is_none() {
+                    all.interrupted = report.interrupted;
+                }
+            }
+        }
+    }
+    let mut merged = merged.expect("merge of no reports");
+    if several {
+        merged.host = None;
+    }
+    (merged, hosts)
+}
+
 /// Seconds since the epoch.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
