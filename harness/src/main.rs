@@ -136,6 +136,9 @@ struct RunArgs {
     /// Exit 0 (not 3) when nothing ran or a candidate named with --candidate could not run here
     #[arg(long)]
     allow_empty: bool,
+    /// Run only the trials that failed (or were flaky) in this report (from --report-json)
+    #[arg(long, value_name = "REPORT")]
+    rerun_failed: Option<PathBuf>,
     /// Behave as this containerd line: 1.6, 1.7, 2.0 (2.0-2.2), 2.x (2.3+), a comma-separated list, or `all`
     /// (default: the installed containerd's line, else the newest)
     #[arg(long, value_name = "LINE")]
@@ -218,7 +221,27 @@ fn usage_error(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn run(args: RunArgs) -> ExitCode {
+fn run(mut args: RunArgs) -> ExitCode {
+    if let Some(path) = &args.rerun_failed {
+        let report = match read_report(path) {
+            Ok(report) => report,
+            Err(e) => return usage_error(format!("--rerun-failed {}: {e}", path.display())),
+        };
+        use shimcompat::report::Outcome;
+        let failed: Vec<String> = report
+            .results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Fail { .. } | Outcome::Flaky { .. }))
+            .map(|r| r.name.clone())
+            .collect();
+        if failed.is_empty() {
+            shimcompat::outln!("nothing failed in {}: nothing to rerun", path.display());
+            return ExitCode::from(if args.allow_empty { 0 } else { shimcompat::report::exit::EMPTY });
+        }
+        eprintln!("note: rerunning the {} trial(s) that failed in {}", failed.len(), path.display());
+        args.test.filters = failed;
+        args.test.exact = true;
+    }
     let mut candidates = Vec::new();
     let explicit = args.runtime.is_some() || args.runtime_binary.is_some();
     if let Some(name) = &args.runtime {

@@ -41,6 +41,15 @@ pub struct TestArgs {
     /// Same as --format terse
     #[arg(short, long)]
     pub quiet: bool,
+    /// Run a failing trial up to N more times (0-10); one that then passes is `flaky`, never counted as a pass
+    #[arg(long, value_name = "N", default_value = "0", value_parser = clap::value_parser!(u8).range(0..=10))]
+    pub retries: u8,
+    /// Stop starting trials after N failures (trials in flight finish; the rest are not run)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_fail: Option<u32>,
+    /// Same as --max-fail 1
+    #[arg(long, conflicts_with = "max_fail")]
+    pub fail_fast: bool,
     /// Accepted for libtest compatibility; shimcompat never captures case output
     #[arg(long, hide = true)]
     pub nocapture: bool,
@@ -182,6 +191,9 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     let results = Arc::new(Mutex::new(Vec::<TrialResult>::new()));
     let plans = Arc::new(plans);
     let console = Arc::new(Mutex::new(0usize));
+    let max_fail = if args.fail_fast { Some(1) } else { args.max_fail };
+    let failures = std::sync::atomic::AtomicU32::new(0);
+    let (failures, retries) = (&failures, args.retries);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             let (queue, results, plans, catalogue, env, console) =
@@ -190,9 +202,27 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
                 if crate::context::STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
                     break;
                 }
+                if max_fail.is_some_and(|max| failures.load(std::sync::atomic::Ordering::SeqCst) >= max) {
+                    break;
+                }
                 let Some(trial) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else { break };
                 let case = &catalogue[trial.case_index];
-                let result = run_trial(&trial.name, case, &plans[trial.planned], &env);
+                let mut result = run_trial(&trial.name, case, &plans[trial.planned], &env);
+                // Retries: a failure that then passes is flaky (reported apart); one that keeps failing stays failed.
+                let mut attempts = 1;
+                while matches!(result.outcome, Outcome::Fail { .. }) && attempts <= u32::from(retries) && !result.interrupted {
+                    attempts += 1;
+                    let again = run_trial(&trial.name, case, &plans[trial.planned], &env);
+                    if matches!(again.outcome, Outcome::Pass) {
+                        let Outcome::Fail { message } = std::mem::replace(&mut result.outcome, Outcome::Pass) else { unreachable!() };
+                        result.outcome = Outcome::Flaky { message, attempts };
+                        result.duration += again.duration;
+                        break;
+                    }
+                }
+                if matches!(result.outcome, Outcome::Fail { .. }) {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 if !silent {
                     print_result(&result, format, &console, total);
                 }
@@ -200,6 +230,7 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
             });
         }
     });
+    let stopped_after = max_fail.filter(|max| failures.load(std::sync::atomic::Ordering::SeqCst) >= *max);
     // The main thread finishes the run, unless the signal thread already gave up waiting and took over.
     if FINISH
         .compare_exchange(RUNNING, MAIN_FINISHES, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst)
@@ -247,6 +278,10 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     report.duration = started.elapsed();
     report.stragglers = killed;
     report.interrupted = interrupted;
+    report.not_run = total.saturating_sub(report.results.len());
+    if let (Some(max), true) = (stopped_after, report.not_run > 0) {
+        report.stopped_early = Some(format!("stopped after {max} failure(s) (--max-fail/--fail-fast): {} trials not run", report.not_run));
+    }
     report.host = Some(crate::doctor::fingerprint());
     report.started_at = started_at;
     report.finished_at = crate::report::unix_now();
@@ -598,6 +633,7 @@ fn print_result(result: &TrialResult, format: Format, console: &Mutex<usize>, to
                 Outcome::Fail { .. } => "FAILED".to_string(),
                 Outcome::Skip { reason } => format!("skipped: {reason}"),
                 Outcome::Waived { reason, .. } => format!("waived: {reason}"),
+                Outcome::Flaky { attempts, .. } => format!("FLAKY (failed, then passed on attempt {attempts})"),
             };
             *printed += 1;
             // A progress counter on a terminal; plain libtest-like lines in a pipe.
@@ -610,6 +646,7 @@ fn print_result(result: &TrialResult, format: Format, console: &Mutex<usize>, to
                 Outcome::Fail { .. } => 'F',
                 Outcome::Skip { .. } => 's',
                 Outcome::Waived { .. } => 'w',
+                Outcome::Flaky { .. } => 'f',
             };
             crate::console::check(write!(out, "{mark}"));
             *printed += 1;
@@ -645,6 +682,18 @@ fn print_summary(report: &Report) {
         for failure in &failures {
             crate::outln!("    {}", failure.name);
         }
+    }
+    let flaky: Vec<&TrialResult> = report.results.iter().filter(|r| matches!(r.outcome, Outcome::Flaky { .. })).collect();
+    if !flaky.is_empty() {
+        crate::outln!("\nflaky (failed, then passed on a retry; not counted as passes):");
+        for trial in &flaky {
+            if let Outcome::Flaky { message, attempts } = &trial.outcome {
+                crate::outln!("    {} (attempt {attempts}; first failure: {})", trial.name, message.lines().next().unwrap_or(""));
+            }
+        }
+    }
+    if let Some(stopped) = &report.stopped_early {
+        crate::outln!("\n{stopped}");
     }
     let waived: Vec<&TrialResult> = report.results.iter().filter(|r| matches!(r.outcome, Outcome::Waived { .. })).collect();
     if !waived.is_empty() {

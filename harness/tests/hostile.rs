@@ -865,6 +865,59 @@ fn report_merges_hosts() -> Verdict {
     Verdict::Pass
 }
 
+/// --retries turns a failure that then passes into `flaky` (not a pass); --fail-fast stops starting trials after
+/// the first failure; --rerun-failed runs exactly what failed in a report.
+fn retries_fail_fast_rerun() -> Verdict {
+    let scratch = Scratch::new("retries");
+    let work = scratch.work_dir().display().to_string();
+    // `start` number 2 fails (number 1 is the verdict probe, 2 the trial, 3 its retry).
+    let count = scratch.path("starts");
+    let shim = scratch.script(
+        "containerd-shim-flaky-v1",
+        &format!(
+            "if [ \"${{@: -1}}\" = start ]; then\n  n=$(( $(cat {c} 2>/dev/null || echo 0) + 1 )); echo $n > {c}\n  \
+               [ $n = 2 ] && {{ echo 'flaky start' >&2; exit 1; }}\n\
+             fi\nexec {} \"$@\"\n",
+            mock().display(),
+            c = count.display()
+        ),
+    );
+    let report = scratch.path("flaky.json").display().to_string();
+    let ran = ran!(shimcompat(
+        &["run", "--runtime-binary", &shim.display().to_string(), "--work-dir", &work, "--retries", "1", "--report-json", &report, ONE_CASE],
+        &[],
+        Duration::from_secs(120)
+    ));
+    check!(ran.stdout.contains("FLAKY (failed, then passed on attempt 2)"), "the retried trial must be flaky\n{}", ran.describe());
+    check!(ran.stdout.contains("1 flaky") || ran.stdout.contains("flaky (failed, then passed"), "the summary must list it\n{}", ran.describe());
+    let json = std::fs::read_to_string(&report).unwrap_or_default();
+    check!(json.contains("\"outcome\": \"flaky\""), "the report must say flaky: {json:.400}");
+
+    let stopped = scratch.path("stopped.json").display().to_string();
+    let ran = ran!(shimcompat(
+        &["run", "-q", "--work-dir", &work, "--faults", "create-wrong-pid", "--fail-fast", "--test-threads", "1", "--report-json", &stopped],
+        &[],
+        Duration::from_secs(300)
+    ));
+    check!(ran.code() == Some(1), "a fail-fast run with a failure exits 1\n{}", ran.describe());
+    check!(ran.stdout.contains("stopped after 1 failure(s)"), "the summary must say it stopped\n{}", ran.describe());
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stopped).unwrap_or_default()).unwrap_or_default();
+    let failed: Vec<String> = report["results"]
+        .as_array()
+        .map(|r| r.iter().filter(|t| t["outcome"] == "fail").filter_map(|t| t["name"].as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    check!(failed.len() == 1, "fail-fast with one thread must stop at one failure: {failed:?}");
+    check!(report["not_run"].as_u64().unwrap_or(0) > 0, "trials must have been left unrun: {}", report["not_run"]);
+
+    let rerun = ran!(shimcompat(&["run", "--work-dir", &work, "--faults", "create-wrong-pid", "--rerun-failed", &stopped], &[], Duration::from_secs(120)));
+    check!(
+        rerun.stdout.contains("running 1 tests") && rerun.stdout.contains(&format!("test {} ...", failed[0])),
+        "--rerun-failed must run exactly the failed trial\n{}",
+        rerun.describe()
+    );
+    Verdict::Pass
+}
+
 /// The JSON Schema keywords docs/report.schema.json uses.
 fn validate(schema: &serde_json::Value, value: &serde_json::Value, at: &str, problems: &mut Vec<String>) {
     use serde_json::Value;
@@ -959,6 +1012,7 @@ fn main() {
         ("hostile::compare_filtered_run", compare_filtered_run),
         ("hostile::report_matches_schema", report_matches_schema),
         ("hostile::report_merges_hosts", report_merges_hosts),
+        ("hostile::retries_fail_fast_rerun", retries_fail_fast_rerun),
     ];
     let tests = tests.iter().map(|(name, test)| (name.to_string(), Box::new(*test) as daemon::DynTest)).collect();
     daemon::run_dyn_tests(tests, 1);

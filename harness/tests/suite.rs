@@ -116,6 +116,7 @@ fn not_passed(report: &Report) -> Vec<String> {
             Outcome::Fail { message } => format!("{} FAILED: {}", r.name, first_lines(message, 12)),
             Outcome::Skip { reason } => format!("{} skipped: {reason}", r.name),
             Outcome::Waived { reason, .. } => format!("{} waived: {reason}", r.name),
+            Outcome::Flaky { message, attempts } => format!("{} flaky (attempt {attempts}): {}", r.name, first_lines(message, 6)),
             Outcome::Pass => unreachable!(),
         })
         .collect()

@@ -54,6 +54,7 @@ pub fn outcome_word(outcome: &Outcome) -> (&'static str, String) {
         Outcome::Fail { message } => ("fail", message.lines().next().unwrap_or("").to_string()),
         Outcome::Skip { reason } => ("skip", reason.clone()),
         Outcome::Waived { reason, .. } => ("waived", reason.clone()),
+        Outcome::Flaky { message, .. } => ("flaky", message.lines().next().unwrap_or("").to_string()),
     }
 }
 

@@ -48,6 +48,7 @@ pub fn render(report: &Report) -> Result<String, String> {
                     status.set_message(reason.clone());
                     status
                 }
+                Outcome::Flaky { .. } => TestCaseStatus::success(),
                 Outcome::Waived { reason, message } => {
                     let mut status = TestCaseStatus::skipped();
                     status.set_message(format!("waived: {reason}"));
@@ -55,6 +56,16 @@ pub fn render(report: &Report) -> Result<String, String> {
                     status.set_description(with_evidence(message, &trial.evidence));
                     status
                 }
+            };
+            let status = match (&trial.outcome, status) {
+                // Passed on a retry: a success with its failed run recorded (JUnit's flakyFailure).
+                (Outcome::Flaky { message, .. }, _) => {
+                    let mut rerun = quick_junit::TestRerun::new(NonSuccessKind::Failure);
+                    rerun.set_message(message.lines().next().unwrap_or("failed").to_string());
+                    rerun.set_description(with_evidence(message, &trial.evidence));
+                    TestCaseStatus::Success { flaky_runs: vec![rerun] }
+                }
+                (_, status) => status,
             };
             let mut case = TestCase::new(trial.case.clone(), status);
             case.set_classname(format!("{name}::{}", trial.area));

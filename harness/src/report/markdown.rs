@@ -30,8 +30,8 @@ pub fn render_hosts(report: &Report, hosts: &[Option<crate::doctor::HostFingerpr
     if let Some(signal) = &report.interrupted {
         out.push_str(&format!("**Interrupted by {signal}**: partial results.\n\n"));
     }
-    out.push_str("| candidate | containerd | verdict | passed | failed | MUST failed | skipped | waived |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| candidate | containerd | verdict | passed | failed | MUST failed | skipped | waived | flaky |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
     for candidate in &report.candidates {
         let mine: Vec<_> =
             report.results.iter().filter(|r| r.candidate == candidate.name && r.containerd == candidate.containerd).collect();
@@ -44,7 +44,7 @@ pub fn render_hosts(report: &Report, hosts: &[Option<crate::doctor::HostFingerpr
             (None, None) => String::new(),
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             cell(&candidate.name),
             candidate.containerd,
             cell(&verdict),
@@ -53,6 +53,7 @@ pub fn render_hosts(report: &Report, hosts: &[Option<crate::doctor::HostFingerpr
             must_failed,
             count(&|o| matches!(o, Outcome::Skip { .. })),
             count(&|o| matches!(o, Outcome::Waived { .. })),
+            count(&|o| matches!(o, Outcome::Flaky { .. })),
         ));
     }
     let failures: Vec<_> = report.results.iter().filter(|r| matches!(r.outcome, Outcome::Fail { .. })).collect();

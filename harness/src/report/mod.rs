@@ -22,6 +22,8 @@ pub enum Outcome {
     Fail { message: String },
     Skip { reason: String },
     Waived { reason: String, message: String },
+    /// Failed, then passed on a retry (`--retries`): never counted as a pass; `message` is the first failure.
+    Flaky { message: String, attempts: u32 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,6 +112,12 @@ pub struct Report {
     /// started are not listed); `None` for a run that finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interrupted: Option<String>,
+    /// Selected trials that never ran (interrupted, or stopped by --max-fail).
+    #[serde(default)]
+    pub not_run: usize,
+    /// Why the run stopped starting trials before the end (--max-fail / --fail-fast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<String>,
     /// Where `--keep` kept the run's bundles and logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub work_dir: Option<String>,
@@ -153,6 +161,7 @@ pub struct Counts {
     pub failed: usize,
     pub skipped: usize,
     pub waived: usize,
+    pub flaky: usize,
 }
 
 impl Report {
@@ -207,6 +216,8 @@ impl Report {
             interrupted: None,
             stale_waivers: Vec::new(),
             work_dir: None,
+            not_run: 0,
+            stopped_early: None,
         }
     }
 
@@ -218,6 +229,7 @@ impl Report {
                 Outcome::Fail { .. } => counts.failed += 1,
                 Outcome::Skip { .. } => counts.skipped += 1,
                 Outcome::Waived { .. } => counts.waived += 1,
+                Outcome::Flaky { .. } => counts.flaky += 1,
             }
         }
         counts
@@ -241,7 +253,7 @@ impl Report {
             return exit::FAILED;
         }
         let counts = self.counts();
-        let nothing_ran = counts.passed + counts.failed + counts.waived == 0;
+        let nothing_ran = counts.passed + counts.failed + counts.waived + counts.flaky == 0;
         if (nothing_ran || named_unavailable) && !allow_empty {
             return exit::EMPTY;
         }
