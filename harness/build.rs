@@ -36,6 +36,7 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=SHIMCOMPAT_GIT_REVISION={revision}");
     println!("cargo:rerun-if-changed={}", manifest_dir.join("../.git/HEAD").display());
+    println!("cargo:rerun-if-changed={}", manifest_dir.join("../.git/logs/HEAD").display());
     let binary = target_dir.join(triple).join("release/payload");
     println!("cargo:rustc-env=SHIMCOMPAT_PAYLOAD={}", binary.display());
 }

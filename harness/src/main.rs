@@ -94,6 +94,7 @@ enum ReportFormat {
     Md,
     Junit,
     Json,
+    Html,
 }
 
 #[derive(clap::Args)]
@@ -130,6 +131,12 @@ struct RunArgs {
     /// Write a Markdown summary (e.g. to $GITHUB_STEP_SUMMARY; appended to, as GitHub expects)
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
+    /// Write a self-contained HTML report (matrix, per-case details with evidence, durations chart)
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Write a shields.io endpoint badge per candidate and line here (<candidate>@<line>.json)
+    #[arg(long, value_name = "DIR")]
+    badge_dir: Option<PathBuf>,
     /// Which failures make the run fail (exit 1): must (MUST cases only), should (MUST and SHOULD), any
     #[arg(long, value_enum, value_name = "LEVEL", default_value = "any")]
     fail_on: shimcompat::report::FailOn,
@@ -306,7 +313,7 @@ fn run(mut args: RunArgs) -> ExitCode {
         }
     }
     // Output files are opened before anything runs: a bad path must not cost the run's results.
-    for path in [&args.report_json, &args.junit, &args.markdown].into_iter().flatten() {
+    for path in [&args.report_json, &args.junit, &args.markdown, &args.html].into_iter().flatten() {
         if let Err(e) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
             return usage_error(format!("cannot write {}: {e}", path.display()));
         }
@@ -345,6 +352,21 @@ fn run(mut args: RunArgs) -> ExitCode {
             .and_then(|mut file| file.write_all(shimcompat::report::markdown::render(&report).as_bytes()));
         if let Err(e) = written {
             return usage_error(format!("writing {}: {e}", path.display()));
+        }
+    }
+    if let Some(path) = &args.html {
+        if let Err(e) = std::fs::write(path, shimcompat::report::html::render(&report)) {
+            return usage_error(format!("writing {}: {e}", path.display()));
+        }
+    }
+    if let Some(dir) = &args.badge_dir {
+        for (index, candidate) in report.candidates.iter().enumerate() {
+            let Some(badge) = shimcompat::report::certify::badge(&report, index) else { continue };
+            let path = dir.join(format!("{}@{}.json", candidate.name, candidate.containerd));
+            let written = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, badge.to_string()));
+            if let Err(e) = written {
+                return usage_error(format!("writing {}: {e}", path.display()));
+            }
         }
     }
     if args.keep {
@@ -534,6 +556,7 @@ fn render_reports(paths: &[PathBuf], format: ReportFormat, output: Option<&std::
             Err(e) => return usage_error(format!("rendering JUnit: {e}")),
         },
         ReportFormat::Json => serde_json::to_string_pretty(&merged).unwrap_or_default(),
+        ReportFormat::Html => shimcompat::report::html::render(&merged),
     };
     match output {
         Some(path) => {

@@ -723,6 +723,13 @@ fn print_summary(report: &Report) {
             candidate.binary.as_deref().unwrap_or("?")
         );
     }
+    let statements: Vec<String> = (0..report.candidates.len()).filter_map(|i| crate::report::certify::statement(report, i)).collect();
+    if !statements.is_empty() {
+        crate::outln!();
+        for statement in statements {
+            crate::outln!("certification: {statement}");
+        }
+    }
     if let Some(signal) = &report.interrupted {
         crate::outln!("\ninterrupted by {signal}: trials in flight are skipped as interrupted, trials not started are not listed");
     }

@@ -918,6 +918,51 @@ fn retries_fail_fast_rerun() -> Verdict {
     Verdict::Pass
 }
 
+/// The HTML report opened in a real browser (headless Chromium): it parses into the matrix, the certification
+/// statement and the failing case opened with its evidence, and renders to a non-trivial screenshot.
+fn html_report_in_chromium() -> Verdict {
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"].into_iter().find_map(which) else {
+        return Verdict::Skip("no chromium on PATH (.ci/run installs Debian's chromium)".into());
+    };
+    let scratch = Scratch::new("html");
+    let work = scratch.work_dir().display().to_string();
+    let html = scratch.path("report.html");
+    let ran = ran!(shimcompat(
+        &["run", "-q", "--work-dir", &work, "--faults", "kill-exited-ok", "--html", &html.display().to_string(), "kill::"],
+        &[],
+        Duration::from_secs(120)
+    ));
+    check!(ran.code() == Some(1), "the faulty run must fail\n{}", ran.describe());
+    let url = format!("file://{}", html.display());
+    let profile = format!("--user-data-dir={}", scratch.path("chromium").display());
+    let headless = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", profile.as_str()];
+    let dom = Command::new(&chromium).args(headless).arg("--dump-dom").arg(&url).stderr(Stdio::null()).output();
+    let dom = match dom {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(out) => return Verdict::Fail(format!("chromium --dump-dom exited {}", out.status)),
+        Err(e) => return Verdict::Fail(format!("cannot run {}: {e}", chromium.display())),
+    };
+    check!(dom.contains("id=\"matrix\"") && dom.contains("<td class=\"mixed\">"), "the matrix must render with the kill area mixed:\n{dom:.2000}");
+    check!(dom.contains("passes 5/5 MUST, 1/2 SHOULD under containerd"), "the certification statement must be there:\n{dom:.2000}");
+    check!(
+        dom.contains("<details class=\"case\" open=\"\"><summary class=\"fail\">mock@") && dom.contains("evidence:"),
+        "the failing case must be open with its evidence:\n{dom:.3000}"
+    );
+    let png = scratch.path("report.png");
+    let shot = Command::new(&chromium)
+        .args(headless)
+        .arg("--window-size=1400,1200")
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(&url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    check!(shot.map(|s| s.success()).unwrap_or(false), "chromium --screenshot failed");
+    let bytes = std::fs::read(&png).unwrap_or_default();
+    check!(bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000, "the screenshot is {} bytes (want a PNG over 20 kB)", bytes.len());
+    Verdict::Pass
+}
+
 /// The JSON Schema keywords docs/report.schema.json uses.
 fn validate(schema: &serde_json::Value, value: &serde_json::Value, at: &str, problems: &mut Vec<String>) {
     use serde_json::Value;
@@ -1013,6 +1058,7 @@ fn main() {
         ("hostile::report_matches_schema", report_matches_schema),
         ("hostile::report_merges_hosts", report_merges_hosts),
         ("hostile::retries_fail_fast_rerun", retries_fail_fast_rerun),
+        ("hostile::html_report_in_chromium", html_report_in_chromium),
     ];
     let tests = tests.iter().map(|(name, test)| (name.to_string(), Box::new(*test) as daemon::DynTest)).collect();
     daemon::run_dyn_tests(tests, 1);

@@ -56,6 +56,13 @@ pub fn render_hosts(report: &Report, hosts: &[Option<crate::doctor::HostFingerpr
             count(&|o| matches!(o, Outcome::Flaky { .. })),
         ));
     }
+    let statements: Vec<String> = (0..report.candidates.len()).filter_map(|i| super::certify::statement(report, i)).collect();
+    if !statements.is_empty() {
+        out.push_str("\n### Certification\n\n");
+        for statement in statements {
+            out.push_str(&format!("- {}\n", cell(&statement)));
+        }
+    }
     let failures: Vec<_> = report.results.iter().filter(|r| matches!(r.outcome, Outcome::Fail { .. })).collect();
     if !failures.is_empty() {
         out.push_str("\n### Failures\n\n| trial | level | first line |\n|---|---|---|\n");

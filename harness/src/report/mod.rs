@@ -1,5 +1,7 @@
 //! The results model: one canonical schema, written as JSON, and the console summary's counts.
 pub mod baseline;
+pub mod certify;
+pub mod html;
 pub mod junit;
 pub mod markdown;
 pub mod matrix;
