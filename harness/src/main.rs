@@ -72,8 +72,14 @@ enum Command {
     /// Print the host fingerprint and, per candidate, whether it is installed and how it bootstraps
     Doctor {
         /// Candidate files to examine (default: shims/candidates if present, else the mock)
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["candidate", "runtime"])]
         candidates: Option<PathBuf>,
+        /// Examine this candidate file only (repeatable)
+        #[arg(long, value_name = "FILE", conflicts_with = "runtime")]
+        candidate: Vec<PathBuf>,
+        /// Examine the shim containerd would run for this runtime name (as `run --runtime NAME` would)
+        #[arg(long, value_name = "NAME")]
+        runtime: Option<String>,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -196,7 +202,7 @@ fn main() -> ExitCode {
             shimcompat::cases::print_catalogue(json);
             ExitCode::SUCCESS
         }
-        Command::Doctor { candidates, json } => doctor(candidates, json),
+        Command::Doctor { candidates, candidate, runtime, json } => doctor(candidates, candidate, runtime, json),
         Command::Clean => {
             let cleaned = shimcompat::registry::clean_stale();
             if cleaned.is_empty() {
@@ -385,15 +391,34 @@ fn run(mut args: RunArgs) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn doctor(dir: Option<PathBuf>, json: bool) -> ExitCode {
-    let dir = dir.or_else(|| Some(PathBuf::from("shims/candidates")).filter(|d| d.is_dir()));
-    let candidates = match &dir {
-        Some(dir) => match Candidate::load_dir(dir) {
-            Ok(found) => found,
-            Err(e) => return usage_error(e),
-        },
-        None => vec![Candidate::mock()],
+fn doctor(dir: Option<PathBuf>, files: Vec<PathBuf>, runtime: Option<String>, json: bool) -> ExitCode {
+    let candidates = if let Some(name) = &runtime {
+        if let Err(e) = select::check_runtime_name(name) {
+            return usage_error(e);
+        }
+        vec![Candidate::for_runtime(name)]
+    } else if !files.is_empty() {
+        let mut found = Vec::new();
+        for file in &files {
+            match Candidate::load(file) {
+                Ok(candidate) => found.push(candidate),
+                Err(e) => return usage_error(e),
+            }
+        }
+        found
+    } else {
+        let dir = dir.or_else(|| Some(PathBuf::from("shims/candidates")).filter(|d| d.is_dir()));
+        match &dir {
+            Some(dir) => match Candidate::load_dir(dir) {
+                Ok(found) => found,
+                Err(e) => return usage_error(e),
+            },
+            None => vec![Candidate::mock()],
+        }
     };
+    if let Err(e) = select::check_candidates(&candidates) {
+        return usage_error(e);
+    }
     let (host, rows) = shimcompat::doctor::examine(candidates, None);
     if json {
         let value = serde_json::json!({ "host": host, "candidates": rows });
