@@ -636,13 +636,17 @@ impl Ctx {
     pub fn evidence(&self) -> String {
         let mut out = String::new();
         for shim in &self.shims {
+            let rpcs = shim.task.transcript();
+            let shown = &rpcs[rpcs.len().saturating_sub(30)..];
             out.push_str(&format!(
-                "shim {} (pid {}, {} at {}, task API {}):\n  events:\n{}\n  log tail:\n{}\n",
+                "shim {} (pid {}, {} at {}, task API {}):\n  rpcs{}:\n{}\n  events:\n{}\n  log tail:\n{}\n",
                 shim.id(),
                 shim.shim_pid(),
                 shim.reply.form,
                 shim.reply.address,
                 shim.reply.api,
+                if shown.len() < rpcs.len() { format!(" (last {} of {})", shown.len(), rpcs.len()) } else { String::new() },
+                indent(&shown.join("\n"), "    "),
                 crate::shim::events::render(&shim.events.snapshot()).replace('\n', "\n  "),
                 indent(&shim.log_tail(15), "    ")
             ));

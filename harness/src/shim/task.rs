@@ -101,9 +101,14 @@ pub struct TaskClient {
     /// The harness's own bound on every call (never sent: the wire deadline is the profile's).
     timeout: Duration,
     profile: &'static Profile,
+    /// Every call made on this connection (shared by its clones), for a failure's evidence.
+    transcript: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
 
 pub type RpcResult<T> = Result<T, RpcError>;
+
+/// The transcript keeps this many calls (the last ones).
+const TRANSCRIPT_CAP: usize = 200;
 
 impl TaskClient {
     pub async fn connect(
@@ -117,7 +122,7 @@ impl TaskClient {
             .await
             .map_err(|_| RpcError::Timeout { method: "connect", timeout })?
             .map_err(|e| RpcError::Transport { method: "connect", detail: format!("{address}: {e}") })?;
-        Ok(TaskClient { client, api, namespace: namespace.to_string(), timeout, profile })
+        Ok(TaskClient { client, api, namespace: namespace.to_string(), timeout, profile, transcript: Default::default() })
     }
 
     pub fn profile(&self) -> &'static Profile {
@@ -138,12 +143,12 @@ impl TaskClient {
     }
 
     /// One unary call as containerd makes it for a client request, bounded by the client's deadline.
-    pub async fn call<Req: Message, Resp: Message>(&self, method: &'static str, request: &Req) -> RpcResult<Resp> {
+    pub async fn call<Req: Message + std::fmt::Debug, Resp: Message + std::fmt::Debug>(&self, method: &'static str, request: &Req) -> RpcResult<Resp> {
         self.call_as(method, request, Caller::Client, self.timeout).await
     }
 
     /// A client-request call with another local bound (for calls that legitimately block, such as Wait).
-    pub async fn call_with<Req: Message, Resp: Message>(
+    pub async fn call_with<Req: Message + std::fmt::Debug, Resp: Message + std::fmt::Debug>(
         &self,
         method: &'static str,
         request: &Req,
@@ -154,7 +159,35 @@ impl TaskClient {
 
     /// One unary call shaped as containerd shapes it for `caller`, bounded locally by `timeout` (or by the wire
     /// deadline, when that is shorter: containerd gives up then, and so does the harness).
-    pub async fn call_as<Req: Message, Resp: Message>(
+    pub async fn call_as<Req: Message + std::fmt::Debug, Resp: Message + std::fmt::Debug>(
+        &self,
+        method: &'static str,
+        request: &Req,
+        caller: Caller,
+        timeout: Duration,
+    ) -> RpcResult<Resp> {
+        let started = std::time::Instant::now();
+        let result = self.call_raw(method, request, caller, timeout).await;
+        let outcome = match &result {
+            Ok(reply) => format!("ok {}", short(&format!("{reply:?}"))),
+            Err(RpcError::Status { code, message, .. }) => format!("{code:?}: {}", short(message)),
+            Err(error) => short(&error.to_string()),
+        };
+        let line = format!("{method}({}) -> {outcome} [{} ms]", short(&format!("{request:?}")), started.elapsed().as_millis());
+        let mut transcript = self.transcript.lock().unwrap_or_else(|p| p.into_inner());
+        if transcript.len() == TRANSCRIPT_CAP {
+            transcript.pop_front();
+        }
+        transcript.push_back(line);
+        result
+    }
+
+    /// The calls made on this connection so far, one line each (method, short request, reply or status, time).
+    pub fn transcript(&self) -> Vec<String> {
+        self.transcript.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+
+    async fn call_raw<Req: Message, Resp: Message>(
         &self,
         method: &'static str,
         request: &Req,
@@ -301,5 +334,51 @@ impl TaskClient {
     pub async fn connect_on_reload(&self, id: &str) -> RpcResult<ConnectResponse> {
         let request = ConnectRequest { id: id.into(), ..Default::default() };
         self.call_as("Connect", &request, Caller::Reload, self.timeout).await
+    }
+}
+
+/// A request or reply rendered on one line without protobuf's bookkeeping fields, cut to 160 bytes.
+fn short(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::shim::launch::clip(&without_special_fields(&one_line), 160)
+}
+
+/// Drops every `, special_fields: SpecialFields { ... }` (balanced braces) from a Debug rendering.
+fn without_special_fields(text: &str) -> String {
+    const MARK: &str = "special_fields: SpecialFields {";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(MARK) {
+        let head = rest[..at].trim_end_matches(' ').trim_end_matches(',');
+        out.push_str(head);
+        let mut depth = 0usize;
+        let mut end = rest.len();
+        for (i, c) in rest[at..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = at + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out.replace("{ }", "{}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transcript_lines_drop_protobuf_bookkeeping() {
+        let text = "StartRequest { id: \"x\", exec_id: \"\", special_fields: SpecialFields { unknown_fields: UnknownFields { fields: None }, cached_size: CachedSize { size: 3 } } }";
+        assert_eq!(super::without_special_fields(text), "StartRequest { id: \"x\", exec_id: \"\" }");
+        let empty = "Empty { special_fields: SpecialFields { unknown_fields: UnknownFields { fields: None }, cached_size: CachedSize { size: 0 } } }";
+        assert_eq!(super::without_special_fields(empty), "Empty {}");
     }
 }
