@@ -18,6 +18,30 @@ pub enum Format {
     Terse,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ColorWhen {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+fn stdout_is_terminal() -> bool {
+    // SAFETY: isatty has no preconditions.
+    unsafe { libc::isatty(1) == 1 }
+}
+
+/// Whether console output is coloured, decided once per run.
+static COLOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn paint(text: &str, code: &str) -> String {
+    if COLOR.load(std::sync::atomic::Ordering::Relaxed) {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
 /// The libtest-compatible part of the command line.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TestArgs {
@@ -50,6 +74,9 @@ pub struct TestArgs {
     /// Same as --max-fail 1
     #[arg(long, conflicts_with = "max_fail")]
     pub fail_fast: bool,
+    /// Colour: auto (on a terminal, unless NO_COLOR is set), always, never
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    pub color: ColorWhen,
     /// Accepted for libtest compatibility; shimcompat never captures case output
     #[arg(long, hide = true)]
     pub nocapture: bool,
@@ -178,6 +205,12 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
         print_verdicts(&plans);
         crate::outln!("\nrunning {} tests", trials.len());
     }
+    let colour = match args.color {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => stdout_is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+    };
+    COLOR.store(colour, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     let started_at = crate::report::unix_now();
     FINISH.store(RUNNING, std::sync::atomic::Ordering::SeqCst);
@@ -194,11 +227,35 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     let max_fail = if args.fail_fast { Some(1) } else { args.max_fail };
     let failures = std::sync::atomic::AtomicU32::new(0);
     let (failures, retries) = (&failures, args.retries);
+    let in_flight: Mutex<std::collections::BTreeMap<String, Instant>> = Mutex::new(Default::default());
+    let workers_done = std::sync::atomic::AtomicBool::new(false);
+    let (in_flight, workers_done) = (&in_flight, &workers_done);
     std::thread::scope(|scope| {
+        // On a terminal, a trial still running after 30 s is named once (libtest does the same at 60 s).
+        if !silent && stdout_is_terminal() {
+            scope.spawn(move || {
+                let mut told = std::collections::BTreeSet::new();
+                while !workers_done.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(250));
+                    let slow: Vec<String> = in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .iter()
+                        .filter(|(name, since)| since.elapsed() > slow_notice() && !told.contains(*name))
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    for name in slow {
+                        crate::outln!("test {name} has been running for over {} seconds", slow_notice().as_secs());
+                        told.insert(name);
+                    }
+                }
+            });
+        }
+        let mut workers = Vec::new();
         for _ in 0..threads {
             let (queue, results, plans, catalogue, env, console) =
                 (queue.clone(), results.clone(), plans.clone(), catalogue.clone(), env.clone(), console.clone());
-            scope.spawn(move || loop {
+            workers.push(scope.spawn(move || loop {
                 if crate::context::STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
                     break;
                 }
@@ -207,6 +264,7 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
                 }
                 let Some(trial) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else { break };
                 let case = &catalogue[trial.case_index];
+                in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(trial.name.clone(), Instant::now());
                 let mut result = run_trial(&trial.name, case, &plans[trial.planned], &env);
                 // Retries: a failure that then passes is flaky (reported apart); one that keeps failing stays failed.
                 let mut attempts = 1;
@@ -223,11 +281,18 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
                 if matches!(result.outcome, Outcome::Fail { .. }) {
                     failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
+                in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&trial.name);
                 if !silent {
                     print_result(&result, format, &console, total);
                 }
                 results.lock().unwrap_or_else(|p| p.into_inner()).push(result);
-            });
+            }));
+        }
+        let panics: Vec<_> = workers.into_iter().filter_map(|w| w.join().err()).collect();
+        // The watcher stops first, so that a worker's panic reaches the caller instead of hanging the scope.
+        workers_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(panic) = panics.into_iter().next() {
+            std::panic::resume_unwind(panic);
         }
     });
     let stopped_after = max_fail.filter(|max| failures.load(std::sync::atomic::Ordering::SeqCst) >= *max);
@@ -282,7 +347,7 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     if let (Some(max), true) = (stopped_after, report.not_run > 0) {
         report.stopped_early = Some(format!("stopped after {max} failure(s) (--max-fail/--fail-fast): {} trials not run", report.not_run));
     }
-    report.host = Some(crate::doctor::fingerprint());
+    report.host = Some(host_fingerprint());
     report.started_at = started_at;
     report.finished_at = crate::report::unix_now();
     report.work_dir = env.keep.then(|| env.workdir.display().to_string());
@@ -310,6 +375,19 @@ fn non_root_refusal(plan: &Planned) -> Option<String> {
             nix::unistd::geteuid()
         )
     })
+}
+
+/// The host as doctor describes it, taken once per process (it runs `containerd --version`).
+fn host_fingerprint() -> crate::doctor::HostFingerprint {
+    static HOST: std::sync::OnceLock<crate::doctor::HostFingerprint> = std::sync::OnceLock::new();
+    HOST.get_or_init(crate::doctor::fingerprint).clone()
+}
+
+/// A trial running longer than this is named on a terminal (`SHIMCOMPAT_SLOW_NOTICE` seconds overrides it).
+const SLOW_NOTICE: Duration = Duration::from_secs(30);
+
+fn slow_notice() -> Duration {
+    std::env::var("SHIMCOMPAT_SLOW_NOTICE").ok().and_then(|v| v.parse().ok()).map(Duration::from_secs).unwrap_or(SLOW_NOTICE)
 }
 
 /// A failure message is cut to this many bytes (before the evidence, which is bounded on its own).
@@ -623,17 +701,16 @@ fn print_verdicts(plans: &[Planned]) {
 fn print_result(result: &TrialResult, format: Format, console: &Mutex<usize>, total: usize) {
     let mut printed = console.lock().unwrap_or_else(|p| p.into_inner());
     let mut out = std::io::stdout().lock();
-    // SAFETY: isatty has no preconditions.
-    let terminal = unsafe { libc::isatty(1) } == 1;
+    let terminal = stdout_is_terminal();
     let millis = result.duration.as_secs_f64() * 1000.0;
     match format {
         Format::Pretty => {
             let verdict = match &result.outcome {
-                Outcome::Pass => "ok".to_string(),
-                Outcome::Fail { .. } => "FAILED".to_string(),
-                Outcome::Skip { reason } => format!("skipped: {reason}"),
-                Outcome::Waived { reason, .. } => format!("waived: {reason}"),
-                Outcome::Flaky { attempts, .. } => format!("FLAKY (failed, then passed on attempt {attempts})"),
+                Outcome::Pass => paint("ok", "32"),
+                Outcome::Fail { .. } => paint("FAILED", "31"),
+                Outcome::Skip { reason } => format!("{}: {reason}", paint("skipped", "33")),
+                Outcome::Waived { reason, .. } => format!("{}: {reason}", paint("waived", "33")),
+                Outcome::Flaky { attempts, .. } => paint(&format!("FLAKY (failed, then passed on attempt {attempts})"), "35"),
             };
             *printed += 1;
             // A progress counter on a terminal; plain libtest-like lines in a pipe.
@@ -735,9 +812,10 @@ fn print_summary(report: &Report) {
     }
     let counts = report.counts();
     let must_failed = failures.iter().filter(|r| r.level == Level::Must).count();
+    let flaky = if counts.flaky > 0 { format!("{} flaky; ", counts.flaky) } else { String::new() };
     crate::outln!(
-        "\ntest result: {}. {} passed; {} failed ({} MUST); {} skipped; {} waived; {} filtered out; finished in {:.2}s\n",
-        if report.success() { "ok" } else { "FAILED" },
+        "\ntest result: {}. {} passed; {} failed ({} MUST); {} skipped; {} waived; {flaky}{} filtered out; finished in {:.2}s\n",
+        if report.success() { paint("ok", "32") } else { paint("FAILED", "31") },
         counts.passed,
         counts.failed,
         must_failed,

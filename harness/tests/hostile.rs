@@ -963,6 +963,38 @@ fn html_report_in_chromium() -> Verdict {
     Verdict::Pass
 }
 
+/// On a terminal (a pty from `script`): colour, a progress counter and a notice for a slow trial; with NO_COLOR no
+/// colour; in a pipe neither colour nor counter.
+fn terminal_output() -> Verdict {
+    let Some(script) = which("script") else {
+        return Verdict::Skip("needs script (util-linux) for a pty".into());
+    };
+    let scratch = Scratch::new("tty");
+    let work = scratch.work_dir().display().to_string();
+    // `start` takes 2 s: the trial is slow enough for a 1 s notice.
+    let shim = scratch.script("containerd-shim-slow-v1", &format!("[ \"${{@: -1}}\" = start ] && sleep 2\nexec {} \"$@\"\n", mock().display()));
+    let command = format!("{SHIMCOMPAT} run --runtime-binary {} --work-dir {work} {ONE_CASE}", shim.display());
+    let on_tty = |no_color: bool| {
+        let mut run = Command::new(&script);
+        run.args(["-qec", &command, "/dev/null"]).env("SHIMCOMPAT_SLOW_NOTICE", "1").stdin(Stdio::null());
+        if no_color {
+            run.env("NO_COLOR", "1");
+        } else {
+            run.env_remove("NO_COLOR");
+        }
+        run.output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    };
+    let coloured = on_tty(false);
+    check!(coloured.contains("\x1b[32mok\x1b[0m"), "a terminal must get colour:\n{coloured}");
+    check!(coloured.contains("[1/1]"), "a terminal must get the progress counter:\n{coloured}");
+    check!(coloured.contains("has been running for over 1 seconds"), "a slow trial must be named:\n{coloured}");
+    let plain = on_tty(true);
+    check!(!plain.contains("\x1b["), "NO_COLOR must turn colour off:\n{plain}");
+    let piped = ran!(shimcompat(&["run", "--runtime-binary", &shim.display().to_string(), "--work-dir", &work, ONE_CASE], &[], Duration::from_secs(60)));
+    check!(!piped.stdout.contains("\x1b[") && !piped.stdout.contains("[1/1]"), "a pipe gets plain lines:\n{}", piped.stdout);
+    Verdict::Pass
+}
+
 /// The JSON Schema keywords docs/report.schema.json uses.
 fn validate(schema: &serde_json::Value, value: &serde_json::Value, at: &str, problems: &mut Vec<String>) {
     use serde_json::Value;
@@ -1059,6 +1091,7 @@ fn main() {
         ("hostile::report_merges_hosts", report_merges_hosts),
         ("hostile::retries_fail_fast_rerun", retries_fail_fast_rerun),
         ("hostile::html_report_in_chromium", html_report_in_chromium),
+        ("hostile::terminal_output", terminal_output),
     ];
     let tests = tests.iter().map(|(name, test)| (name.to_string(), Box::new(*test) as daemon::DynTest)).collect();
     daemon::run_dyn_tests(tests, 1);

@@ -180,8 +180,8 @@ impl Report {
                     binary: Some(target.binary.display().to_string()),
                     certified_by_name: target.candidate.certified_by_name(),
                     unavailable: None,
-                    sha256: crate::doctor::sha256_of(&target.binary),
-                    version: crate::doctor::version_of(&target.binary, "-v"),
+                    sha256: binary_facts(&target.binary).0,
+                    version: binary_facts(&target.binary).1,
                     oci_runtime: target.candidate.runc_options.as_ref().map(|o| {
                         if o.binary_name.is_empty() { "runc (default)".to_string() } else { o.binary_name.clone() }
                     }),
@@ -316,6 +316,23 @@ pub fn merge(reports: Vec<Report>) -> (Report, Vec<Option<crate::doctor::HostFin
         merged.host = None;
     }
     (merged, hosts)
+}
+
+/// A binary's sha256 and `-v` output, computed once per file version per process (a debug build of the mock is
+/// 150 MB, and the self-test makes hundreds of reports).
+fn binary_facts(path: &std::path::Path) -> (Option<String>, Option<String>) {
+    type Facts = (Option<String>, Option<String>);
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<(std::path::PathBuf, u64, std::time::SystemTime), Facts>>> =
+        std::sync::OnceLock::new();
+    let Ok(meta) = std::fs::metadata(path) else { return (None, None) };
+    let key = (path.to_path_buf(), meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(found) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return found.clone();
+    }
+    let facts = (crate::doctor::sha256_of(path), crate::doctor::version_of(path, "-v"));
+    cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, facts.clone());
+    facts
 }
 
 /// Seconds since the epoch.
