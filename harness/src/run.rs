@@ -348,6 +348,7 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
         report.stopped_early = Some(format!("stopped after {max} failure(s) (--max-fail/--fail-fast): {} trials not run", report.not_run));
     }
     report.host = Some(host_fingerprint());
+    report.add_binary_facts();
     report.started_at = started_at;
     report.finished_at = crate::report::unix_now();
     report.work_dir = env.keep.then(|| env.workdir.display().to_string());

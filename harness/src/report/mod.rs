@@ -180,8 +180,9 @@ impl Report {
                     binary: Some(target.binary.display().to_string()),
                     certified_by_name: target.candidate.certified_by_name(),
                     unavailable: None,
-                    sha256: binary_facts(&target.binary).0,
-                    version: binary_facts(&target.binary).1,
+                    // Filled in by `add_binary_facts` for a run (hashing a debug-built shim takes a while).
+                    sha256: None,
+                    version: None,
                     oci_runtime: target.candidate.runc_options.as_ref().map(|o| {
                         if o.binary_name.is_empty() { "runc (default)".to_string() } else { o.binary_name.clone() }
                     }),
@@ -235,6 +236,17 @@ impl Report {
             }
         }
         counts
+    }
+
+    /// The sha256 and `-v` output of every candidate binary that ran.
+    pub fn add_binary_facts(&mut self) {
+        for candidate in self.candidates.iter_mut().filter(|c| c.unavailable.is_none()) {
+            if let Some(binary) = &candidate.binary {
+                let (sha256, version) = binary_facts(std::path::Path::new(binary));
+                candidate.sha256 = sha256;
+                candidate.version = version;
+            }
+        }
     }
 
     /// The exit code under a `--fail-on` policy. `named_unavailable`: a candidate the user named one by one could
