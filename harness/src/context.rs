@@ -647,7 +647,16 @@ impl Ctx {
                 shim.reply.api,
                 if shown.len() < rpcs.len() { format!(" (last {} of {})", shown.len(), rpcs.len()) } else { String::new() },
                 indent(&shown.join("\n"), "    "),
-                crate::shim::events::render(&shim.events.snapshot()).replace('\n', "\n  "),
+                {
+                    // The last 50 events: a flood must not flood the evidence too.
+                    let events = shim.events.snapshot();
+                    let skipped = events.len().saturating_sub(50) + shim.events.dropped();
+                    let mut text = crate::shim::events::render(&events[events.len().saturating_sub(50)..]);
+                    if skipped > 0 {
+                        text = format!("  ({skipped} earlier or dropped events not shown)\n{text}");
+                    }
+                    text.replace('\n', "\n  ")
+                },
                 indent(&shim.log_tail(15), "    ")
             ));
         }

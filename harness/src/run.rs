@@ -391,6 +391,9 @@ fn slow_notice() -> Duration {
     std::env::var("SHIMCOMPAT_SLOW_NOTICE").ok().and_then(|v| v.parse().ok()).map(Duration::from_secs).unwrap_or(SLOW_NOTICE)
 }
 
+/// A failure's evidence is cut to this many bytes.
+const EVIDENCE_CAP: usize = 64 * 1024;
+
 /// A failure message is cut to this many bytes (before the evidence, which is bounded on its own).
 const MESSAGE_CAP: usize = 16 * 1024;
 
@@ -464,7 +467,10 @@ fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> (Outcome, 
             Ok(()) => (Outcome::Pass, String::new()),
             Err(CaseError::Skip(reason)) => (Outcome::Skip { reason }, String::new()),
             // Whatever a shim made a case quote (its output, its errors, its log) stays readable.
-            Err(CaseError::Fail(message)) => (Outcome::Fail { message: crate::shim::launch::clip(&message, MESSAGE_CAP) }, evidence),
+            Err(CaseError::Fail(message)) => (
+                Outcome::Fail { message: crate::shim::launch::clip(&message, MESSAGE_CAP) },
+                crate::shim::launch::clip(&evidence, EVIDENCE_CAP),
+            ),
         }
     });
     // Drop the runtime so tasks it owns (drains, servers) end before the next trial on this thread.
