@@ -264,6 +264,33 @@ fn huge_start_output() -> Verdict {
     Verdict::Pass
 }
 
+/// A shim that writes one 40 MB line to its log: the harness keeps 16 MiB (with a marker), keeps draining so the
+/// shim never blocks, and stays small.
+fn log_flood() -> Verdict {
+    let scratch = Scratch::new("logflood");
+    let shim = scratch.script(
+        "containerd-shim-logflood-v1",
+        &format!("[ \"${{@: -1}}\" = start ] && head -c 40000000 /dev/zero | tr '\\0' x > log\nexec {} \"$@\"\n", mock().display()),
+    );
+    let work = scratch.work_dir().display().to_string();
+    let ran = ran!(shimcompat(&["run", "--runtime-binary", &shim.display().to_string(), "--work-dir", &work, "--keep", ONE_CASE], &[], Duration::from_secs(120)));
+    check!(ran.code() == Some(0), "the flooding shim otherwise works: the case must pass\n{}", ran.describe());
+    let logs: Vec<PathBuf> = std::fs::read_dir(scratch.work_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|run| std::fs::read_dir(run.path().join("logs")).into_iter().flatten().flatten().map(|e| e.path()))
+        .collect();
+    check!(!logs.is_empty(), "--keep kept no shim log\n{}", ran.describe());
+    let biggest = logs.iter().filter_map(|p| std::fs::metadata(p).ok().map(|m| (m.len(), p.clone()))).max();
+    let Some((size, path)) = biggest else { return Verdict::Fail("no readable shim log".into()) };
+    check!(size <= 16 * 1024 * 1024 + 4096, "{} is {size} bytes: over the 16 MiB cap", path.display());
+    let tail = std::fs::read(&path).map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(200)..]).into_owned()).unwrap_or_default();
+    check!(tail.contains("log cut at"), "the cut must be marked: ...{tail}");
+    check!(ran.max_rss_kb < 200 * 1024, "shimcompat peaked at {} MB RSS", ran.max_rss_kb / 1024);
+    Verdict::Pass
+}
+
 /// An address naming a regular file: Connect fails, and the harness must not delete the file it named.
 fn address_naming_a_file_is_not_deleted() -> Verdict {
     let scratch = Scratch::new("victim");
@@ -1073,6 +1100,7 @@ fn main() {
         ("hostile::shims_start_with_no_blocked_signals", shims_start_with_no_blocked_signals),
         ("hostile::huge_start_output", huge_start_output),
         ("hostile::address_naming_a_file_is_not_deleted", address_naming_a_file_is_not_deleted),
+        ("hostile::log_flood", log_flood),
         ("hostile::address_never_listens", address_never_listens),
         ("hostile::server_that_closes_at_once", server_that_closes_at_once),
         ("hostile::probe_that_sleeps", probe_that_sleeps),
