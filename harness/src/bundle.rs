@@ -207,16 +207,20 @@ impl Bundle {
         std::fs::create_dir(dir.join("rootfs")).map_err(io_error(format!("creating {}/rootfs", dir.display())))?;
         std::fs::set_permissions(dir.join("rootfs"), std::fs::Permissions::from_mode(0o711))
             .map_err(io_error(format!("chmod {}/rootfs", dir.display())))?;
-        spec.save(dir.join("config.json"))
-            .map_err(|source| BundleError::Spec { context: format!("writing {}/config.json", dir.display()), source })?;
+        spec.save(dir.join("config.json")).map_err(|source| BundleError::Spec {
+            context: format!("writing {}/config.json", dir.display()),
+            source,
+        })?;
         // containerd links `work` to a per-task directory under its root; the runc shim puts criu's work dir there.
         let work = work_parent.join(id);
         std::fs::create_dir_all(&work).map_err(io_error(format!("creating {}", work.display())))?;
         let _ = std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o711));
-        std::os::unix::fs::symlink(&work, dir.join("work")).map_err(io_error(format!("linking {}/work", dir.display())))?;
+        std::os::unix::fs::symlink(&work, dir.join("work"))
+            .map_err(io_error(format!("linking {}/work", dir.display())))?;
         if let Some(snapshot) = &snapshot {
             for sub in ["fs", "work"] {
-                std::fs::create_dir_all(snapshot.join(sub)).map_err(io_error(format!("creating {}", snapshot.join(sub).display())))?;
+                std::fs::create_dir_all(snapshot.join(sub))
+                    .map_err(io_error(format!("creating {}", snapshot.join(sub).display())))?;
             }
             let _ = std::fs::set_permissions(snapshot.join("fs"), std::fs::Permissions::from_mode(0o755));
         }

@@ -60,7 +60,6 @@ fn one() -> f64 {
     1.0
 }
 
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RuncOptions {
@@ -167,7 +166,8 @@ impl Candidate {
 
     pub fn load(path: &Path) -> Result<Candidate, CandidateError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| CandidateError::Read { path: shown.clone(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| CandidateError::Read { path: shown.clone(), source })?;
         let mut candidate: Candidate =
             toml::from_str(&text).map_err(|source| CandidateError::Parse { path: shown.clone(), source })?;
         if candidate.name.is_empty() {

@@ -74,10 +74,14 @@ const LONGEST_SOCKET: usize = "/scs-000000/s/".len() + 64;
 /// /tmp (containerd keeps its sockets short the same way, in /run/containerd/s).
 fn socket_base(work_base: &Path) -> Option<PathBuf> {
     let fits = |dir: &Path| dir.is_absolute() && dir.as_os_str().len() + LONGEST_SOCKET <= SUN_PATH_MAX;
-    let absolute = |dir: &Path| if dir.is_absolute() { dir.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(dir) };
-    [absolute(work_base), std::env::temp_dir(), PathBuf::from("/tmp")]
-        .into_iter()
-        .find(|dir| fits(dir) && dir.is_dir())
+    let absolute = |dir: &Path| {
+        if dir.is_absolute() {
+            dir.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(dir)
+        }
+    };
+    [absolute(work_base), std::env::temp_dir(), PathBuf::from("/tmp")].into_iter().find(|dir| fits(dir) && dir.is_dir())
 }
 
 impl RunEnv {
@@ -97,12 +101,14 @@ impl RunEnv {
             .ok_or_else(|| EnvError::SocketDir(base.display().to_string(), std::env::temp_dir().display().to_string()))?
             .join(format!("scs-{nonce}"));
         for sub in ["e", "s"] {
-            std::fs::create_dir_all(sockets.join(sub)).map_err(|e| EnvError::Workdir(sockets.display().to_string(), e))?;
+            std::fs::create_dir_all(sockets.join(sub))
+                .map_err(|e| EnvError::Workdir(sockets.display().to_string(), e))?;
         }
         let rootfs = workdir.join("rootfs");
         bundle::prepare_rootfs(&rootfs)?;
         let nonce_for_tracking = nonce.clone();
-        let rootfs_form = if crate::host::is_root() { RootfsForm::Overlay } else { RootfsForm::Absolute(rootfs.clone()) };
+        let rootfs_form =
+            if crate::host::is_root() { RootfsForm::Overlay } else { RootfsForm::Absolute(rootfs.clone()) };
         let tracking = crate::leaks::Tracking::create(&nonce_for_tracking);
         let registration = crate::registry::Registration::create(&crate::registry::Record {
             pid: std::process::id(),
@@ -154,7 +160,9 @@ impl RunEnv {
             let _ = crate::shim::launch::remove_socket(&socket);
         }
         let mut found: Vec<String> = match &self.tracking {
-            Some(tracking) => tracking.remove().into_iter().map(|l| format!("process {l} (in the run's tracking cgroup)")).collect(),
+            Some(tracking) => {
+                tracking.remove().into_iter().map(|l| format!("process {l} (in the run's tracking cgroup)")).collect()
+            }
             None => Vec::new(),
         };
         found.extend(crate::fstree::remove_tree(&self.sockets).lines());
@@ -356,7 +364,8 @@ impl Ctx {
         let mut spec = bundle::build_spec(&config, &self.env.rootfs_form, &format!("/{}/{id}", self.env.namespace));
         spec.set_version(self.target.profile.oci_version.to_string());
         let log = self.env.workdir.join("logs").join(format!("{id}.log"));
-        let snapshot = (self.env.rootfs_form == RootfsForm::Overlay).then(|| self.env.workdir.join("snapshots").join(id));
+        let snapshot =
+            (self.env.rootfs_form == RootfsForm::Overlay).then(|| self.env.workdir.join("snapshots").join(id));
         let mut bundle = Bundle::create(&self.env.bundle_parent(), &self.env.work_parent(), id, spec, log, snapshot)
             .map_err(|e| fail(format!("preparing the bundle: {e}")))?;
         bundle.keep = self.env.keep;
@@ -521,7 +530,13 @@ impl Ctx {
 
     /// Creates the shim's own container with stdout and stderr given as URIs (`file://`, `binary://`) instead of
     /// fifos, as `ctr run --log-uri` and nerdctl send them (both streams the same URI); stdin as `io` says.
-    pub async fn create_with_outputs(&mut self, shim: &Shim, io: IoSpec, stdout: &str, stderr: &str) -> Result<Task, CaseError> {
+    pub async fn create_with_outputs(
+        &mut self,
+        shim: &Shim,
+        io: IoSpec,
+        stdout: &str,
+        stderr: &str,
+    ) -> Result<Task, CaseError> {
         let id = shim.id().to_string();
         let bundle_dir = shim.bundle_dir();
         let io = IoSpec { stdout: false, stderr: false, ..io };
@@ -551,8 +566,9 @@ impl Ctx {
         if let Some((out, err)) = outputs {
             (stdout, stderr) = (out, err);
         }
-        let rootfs = rootfs
-            .unwrap_or_else(|| snapshot.map(|snapshot| bundle::overlay_mount(&self.env.rootfs, &snapshot)).into_iter().collect());
+        let rootfs = rootfs.unwrap_or_else(|| {
+            snapshot.map(|snapshot| bundle::overlay_mount(&self.env.rootfs, &snapshot)).into_iter().collect()
+        });
         let request = CreateTaskRequest {
             id: id.into(),
             bundle: bundle_dir.display().to_string(),
@@ -602,7 +618,12 @@ impl Ctx {
 
     /// Wait on a process as containerd's runtime does: for the init, Connect first (shimTask.Wait calls PID()); for an
     /// exec, the State lookup the tasks service makes first.
-    pub async fn wait_process(&self, shim: &Shim, id: &str, exec_id: &str) -> RpcResult<containerd_shim_protos::api::WaitResponse> {
+    pub async fn wait_process(
+        &self,
+        shim: &Shim,
+        id: &str,
+        exec_id: &str,
+    ) -> RpcResult<containerd_shim_protos::api::WaitResponse> {
         if exec_id.is_empty() {
             let connect = shim.task.connect_rpc(id).await?;
             shim.record_connect(&connect);
@@ -613,7 +634,14 @@ impl Ctx {
     }
 
     /// Exec request for the payload with `steps`.
-    pub fn exec_request(&self, id: &str, exec_id: &str, steps: &[&str], terminal: bool, io: &ProcessIo) -> ExecProcessRequest {
+    pub fn exec_request(
+        &self,
+        id: &str,
+        exec_id: &str,
+        steps: &[&str],
+        terminal: bool,
+        io: &ProcessIo,
+    ) -> ExecProcessRequest {
         let steps: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
         let process = bundle::payload_process(&steps, terminal, &[self.marker_env()]);
         let mut spec = Any::new();
@@ -645,7 +673,11 @@ impl Ctx {
                 shim.reply.form,
                 shim.reply.address,
                 shim.reply.api,
-                if shown.len() < rpcs.len() { format!(" (last {} of {})", shown.len(), rpcs.len()) } else { String::new() },
+                if shown.len() < rpcs.len() {
+                    format!(" (last {} of {})", shown.len(), rpcs.len())
+                } else {
+                    String::new()
+                },
                 indent(&shown.join("\n"), "    "),
                 {
                     // The last 50 events: a flood must not flood the evidence too.
@@ -685,7 +717,9 @@ impl Ctx {
                 left = crate::leaks::marked_processes(&self.marker);
             }
             for leftover in left {
-                report.left_after_shutdown.push(format!("pid {leftover} ({})", crate::shim::instance::cmdline(leftover)));
+                report
+                    .left_after_shutdown
+                    .push(format!("pid {leftover} ({})", crate::shim::instance::cmdline(leftover)));
             }
             for (shim, gone) in shims.iter().zip(&gone) {
                 if *gone {

@@ -76,7 +76,11 @@ pub fn fingerprint() -> HostFingerprint {
 /// The first line a binary prints for a version flag (bounded in time).
 pub fn version_of(binary: &Path, flag: &str) -> Option<String> {
     let mut command = std::process::Command::new(binary);
-    command.arg(flag).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    command
+        .arg(flag)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = crate::reaper::spawn_std(&mut command).ok()?;
     let pid = child.id();
     let result = finish_version(&mut child);
@@ -169,7 +173,11 @@ pub fn examine(candidates: Vec<Candidate>, work_base: Option<&Path>) -> (HostFin
                 Planned::Ready(target) => match &env {
                     Some(env) => {
                         let verdict = crate::run::judge(&target, env);
-                        row.verdicts.push(LineVerdict { containerd: line, profile: line.profile().describe(), verdict });
+                        row.verdicts.push(LineVerdict {
+                            containerd: line,
+                            profile: line.profile().describe(),
+                            verdict,
+                        });
                     }
                     None => {
                         row.probe_error = Some("cannot create a work directory".into());
@@ -197,13 +205,20 @@ pub fn print(host: &HostFingerprint, rows: &[CandidateDoctor]) {
     crate::outln!(
         "  cgroup:    {}{}",
         host.cgroup,
-        if host.cgroup2_controllers.is_empty() { String::new() } else { format!(" (cgroup2 controllers: {})", host.cgroup2_controllers) }
+        if host.cgroup2_controllers.is_empty() {
+            String::new()
+        } else {
+            format!(" (cgroup2 controllers: {})", host.cgroup2_controllers)
+        }
     );
     crate::outln!("  kvm:       {}", if host.kvm { "usable" } else { "absent or not usable" });
     crate::outln!("  root:      {}", if host.root { "yes" } else { "no" });
     let stale = crate::registry::stale();
     if !stale.is_empty() {
-        crate::outln!("  leftovers: {} killed run(s) left things behind (`shimcompat clean` removes them):", stale.len());
+        crate::outln!(
+            "  leftovers: {} killed run(s) left things behind (`shimcompat clean` removes them):",
+            stale.len()
+        );
         for record in &stale {
             crate::outln!("             pid {} at {}", record.pid, record.workdir.display());
         }
@@ -231,7 +246,11 @@ pub fn print(host: &HostFingerprint, rows: &[CandidateDoctor]) {
                     line.verdict.reply.as_deref().unwrap_or("")
                 ),
                 (false, reason) => {
-                    crate::outln!("  containerd {}{judged}: NOT usable: {}", line.containerd, reason.as_deref().unwrap_or(""))
+                    crate::outln!(
+                        "  containerd {}{judged}: NOT usable: {}",
+                        line.containerd,
+                        reason.as_deref().unwrap_or("")
+                    )
                 }
             }
         }
@@ -242,8 +261,12 @@ pub fn print(host: &HostFingerprint, rows: &[CandidateDoctor]) {
             crate::outln!("  start probe failed: {error}");
         }
         if row.missing.is_none() && row.probe_error.is_none() {
-            let usable: Vec<String> = row.verdicts.iter().filter(|v| v.verdict.usable).map(|v| v.containerd.to_string()).collect();
-            crate::outln!("  ready:     yes (usable by containerd {})", if usable.is_empty() { "none".into() } else { usable.join(", ") });
+            let usable: Vec<String> =
+                row.verdicts.iter().filter(|v| v.verdict.usable).map(|v| v.containerd.to_string()).collect();
+            crate::outln!(
+                "  ready:     yes (usable by containerd {})",
+                if usable.is_empty() { "none".into() } else { usable.join(", ") }
+            );
         }
     }
 }

@@ -114,7 +114,8 @@ fn walk_and_remove(root: &Path, removal: &mut Removal) {
         }
         return;
     }
-    let home = Home { mnt_id: stat.stx_mnt_id, has_mnt_id: stat.stx_mask & libc::STATX_MNT_ID != 0, dev: dev_of(&stat) };
+    let home =
+        Home { mnt_id: stat.stx_mnt_id, has_mnt_id: stat.stx_mask & libc::STATX_MNT_ID != 0, dev: dev_of(&stat) };
     remove_dir_entry(parent_fd.as_raw_fd(), &name_c, root, &home, removal);
 }
 
@@ -175,7 +176,9 @@ fn remove_dir_entry(parent: i32, name: &CStr, shown: &Path, home: &Home, removal
     drop(dir);
     if let Err(e) = unlink_at(parent, name, true) {
         // A directory kept because something in it was kept says nothing new.
-        if e.raw_os_error() != Some(libc::ENOTEMPTY) || !removal.kept.iter().any(|k| k.starts_with(&*shown.to_string_lossy())) {
+        if e.raw_os_error() != Some(libc::ENOTEMPTY)
+            || !removal.kept.iter().any(|k| k.starts_with(&*shown.to_string_lossy()))
+        {
             removal.kept.push(format!("{} ({e})", shown.display()));
         }
     }
@@ -315,8 +318,14 @@ mod tests {
         std::fs::create_dir_all(source.join("sub")).unwrap();
         std::fs::write(source.join("sub/precious"), b"z").unwrap();
         std::fs::create_dir_all(tree.join("rootfs/leak")).unwrap();
-        nix::mount::mount(Some(&source), &tree.join("rootfs/leak"), None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
-            .unwrap();
+        nix::mount::mount(
+            Some(&source),
+            &tree.join("rootfs/leak"),
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
         let removal = remove_tree(&tree);
         assert_eq!(removal.detached, vec![tree.join("rootfs/leak").display().to_string()]);
         assert!(!tree.exists());
@@ -324,8 +333,14 @@ mod tests {
 
         // A mount the detach did not take (one that appeared after it): the walk does not enter it.
         std::fs::create_dir_all(tree.join("rootfs/leak")).unwrap();
-        nix::mount::mount(Some(&source), &tree.join("rootfs/leak"), None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
-            .unwrap();
+        nix::mount::mount(
+            Some(&source),
+            &tree.join("rootfs/leak"),
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
         let mut walked = Removal::default();
         walk_and_remove(&tree, &mut walked);
         let _ = nix::mount::umount2(&tree.join("rootfs/leak"), nix::mount::MntFlags::MNT_DETACH);

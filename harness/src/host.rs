@@ -104,7 +104,10 @@ pub struct MemoryLimits {
 /// hierarchy at /sys/fs/cgroup/memory, else `memory` among the v2 root's controllers). `Err` says why not.
 pub fn memory_limits() -> Result<MemoryLimits, String> {
     if !is_root() {
-        return Err(format!("setting a memory limit needs root (creating a cgroup); running as uid {}", nix::unistd::geteuid()));
+        return Err(format!(
+            "setting a memory limit needs root (creating a cgroup); running as uid {}",
+            nix::unistd::geteuid()
+        ));
     }
     let v1 = Path::new("/sys/fs/cgroup/memory");
     if v1.join("memory.limit_in_bytes").exists() || v1.join("tasks").exists() {

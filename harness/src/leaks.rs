@@ -120,7 +120,13 @@ fn marked_where(needle: &str, prefix: bool) -> Vec<u32> {
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
                 .map(|env| {
-                    env.split(|b| *b == 0).any(|kv| if prefix { kv.starts_with(needle.as_bytes()) } else { kv == needle.as_bytes() })
+                    env.split(|b| *b == 0).any(|kv| {
+                        if prefix {
+                            kv.starts_with(needle.as_bytes())
+                        } else {
+                            kv == needle.as_bytes()
+                        }
+                    })
                 })
                 .unwrap_or(false)
         })
@@ -273,7 +279,10 @@ impl HostWatch {
         for name in socket_dir_names() {
             let path = std::path::Path::new(CONTAINERD_SOCKET_DIR).join(&name);
             if !self.socket_dir.contains(&name) && !excluded(&path) {
-                found.push(format!("file {} appeared during the run (left in place: not provably the run's)", path.display()));
+                found.push(format!(
+                    "file {} appeared during the run (left in place: not provably the run's)",
+                    path.display()
+                ));
             }
         }
         found

@@ -175,8 +175,9 @@ fn lines(arg: Option<&str>) -> Result<Vec<Line>, String> {
     }
     let mut found = Vec::new();
     for part in arg.split(',') {
-        let line = Line::parse(part)
-            .ok_or_else(|| format!("--containerd {part:?}: not a containerd line shimcompat models (1.6, 1.7, 2.0, 2.x or all)"))?;
+        let line = Line::parse(part).ok_or_else(|| {
+            format!("--containerd {part:?}: not a containerd line shimcompat models (1.6, 1.7, 2.0, 2.x or all)")
+        })?;
         if !found.contains(&line) {
             found.push(line);
         }
@@ -206,7 +207,10 @@ fn main() -> ExitCode {
         Command::Clean => {
             let cleaned = shimcompat::registry::clean_stale();
             if cleaned.is_empty() {
-                shimcompat::outln!("nothing to clean: no killed run left a record in {}", shimcompat::registry::dir().display());
+                shimcompat::outln!(
+                    "nothing to clean: no killed run left a record in {}",
+                    shimcompat::registry::dir().display()
+                );
             }
             for line in shimcompat::registry::describe(&cleaned) {
                 shimcompat::outln!("{line}");
@@ -218,12 +222,10 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => usage_error(e),
         },
-        Command::Baseline { containerd, candidates, results, matrix_only, test } => {
-            match lines(Some(&containerd)) {
-                Ok(lines) => baseline(&candidates, &results, matrix_only, &test, &lines),
-                Err(e) => usage_error(e),
-            }
-        }
+        Command::Baseline { containerd, candidates, results, matrix_only, test } => match lines(Some(&containerd)) {
+            Ok(lines) => baseline(&candidates, &results, matrix_only, &test, &lines),
+            Err(e) => usage_error(e),
+        },
         Command::Compare { baseline, report } => compare(&baseline, &report),
         Command::Report { reports, format, output } => render_reports(&reports, format, output.as_deref()),
     }
@@ -283,7 +285,9 @@ fn run(mut args: RunArgs) -> ExitCode {
     } else {
         candidates.push(Candidate::mock());
     }
-    if args.faults.is_some() && candidates.iter().any(|c| c.runtime.as_deref() != Some(shimcompat::candidate::MOCK_RUNTIME)) {
+    if args.faults.is_some()
+        && candidates.iter().any(|c| c.runtime.as_deref() != Some(shimcompat::candidate::MOCK_RUNTIME))
+    {
         return usage_error("--faults only applies to the bundled mock shim (io.containerd.mock.v1)");
     }
     if let Some(faults) = &args.faults {
@@ -324,7 +328,8 @@ fn run(mut args: RunArgs) -> ExitCode {
             return usage_error(format!("cannot write {}: {e}", path.display()));
         }
     }
-    let named_unavailable = !args.candidate.is_empty() && plans.iter().any(|p| matches!(p, Planned::Unavailable { .. }));
+    let named_unavailable =
+        !args.candidate.is_empty() && plans.iter().any(|p| matches!(p, Planned::Unavailable { .. }));
     let config = shimcompat::run::RunConfig {
         work_base: args.work_dir.clone(),
         keep: args.keep,
@@ -344,7 +349,8 @@ fn run(mut args: RunArgs) -> ExitCode {
         }
     }
     if let Some(path) = &args.junit {
-        let written = shimcompat::report::junit::render(&report).and_then(|xml| std::fs::write(path, xml).map_err(|e| e.to_string()));
+        let written = shimcompat::report::junit::render(&report)
+            .and_then(|xml| std::fs::write(path, xml).map_err(|e| e.to_string()));
         if let Err(e) = written {
             return usage_error(format!("writing {}: {e}", path.display()));
         }
@@ -381,10 +387,17 @@ fn run(mut args: RunArgs) -> ExitCode {
     let code = report.exit_code(args.fail_on, args.allow_empty, named_unavailable);
     use shimcompat::report::exit;
     match code {
-        exit::EMPTY if named_unavailable => eprintln!("error: a candidate named with --candidate cannot run here (exit 3; --allow-empty accepts it)"),
-        exit::EMPTY => eprintln!("error: nothing ran: no trial selected, or every one skipped (exit 3; --allow-empty accepts it)"),
+        exit::EMPTY if named_unavailable => {
+            eprintln!("error: a candidate named with --candidate cannot run here (exit 3; --allow-empty accepts it)")
+        }
+        exit::EMPTY => {
+            eprintln!("error: nothing ran: no trial selected, or every one skipped (exit 3; --allow-empty accepts it)")
+        }
         exit::OK if !report.success() && report.interrupted.is_none() => {
-            eprintln!("note: exit 0 under --fail-on {}: no failure at that level", format!("{:?}", args.fail_on).to_lowercase())
+            eprintln!(
+                "note: exit 0 under --fail-on {}: no failure at that level",
+                format!("{:?}", args.fail_on).to_lowercase()
+            )
         }
         _ => {}
     }
@@ -429,7 +442,13 @@ fn doctor(dir: Option<PathBuf>, files: Vec<PathBuf>, runtime: Option<String>, js
     ExitCode::SUCCESS
 }
 
-fn baseline(dir: &std::path::Path, results: &std::path::Path, matrix_only: bool, test: &TestArgs, lines: &[Line]) -> ExitCode {
+fn baseline(
+    dir: &std::path::Path,
+    results: &std::path::Path,
+    matrix_only: bool,
+    test: &TestArgs,
+    lines: &[Line],
+) -> ExitCode {
     use shimcompat::report::{baseline, matrix};
     let baselines_dir = results.join("baselines");
     let candidates = match Candidate::load_dir(dir) {
@@ -468,8 +487,12 @@ fn baseline(dir: &std::path::Path, results: &std::path::Path, matrix_only: bool,
                 binary,
                 oci_runtime: candidate.and_then(|c| c.runc_options.as_ref()).map(|o| {
                     let name = if o.binary_name.is_empty() { "runc".to_string() } else { o.binary_name.clone() };
-                    let path = if name.contains('/') { Some(PathBuf::from(&name)) } else { shimcompat::host::which(&name) };
-                    let version = path.as_deref().and_then(|p| shimcompat::doctor::version_of(p, "--version")).unwrap_or_default();
+                    let path =
+                        if name.contains('/') { Some(PathBuf::from(&name)) } else { shimcompat::host::which(&name) };
+                    let version = path
+                        .as_deref()
+                        .and_then(|p| shimcompat::doctor::version_of(p, "--version"))
+                        .unwrap_or_default();
                     // Paths differ per checkout; the wrapper's name and the runtime's version identify it.
                     let shown = name.rsplit('/').next().unwrap_or(&name).to_string();
                     format!("{shown} ({version})")
@@ -481,9 +504,14 @@ fn baseline(dir: &std::path::Path, results: &std::path::Path, matrix_only: bool,
             if let Err(e) = baseline::save(&written, &baselines_dir) {
                 return usage_error(e);
             }
-            shimcompat::outln!("wrote {}/{}", baselines_dir.display(), baseline::file_name(&written.candidate.name, written.containerd));
+            shimcompat::outln!(
+                "wrote {}/{}",
+                baselines_dir.display(),
+                baseline::file_name(&written.candidate.name, written.containerd)
+            );
         }
-        unavailable = report.candidates.iter().filter_map(|c| c.unavailable.clone().map(|r| (c.name.clone(), r))).collect();
+        unavailable =
+            report.candidates.iter().filter_map(|c| c.unavailable.clone().map(|r| (c.name.clone(), r))).collect();
         unavailable.dedup();
     }
     let baselines = match baseline::load_dir(&baselines_dir) {
@@ -505,7 +533,11 @@ fn baseline(dir: &std::path::Path, results: &std::path::Path, matrix_only: bool,
 
 fn compare(baseline_path: &std::path::Path, report_path: &std::path::Path) -> ExitCode {
     use shimcompat::report::{baseline, Report};
-    let baselines = if baseline_path.is_dir() { baseline::load_dir(baseline_path) } else { baseline::load(baseline_path).map(|b| vec![b]) };
+    let baselines = if baseline_path.is_dir() {
+        baseline::load_dir(baseline_path)
+    } else {
+        baseline::load(baseline_path).map(|b| vec![b])
+    };
     let baselines = match baselines {
         Ok(found) => found,
         Err(e) => return usage_error(e),
@@ -518,7 +550,9 @@ fn compare(baseline_path: &std::path::Path, report_path: &std::path::Path) -> Ex
     let mut compared = 0;
     for candidate in &report.candidates {
         let label = format!("{}@{}", candidate.name, candidate.containerd);
-        let Some(base) = baselines.iter().find(|b| b.candidate.name == candidate.name && b.containerd == candidate.containerd) else {
+        let Some(base) =
+            baselines.iter().find(|b| b.candidate.name == candidate.name && b.containerd == candidate.containerd)
+        else {
             shimcompat::outln!("{label}: no baseline");
             continue;
         };
@@ -531,7 +565,8 @@ fn compare(baseline_path: &std::path::Path, report_path: &std::path::Path) -> Ex
         let absent = changes.iter().filter(|c| c.after.is_none()).count();
         changes.retain(|c| c.after.is_some());
         if absent > 0 {
-            let why = if partial { "not run: the run was filtered or interrupted" } else { "no longer in the catalogue" };
+            let why =
+                if partial { "not run: the run was filtered or interrupted" } else { "no longer in the catalogue" };
             shimcompat::outln!("{label}: {absent} baseline case(s) absent from the report ({why}): not compared");
         }
         if changes.is_empty() {
@@ -546,7 +581,11 @@ fn compare(baseline_path: &std::path::Path, report_path: &std::path::Path) -> Ex
     if compared == 0 {
         return usage_error("no candidate of the report has a baseline");
     }
-    if regressions > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    if regressions > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// A `run --report-json` file of this tool's schema; another schema (or a baseline, or another tool's JSON) is

@@ -266,7 +266,9 @@ impl Profile {
     /// One line for reports: which containerd this is and what it was checked against.
     pub fn describe(&self) -> String {
         match self.judge {
-            Judge::Daemon => format!("containerd {} (profile of {}, checked against the running daemon)", self.line, self.release),
+            Judge::Daemon => {
+                format!("containerd {} (profile of {}, checked against the running daemon)", self.line, self.release)
+            }
             Judge::Source => format!(
                 "containerd {} (profile of {}, modelled from source: no {} daemon is obtainable on the reference host)",
                 self.line, self.release, self.line
@@ -415,7 +417,9 @@ pub fn default_line() -> (Line, String) {
         Some(binary) => match crate::resolve::host::version_output(&binary, Duration::from_secs(5)) {
             Ok(output) => match Line::of_version_output(&output) {
                 Some(line) => (line, format!("the installed containerd ({})", output.trim())),
-                None => (Line::V2x, format!("installed containerd not recognised ({}): the newest line", output.trim())),
+                None => {
+                    (Line::V2x, format!("installed containerd not recognised ({}): the newest line", output.trim()))
+                }
             },
             Err(reason) => (Line::V2x, format!("{}: {reason}: the newest line", binary.display())),
         },
@@ -440,7 +444,10 @@ mod tests {
 
     #[test]
     fn version_output() {
-        assert_eq!(Line::of_version_output("containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3"), Some(Line::V1_6));
+        assert_eq!(
+            Line::of_version_output("containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3"),
+            Some(Line::V1_6)
+        );
         assert_eq!(Line::of_version_output("containerd containerd.io v1.7.24 88bf19b2"), Some(Line::V1_7));
     }
 

@@ -57,7 +57,8 @@ impl Registration {
         let dir = dir();
         std::fs::create_dir_all(&dir).ok()?;
         let path = dir.join(format!("{}.run", record.nonce));
-        let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).read(true).open(&path).ok()?;
+        let mut file =
+            std::fs::OpenOptions::new().create(true).truncate(true).write(true).read(true).open(&path).ok()?;
         if !lock(&file, false) {
             return None;
         }
@@ -67,7 +68,9 @@ impl Registration {
 
     /// Notes a shim socket outside the run's directories, for a later clean-up.
     pub fn add_socket(&self, socket: &Path) {
-        if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(self.path.with_extension("sockets")) {
+        if let Ok(mut file) =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.path.with_extension("sockets"))
+        {
             let _ = writeln!(file, "{}", socket.display());
         }
     }
@@ -90,7 +93,8 @@ pub struct Cleaned {
 /// Finds the records of runs that are gone and removes what they left. Records of live runs are not touched.
 pub fn clean_stale() -> Vec<Cleaned> {
     let Ok(entries) = std::fs::read_dir(dir()) else { return Vec::new() };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "run")).collect();
+    let mut paths: Vec<PathBuf> =
+        entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "run")).collect();
     paths.sort();
     let mut cleaned = Vec::new();
     for path in paths {
@@ -187,7 +191,11 @@ pub fn describe(cleaned: &[Cleaned]) -> Vec<String> {
     for run in cleaned {
         match &run.record {
             Some(record) => {
-                out.push(format!("an earlier run (pid {}, {}) was killed; removed what it left:", record.pid, record.workdir.display()));
+                out.push(format!(
+                    "an earlier run (pid {}, {}) was killed; removed what it left:",
+                    record.pid,
+                    record.workdir.display()
+                ));
                 if run.lines.is_empty() {
                     out.push("    nothing".into());
                 }

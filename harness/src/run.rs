@@ -268,11 +268,16 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
                 let mut result = run_trial(&trial.name, case, &plans[trial.planned], &env);
                 // Retries: a failure that then passes is flaky (reported apart); one that keeps failing stays failed.
                 let mut attempts = 1;
-                while matches!(result.outcome, Outcome::Fail { .. }) && attempts <= u32::from(retries) && !result.interrupted {
+                while matches!(result.outcome, Outcome::Fail { .. })
+                    && attempts <= u32::from(retries)
+                    && !result.interrupted
+                {
                     attempts += 1;
                     let again = run_trial(&trial.name, case, &plans[trial.planned], &env);
                     if matches!(again.outcome, Outcome::Pass) {
-                        let Outcome::Fail { message } = std::mem::replace(&mut result.outcome, Outcome::Pass) else { unreachable!() };
+                        let Outcome::Fail { message } = std::mem::replace(&mut result.outcome, Outcome::Pass) else {
+                            unreachable!()
+                        };
                         result.outcome = Outcome::Flaky { message, attempts };
                         result.duration += again.duration;
                         break;
@@ -298,7 +303,12 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     let stopped_after = max_fail.filter(|max| failures.load(std::sync::atomic::Ordering::SeqCst) >= *max);
     // The main thread finishes the run, unless the signal thread already gave up waiting and took over.
     if FINISH
-        .compare_exchange(RUNNING, MAIN_FINISHES, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst)
+        .compare_exchange(
+            RUNNING,
+            MAIN_FINISHES,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        )
         .is_err()
     {
         loop {
@@ -330,13 +340,18 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     // A waiver whose case passed accepts a divergence that is gone: say so, so the candidate file can lose it.
     for result in report.results.iter().filter(|r| matches!(r.outcome, Outcome::Pass)) {
         let waiver = plans.iter().find_map(|plan| match plan {
-            Planned::Ready(target) if target.candidate.name == result.candidate && target.profile.line == result.containerd => {
+            Planned::Ready(target)
+                if target.candidate.name == result.candidate && target.profile.line == result.containerd =>
+            {
                 target.candidate.waiver(&result.case)
             }
             _ => None,
         });
         if let Some(waiver) = waiver {
-            report.stale_waivers.push(format!("{}: the waiver for {} ({}) is stale: the case passed", result.name, result.case, waiver.reason));
+            report.stale_waivers.push(format!(
+                "{}: the waiver for {} ({}) is stale: the case passed",
+                result.name, result.case, waiver.reason
+            ));
         }
     }
     report.filtered_out = filtered_out;
@@ -345,7 +360,8 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     report.interrupted = interrupted;
     report.not_run = total.saturating_sub(report.results.len());
     if let (Some(max), true) = (stopped_after, report.not_run > 0) {
-        report.stopped_early = Some(format!("stopped after {max} failure(s) (--max-fail/--fail-fast): {} trials not run", report.not_run));
+        report.stopped_early =
+            Some(format!("stopped after {max} failure(s) (--max-fail/--fail-fast): {} trials not run", report.not_run));
     }
     report.host = Some(host_fingerprint());
     report.add_binary_facts();
@@ -388,7 +404,11 @@ fn host_fingerprint() -> crate::doctor::HostFingerprint {
 const SLOW_NOTICE: Duration = Duration::from_secs(30);
 
 fn slow_notice() -> Duration {
-    std::env::var("SHIMCOMPAT_SLOW_NOTICE").ok().and_then(|v| v.parse().ok()).map(Duration::from_secs).unwrap_or(SLOW_NOTICE)
+    std::env::var("SHIMCOMPAT_SLOW_NOTICE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(SLOW_NOTICE)
 }
 
 /// A failure's evidence is cut to this many bytes.
@@ -424,7 +444,13 @@ fn run_trial(name: &str, case: &Case, plan: &Planned, env: &Arc<RunEnv>) -> Tria
         outcome,
         duration: started.elapsed(),
         summary: case.summary.to_string(),
-        reference: case.per_line.iter().find(|(line, ..)| *line == plan.line()).map(|(.., r)| *r).unwrap_or(case.reference).to_string(),
+        reference: case
+            .per_line
+            .iter()
+            .find(|(line, ..)| *line == plan.line())
+            .map(|(.., r)| *r)
+            .unwrap_or(case.reference)
+            .to_string(),
         features: case.features.iter().map(|f| f.to_string()).collect(),
         evidence,
         interrupted,
@@ -437,11 +463,16 @@ const CASE_LIMIT: Duration = Duration::from_secs(60);
 /// Runs a case on a ready target: its outcome, and for a failure the evidence (events, shim log tail).
 fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> (Outcome, String) {
     if let Some(feature) = case.features.iter().find(|f| !target.supports(f)) {
-        return (Outcome::Skip { reason: format!("candidate declares feature `{feature}` unsupported") }, String::new());
+        return (
+            Outcome::Skip { reason: format!("candidate declares feature `{feature}` unsupported") },
+            String::new(),
+        );
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
-        Err(e) => return (Outcome::Fail { message: format!("harness: cannot start a tokio runtime: {e}") }, String::new()),
+        Err(e) => {
+            return (Outcome::Fail { message: format!("harness: cannot start a tokio runtime: {e}") }, String::new())
+        }
     };
     let outcome = runtime.block_on(async {
         let mut ctx = Ctx::new(env.clone(), target.clone(), case.id);
@@ -476,7 +507,9 @@ fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> (Outcome, 
     // Drop the runtime so tasks it owns (drains, servers) end before the next trial on this thread.
     runtime.shutdown_timeout(Duration::from_millis(200));
     match (outcome, target.candidate.waiver(case.id)) {
-        ((Outcome::Fail { message }, evidence), Some(waiver)) => (Outcome::Waived { reason: waiver.reason.clone(), message }, evidence),
+        ((Outcome::Fail { message }, evidence), Some(waiver)) => {
+            (Outcome::Waived { reason: waiver.reason.clone(), message }, evidence)
+        }
         (outcome, _) => outcome,
     }
 }
@@ -514,7 +547,12 @@ fn install_interrupt_cleanup(env: Arc<RunEnv>) {
                 std::thread::sleep(Duration::from_millis(100));
             }
             if FINISH
-                .compare_exchange(RUNNING, SIGNAL_FINISHES, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst)
+                .compare_exchange(
+                    RUNNING,
+                    SIGNAL_FINISHES,
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                )
                 .is_ok()
             {
                 eprintln!("shimcompat: the trials in flight did not stop within 10s: exiting without a report");
@@ -586,7 +624,9 @@ fn hygiene(ctx: &Ctx) -> Vec<String> {
             leaked.push(format!("process still running after Shutdown (SIGKILLed): {line}"));
         }
         for line in &report.left_after_shutdown {
-            leaked.push(format!("process still running after the shim exited (before containerd's delete action): {line}"));
+            leaked.push(format!(
+                "process still running after the shim exited (before containerd's delete action): {line}"
+            ));
         }
         for line in &report.delete_action_hung {
             leaked.push(format!("containerd's `delete` action after the disconnect hung: {line}"));
@@ -614,7 +654,13 @@ fn plans_match(plans: &[Planned], index: usize, target: &Arc<Target>) -> bool {
 pub fn judge(target: &Arc<Target>, env: &Arc<RunEnv>) -> Verdict {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
-        Err(e) => return Verdict { usable: false, reason: Some(format!("harness: cannot start a tokio runtime: {e}")), reply: None },
+        Err(e) => {
+            return Verdict {
+                usable: false,
+                reason: Some(format!("harness: cannot start a tokio runtime: {e}")),
+                reply: None,
+            }
+        }
     };
     let verdict = runtime.block_on(async {
         let mut ctx = Ctx::new(env.clone(), target.clone(), "verdict::probe");
@@ -717,7 +763,9 @@ fn print_result(result: &TrialResult, format: Format, console: &Mutex<usize>, to
                 Outcome::Fail { .. } => paint("FAILED", "31"),
                 Outcome::Skip { reason } => format!("{}: {reason}", paint("skipped", "33")),
                 Outcome::Waived { reason, .. } => format!("{}: {reason}", paint("waived", "33")),
-                Outcome::Flaky { attempts, .. } => paint(&format!("FLAKY (failed, then passed on attempt {attempts})"), "35"),
+                Outcome::Flaky { attempts, .. } => {
+                    paint(&format!("FLAKY (failed, then passed on attempt {attempts})"), "35")
+                }
             };
             *printed += 1;
             // A progress counter on a terminal; plain libtest-like lines in a pipe.
@@ -743,7 +791,8 @@ fn print_result(result: &TrialResult, format: Format, console: &Mutex<usize>, to
 }
 
 fn print_summary(report: &Report) {
-    let failures: Vec<&TrialResult> = report.results.iter().filter(|r| matches!(r.outcome, Outcome::Fail { .. })).collect();
+    let failures: Vec<&TrialResult> =
+        report.results.iter().filter(|r| matches!(r.outcome, Outcome::Fail { .. })).collect();
     if !failures.is_empty() {
         crate::outln!("\nfailures:\n");
         let catalogue = crate::cases::catalogue();
@@ -752,7 +801,12 @@ fn print_summary(report: &Report) {
                 crate::outln!("---- {} ({}) ----", failure.name, failure.level);
                 // What the case checks and where containerd relies on it, so a vendor can act on the failure.
                 if let Some(case) = catalogue.iter().find(|c| c.id == failure.case) {
-                    let reference = case.per_line.iter().find(|(line, ..)| *line == failure.containerd).map(|(.., r)| *r).unwrap_or(case.reference);
+                    let reference = case
+                        .per_line
+                        .iter()
+                        .find(|(line, ..)| *line == failure.containerd)
+                        .map(|(.., r)| *r)
+                        .unwrap_or(case.reference);
                     crate::outln!("checks: {}\nreference: {reference}", case.summary);
                 }
                 if failure.evidence.is_empty() {
@@ -767,19 +821,25 @@ fn print_summary(report: &Report) {
             crate::outln!("    {}", failure.name);
         }
     }
-    let flaky: Vec<&TrialResult> = report.results.iter().filter(|r| matches!(r.outcome, Outcome::Flaky { .. })).collect();
+    let flaky: Vec<&TrialResult> =
+        report.results.iter().filter(|r| matches!(r.outcome, Outcome::Flaky { .. })).collect();
     if !flaky.is_empty() {
         crate::outln!("\nflaky (failed, then passed on a retry; not counted as passes):");
         for trial in &flaky {
             if let Outcome::Flaky { message, attempts } = &trial.outcome {
-                crate::outln!("    {} (attempt {attempts}; first failure: {})", trial.name, message.lines().next().unwrap_or(""));
+                crate::outln!(
+                    "    {} (attempt {attempts}; first failure: {})",
+                    trial.name,
+                    message.lines().next().unwrap_or("")
+                );
             }
         }
     }
     if let Some(stopped) = &report.stopped_early {
         crate::outln!("\n{stopped}");
     }
-    let waived: Vec<&TrialResult> = report.results.iter().filter(|r| matches!(r.outcome, Outcome::Waived { .. })).collect();
+    let waived: Vec<&TrialResult> =
+        report.results.iter().filter(|r| matches!(r.outcome, Outcome::Waived { .. })).collect();
     if !waived.is_empty() {
         crate::outln!("\nwaived:");
         for trial in &waived {
@@ -807,7 +867,8 @@ fn print_summary(report: &Report) {
             candidate.binary.as_deref().unwrap_or("?")
         );
     }
-    let statements: Vec<String> = (0..report.candidates.len()).filter_map(|i| crate::report::certify::statement(report, i)).collect();
+    let statements: Vec<String> =
+        (0..report.candidates.len()).filter_map(|i| crate::report::certify::statement(report, i)).collect();
     if !statements.is_empty() {
         crate::outln!();
         for statement in statements {
@@ -815,7 +876,9 @@ fn print_summary(report: &Report) {
         }
     }
     if let Some(signal) = &report.interrupted {
-        crate::outln!("\ninterrupted by {signal}: trials in flight are skipped as interrupted, trials not started are not listed");
+        crate::outln!(
+            "\ninterrupted by {signal}: trials in flight are skipped as interrupted, trials not started are not listed"
+        );
     }
     let counts = report.counts();
     let must_failed = failures.iter().filter(|r| r.level == Level::Must).count();

@@ -105,7 +105,8 @@ pub fn resolve_runtime_for(name: &str, line: Option<Line>) -> Result<PathBuf, Se
 /// Plans one candidate under one containerd line: resolves its binary and checks what it needs from the host.
 pub fn plan(candidate: Candidate, faults: Option<&str>, line: Line) -> Planned {
     let unavailable = |candidate: Candidate, reason: String| {
-        let reason = if candidate.install.is_empty() { reason } else { format!("{reason}; install: {}", candidate.install) };
+        let reason =
+            if candidate.install.is_empty() { reason } else { format!("{reason}; install: {}", candidate.install) };
         Planned::Unavailable { candidate, reason, line }
     };
     let binary = match (&candidate.runtime, &candidate.runtime_binary) {
@@ -232,7 +233,8 @@ pub fn check_faults(list: &str) -> Result<(), String> {
     }
     for name in names {
         if !known.contains(&name) {
-            let near: Vec<&str> = known.iter().copied().filter(|k| k.contains(name) || name.contains(k)).take(5).collect();
+            let near: Vec<&str> =
+                known.iter().copied().filter(|k| k.contains(name) || name.contains(k)).take(5).collect();
             return Err(format!(
                 "--faults: {name:?} is not a mock fault (see shims/mock/FAULTS.md; {} known){}",
                 known.len(),

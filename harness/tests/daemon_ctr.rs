@@ -33,7 +33,8 @@ fn script_on(daemon: Daemon) -> Verdict {
     let mut command = std::process::Command::new(&lab.binaries.containerd);
     command.arg("--version");
     let version = daemon::run_command(command, "containerd --version".into(), None, SHORT).stdout;
-    let image = lab.import_payload_image().unwrap_or_else(|error| panic!("{test}: importing the payload image: {error}"));
+    let image =
+        lab.import_payload_image().unwrap_or_else(|error| panic!("{test}: importing the payload image: {error}"));
     let started = Instant::now();
     let reference = run_script(&mut lab, REFERENCE, image, "runc");
     let candidate = run_script(&mut lab, MOCK, image, "mock");
@@ -42,7 +43,10 @@ fn script_on(daemon: Daemon) -> Verdict {
     let notes = lab.cleanup();
 
     let cells = |outcomes: &[daemon::script::Outcome]| -> Vec<StepCell> {
-        outcomes.iter().map(|o| StepCell { error: o.result.as_ref().err().map(|e| e.to_string()), cell: o.cell() }).collect()
+        outcomes
+            .iter()
+            .map(|o| StepCell { error: o.result.as_ref().err().map(|e| e.to_string()), cell: o.cell() })
+            .collect()
     };
     let names: Vec<&str> = STEPS.iter().map(|(name, _)| *name).collect();
     let comparison = Comparison::new(

@@ -51,7 +51,14 @@ impl Run<'_> {
     fn run_args(&self, flags: &[&str], steps: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec!["run".into()];
         args.extend(flags.iter().map(|s| s.to_string()));
-        args.extend(["--runtime".into(), self.runtime.into(), "--network".into(), "none".into(), DOCKER_IMAGE.into(), "/payload".into()]);
+        args.extend([
+            "--runtime".into(),
+            self.runtime.into(),
+            "--network".into(),
+            "none".into(),
+            DOCKER_IMAGE.into(),
+            "/payload".into(),
+        ]);
         args.extend(steps.iter().map(|s| s.to_string()));
         args
     }
@@ -102,7 +109,9 @@ fn run_tty(run: &Run) -> Result<String, String> {
     let out = run.docker.docker_tty(&refs(&args), SHORT);
     let text = out.stdout.replace('\r', "");
     expect(out.success(), || out.describe())?;
-    expect(text.contains("tty stdin=true stdout=true rows=24 cols=80") && text.contains("hi\n"), || format!("terminal showed {text:?}"))?;
+    expect(text.contains("tty stdin=true stdout=true rows=24 cols=80") && text.contains("hi\n"), || {
+        format!("terminal showed {text:?}")
+    })?;
     Ok("a 24x80 terminal".into())
 }
 
@@ -157,7 +166,9 @@ fn pause_top_stats(run: &Run) -> Result<String, String> {
         let top = run.docker.docker(&["top", &name]).ok()?;
         expect(top.stdout.contains("/payload forever"), || format!("docker top: {:?}", top.stdout))?;
         let stats = run.docker.docker(&["stats", "--no-stream", "--format", "{{.MemUsage}}", &name]).ok()?;
-        expect(!stats.stdout.trim().is_empty() && !stats.stdout.contains("0B / 0B"), || format!("docker stats: {:?}", stats.stdout))?;
+        expect(!stats.stdout.trim().is_empty() && !stats.stdout.contains("0B / 0B"), || {
+            format!("docker stats: {:?}", stats.stdout)
+        })?;
         run.docker.docker(&["rm", "-f", &name]).ok()?;
         Ok(format!("paused, top, stats {}", stats.stdout.trim()))
     })();
@@ -228,7 +239,13 @@ fn sweep(lab: &Lab, docker: &Docker) {
     }
 }
 
-fn run_script(lab: &Lab, docker: &mut Docker, runtime: &str, binary: PathBuf, tag: &str) -> Vec<(Result<String, String>, Duration)> {
+fn run_script(
+    lab: &Lab,
+    docker: &mut Docker,
+    runtime: &str,
+    binary: PathBuf,
+    tag: &str,
+) -> Vec<(Result<String, String>, Duration)> {
     let mut outcomes = Vec::new();
     for (_, step) in STEPS {
         let started = Instant::now();
@@ -237,7 +254,8 @@ fn run_script(lab: &Lab, docker: &mut Docker, runtime: &str, binary: PathBuf, ta
         if let Some(status) = docker.exited() {
             // dockerd died during the step: say so (with its panic), start it again for the next steps.
             let why = docker.panic_excerpt().unwrap_or_else(|| docker.log_tail(5));
-            let relaunched = docker.launch(lab).err().map(|e| format!("; could not start it again: {e}")).unwrap_or_default();
+            let relaunched =
+                docker.launch(lab).err().map(|e| format!("; could not start it again: {e}")).unwrap_or_default();
             let text = format!("dockerd exited ({status}) during the step: {why}{relaunched}");
             result = match result {
                 Ok(_) => Err(text),

@@ -76,7 +76,8 @@ fn judge_child(file: &str, line: &str) -> ! {
         Planned::Ready(target) => target,
         Planned::Unavailable { reason, .. } => panic!("unavailable: {reason}"),
     };
-    let env = Arc::new(shimcompat::context::RunEnv::create(None, false).unwrap_or_else(|e| panic!("work directory: {e}")));
+    let env =
+        Arc::new(shimcompat::context::RunEnv::create(None, false).unwrap_or_else(|e| panic!("work directory: {e}")));
     shimcompat::shim::instance::become_subreaper();
     shimcompat::reaper::start();
     let verdict = shimcompat::run::judge(&target, &env);
@@ -123,7 +124,11 @@ fn judge(file: &Path, line: Line) -> Result<(LineVerdict, Vec<String>), String> 
     command.arg(JUDGE_CHILD).arg(file).arg(line.label());
     let shown = format!("{} {JUDGE_CHILD} {} {}", exe.display(), file.display(), line.label());
     let out = daemon::run_command(command, shown, None, Duration::from_secs(90));
-    let json = out.stdout.lines().find_map(|l| l.strip_prefix(VERDICT_MARK)).ok_or_else(|| format!("no verdict: {}", out.describe()))?;
+    let json = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(VERDICT_MARK))
+        .ok_or_else(|| format!("no verdict: {}", out.describe()))?;
     let notes = out.stdout.lines().filter_map(|l| l.strip_prefix(NOTE_MARK)).map(str::to_owned).collect();
     let verdict = serde_json::from_str(json).map_err(|e| format!("verdict {json:?}: {e}"))?;
     Ok((verdict, notes))
@@ -148,14 +153,21 @@ fn ctr_form(candidate: &Candidate, binary: &Path, daemon: Daemon) -> Result<CtrF
                 Daemon::V1_6 => shimcompat::resolve::containerd::Version::V1_6,
                 Daemon::V1_7 => shimcompat::resolve::containerd::Version::V1_7,
             };
-            let file = shimcompat::resolve::containerd::binary_name(name, version).map_err(|e| format!("runtime {name:?}: {e}"))?;
+            let file = shimcompat::resolve::containerd::binary_name(name, version)
+                .map_err(|e| format!("runtime {name:?}: {e}"))?;
             (name.clone(), Some((file, binary.to_path_buf())))
         }
         (None, Some(path)) => (path.display().to_string(), None),
         (None, None) => return Err("no runtime name or binary".into()),
     };
     let Some(options) = &candidate.runc_options else {
-        return Ok(CtrForm { runtime, link, flags: Vec::new(), receives: "no runc options (none in the candidate)".into(), expect_binary_name: None });
+        return Ok(CtrForm {
+            runtime,
+            link,
+            flags: Vec::new(),
+            receives: "no runc options (none in the candidate)".into(),
+            expect_binary_name: None,
+        });
     };
     let mut unsendable = Vec::new();
     if options.no_pivot_root {
@@ -225,7 +237,14 @@ fn received_options(run: &mut Run) -> Result<String, String> {
     let id = run.id("options");
     let mut args: Vec<String> = vec!["run".into(), "-d".into()];
     args.extend(run.run_flags.iter().cloned());
-    args.extend(["--runtime".into(), run.runtime.into(), run.image.into(), id.clone(), "/payload".into(), "forever".into()]);
+    args.extend([
+        "--runtime".into(),
+        run.runtime.into(),
+        run.image.into(),
+        id.clone(),
+        "/payload".into(),
+        "forever".into(),
+    ]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     run.lab.ctr(&refs).ok()?;
     let result: Result<String, String> = (|| {
@@ -371,7 +390,10 @@ fn agree(file: PathBuf, daemon: Daemon) -> Verdict {
             Outcome { result: run_must_fail(&mut run), took: started.elapsed() }
         };
         match &outcome.result {
-            Ok(error) => report.push_str(&format!("  ctr run failed as the verdict says ({} ms): {error}\n", outcome.took.as_millis())),
+            Ok(error) => report.push_str(&format!(
+                "  ctr run failed as the verdict says ({} ms): {error}\n",
+                outcome.took.as_millis()
+            )),
             Err(ran) => {
                 report.push_str(&format!("  ctr run SUCCEEDED ({} ms): {ran}\n", outcome.took.as_millis()));
                 disagreement = Some("the verdict says not usable, but ctr ran the container".to_owned());
@@ -384,7 +406,11 @@ fn agree(file: PathBuf, daemon: Daemon) -> Verdict {
             lab.sweep();
         }
     }
-    report.push_str(&format!("  took {:.1?}; {}\n", started.elapsed(), if disagreement.is_some() { "DISAGREE" } else { "agree" }));
+    report.push_str(&format!(
+        "  took {:.1?}; {}\n",
+        started.elapsed(),
+        if disagreement.is_some() { "DISAGREE" } else { "agree" }
+    ));
     let still = lab.leftovers(Duration::from_secs(2));
     let log_tail = lab.log_tail(25);
     let notes = lab.cleanup();
@@ -437,7 +463,8 @@ fn main() {
     let files = match candidate_files() {
         Ok(files) => files,
         Err(error) => {
-            let tests: Vec<(String, DynTest)> = vec![("daemon_verdict::candidates".into(), Box::new(move || Verdict::Fail(error)))];
+            let tests: Vec<(String, DynTest)> =
+                vec![("daemon_verdict::candidates".into(), Box::new(move || Verdict::Fail(error)))];
             run_dyn_tests(tests, 1)
         }
     };

@@ -55,11 +55,7 @@ fn announce(text: &str) {
 }
 
 fn read_trace(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
 /// Records what containerd sends for the ctr script. Err(reason) = skip.
@@ -146,18 +142,27 @@ fn record_harness(line: Line, dir: &Path) -> Result<Vec<Value>, String> {
         .map(|r| format!("{}: {:?}", r.name, r.outcome))
         .collect();
     if report.results.len() != CASES.len() || !not_passed.is_empty() {
-        return Err(format!("the harness run of {CASES:?} under {line}: {} results, not passed: {not_passed:#?}", report.results.len()));
+        return Err(format!(
+            "the harness run of {CASES:?} under {line}: {} results, not passed: {not_passed:#?}",
+            report.results.len()
+        ));
     }
     Ok(read_trace(&trace))
 }
-
 
 // ---------------------------------------------------------------------------------------------------------------
 // Shapes.
 
 /// Names containerd sets for a shim (the mock records their values; every other name only as present).
-const CONTAINERD_ENV: &[&str] =
-    &["TTRPC_ADDRESS", "GRPC_ADDRESS", "NAMESPACE", "MAX_SHIM_VERSION", "SCHED_CORE", "GOMAXPROCS", "OTEL_SERVICE_NAME"];
+const CONTAINERD_ENV: &[&str] = &[
+    "TTRPC_ADDRESS",
+    "GRPC_ADDRESS",
+    "NAMESPACE",
+    "MAX_SHIM_VERSION",
+    "SCHED_CORE",
+    "GOMAXPROCS",
+    "OTEL_SERVICE_NAME",
+];
 
 /// Flags of the shim command line that take no value.
 const BOOL_FLAGS: &[&str] = &["-debug", "-v", "-version", "-info"];
@@ -224,7 +229,11 @@ fn exec_shape(line: &Value) -> BTreeMap<String, String> {
     let layout = format!("/io.containerd.runtime.v2.task/{namespace}/{id}");
     shape.insert(
         "cwd".into(),
-        if cwd.starts_with('/') && cwd.ends_with(&layout) { "<state>/io.containerd.runtime.v2.task/<ns>/<id>".into() } else { cwd },
+        if cwd.starts_with('/') && cwd.ends_with(&layout) {
+            "<state>/io.containerd.runtime.v2.task/<ns>/<id>".into()
+        } else {
+            cwd
+        },
     );
     for name in CONTAINERD_ENV {
         let value = line["env"].get(*name).and_then(Value::as_str);
@@ -301,7 +310,12 @@ fn timeout_secs(line: &Value) -> i64 {
 fn wire(line: &Value) -> String {
     let service = text(&line["service"]);
     let keys: Vec<String> = line["metadata"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
-    format!("{} metadata [{}] timeout {}s", service.trim_start_matches("containerd.task."), keys.join(","), timeout_secs(line))
+    format!(
+        "{} metadata [{}] timeout {}s",
+        service.trim_start_matches("containerd.task."),
+        keys.join(","),
+        timeout_secs(line)
+    )
 }
 
 /// A label for order comparisons: method, `[exec]` for an exec's call, `(Ns)` when it carries a deadline.
@@ -382,7 +396,10 @@ fn deliberate(before: &[Value], line: &Value) -> Option<&'static str> {
              survives a case; ctr only does that for `task rm -f`",
         );
     }
-    if line["method"] == "Wait" && !is_exec_call(line) && before.last().is_some_and(|l| l["kind"] == "dropped" && kill_all(&l["line"])) {
+    if line["method"] == "Wait"
+        && !is_exec_call(line)
+        && before.last().is_some_and(|l| l["kind"] == "dropped" && kill_all(&l["line"]))
+    {
         return Some("the teardown's Wait for its own SIGKILL (part of the teardown kill, issued without the Connect a containerd Wait has)");
     }
     None
@@ -419,7 +436,8 @@ impl Table {
     }
 
     fn render(&self, title: &str) -> String {
-        let width = |f: fn(&(String, String, String, String, bool)) -> usize| self.rows.iter().map(f).max().unwrap_or(0);
+        let width =
+            |f: fn(&(String, String, String, String, bool)) -> usize| self.rows.iter().map(f).max().unwrap_or(0);
         let (a, k) = (width(|r| r.0.len()).max(4), width(|r| r.1.len()).max(3));
         let c = width(|r| r.2.len()).clamp(10, 70);
         let mut out = format!("{title}\n  {:<a$}  {:<k$}  {:<c$}  harness\n", "area", "key", "containerd");
@@ -439,7 +457,13 @@ fn set_text(values: &BTreeSet<String>) -> String {
 }
 
 /// Key-by-key comparison of shapes: for every key, the set of value forms seen on each side.
-fn compare_shapes(table: &mut Table, area: &str, containerd: &[BTreeMap<String, String>], harness: &[BTreeMap<String, String>], presence_free: &[&str]) {
+fn compare_shapes(
+    table: &mut Table,
+    area: &str,
+    containerd: &[BTreeMap<String, String>],
+    harness: &[BTreeMap<String, String>],
+    presence_free: &[&str],
+) {
     let keys: BTreeSet<&String> = containerd.iter().chain(harness).flat_map(|s| s.keys()).collect();
     for key in keys {
         let values = |shapes: &[BTreeMap<String, String>]| -> BTreeSet<String> {
@@ -472,7 +496,8 @@ fn compare_exec_lines(table: &mut Table, containerd: &Side, harness: &Side) {
 }
 
 fn compare_rpcs(table: &mut Table, containerd: &Side, harness: &Side) {
-    let methods = |side: &Side| -> BTreeSet<String> { side.lines().filter(|l| l["kind"] == "rpc").map(method).collect() };
+    let methods =
+        |side: &Side| -> BTreeSet<String> { side.lines().filter(|l| l["kind"] == "rpc").map(method).collect() };
     let (cm, hm) = (methods(containerd), methods(harness));
     for only in cm.symmetric_difference(&hm) {
         let who = if cm.contains(only) { "containerd's script" } else { "the harness's cases" };
@@ -495,7 +520,8 @@ fn compare_rpcs(table: &mut Table, containerd: &Side, harness: &Side) {
                 })
                 .collect()
         };
-        let presence: Vec<&str> = PRESENCE_BY_CASE.iter().filter(|(pm, _, _)| pm == m || *pm == "*").map(|(_, f, _)| *f).collect();
+        let presence: Vec<&str> =
+            PRESENCE_BY_CASE.iter().filter(|(pm, _, _)| pm == m || *pm == "*").map(|(_, f, _)| *f).collect();
         compare_shapes(table, &format!("rpc {m}"), &shapes(&c), &shapes(&h), &presence);
     }
 }
@@ -504,7 +530,9 @@ fn compare_rpcs(table: &mut Table, containerd: &Side, harness: &Side) {
 /// sorts inside each segment: calls between two anchors are compared as a multiset, because containerd issues some
 /// of them concurrently (ctr's Wait goroutine races Start).
 fn segments(labels: &[String]) -> Vec<String> {
-    let anchor = |l: &str| l.starts_with('<') || ["Create", "Delete", "Shutdown"].iter().any(|a| l.starts_with(a) && !l.contains("[exec]"));
+    let anchor = |l: &str| {
+        l.starts_with('<') || ["Create", "Delete", "Shutdown"].iter().any(|a| l.starts_with(a) && !l.contains("[exec]"))
+    };
     let mut out = Vec::new();
     let mut window: Vec<String> = Vec::new();
     let flush = |window: &mut Vec<String>, out: &mut Vec<String>| {
@@ -554,7 +582,12 @@ fn compare_order(table: &mut Table, containerd: &Side, harness: &Side) {
         (Some(c), h) if !h.is_empty() => {
             let c_seq = segments(&labels(&c));
             for id in h {
-                table.row("order", "run to exit (`ctr run --rm` / lifecycle::wait_exit_status_0)", c_seq.join(" "), segments(&labels(&harness.by_id[id])).join(" "));
+                table.row(
+                    "order",
+                    "run to exit (`ctr run --rm` / lifecycle::wait_exit_status_0)",
+                    c_seq.join(" "),
+                    segments(&labels(&harness.by_id[id])).join(" "),
+                );
             }
         }
         _ => table.row("order", "run to exit", "(missing)".into(), "(missing)".into()),

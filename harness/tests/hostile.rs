@@ -92,8 +92,15 @@ impl Ran {
     }
 
     fn describe(&self) -> String {
-        let clip = |s: &str| if s.len() > 3000 { format!("{}... ({} bytes)", &s[..3000], s.len()) } else { s.to_string() };
-        format!("exit {:?} after {:.1}s; stdout:\n{}\nstderr:\n{}", self.code(), self.took.as_secs_f64(), clip(&self.stdout), clip(&self.stderr))
+        let clip =
+            |s: &str| if s.len() > 3000 { format!("{}... ({} bytes)", &s[..3000], s.len()) } else { s.to_string() };
+        format!(
+            "exit {:?} after {:.1}s; stdout:\n{}\nstderr:\n{}",
+            self.code(),
+            self.took.as_secs_f64(),
+            clip(&self.stdout),
+            clip(&self.stderr)
+        )
     }
 }
 
@@ -129,18 +136,32 @@ fn shimcompat(args: &[&str], env: &[(&str, &str)], deadline: Duration) -> Result
             std::thread::sleep(Duration::from_secs(5));
             unsafe { libc::kill(pid, libc::SIGKILL) };
             let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
-            return Err(format!("shimcompat {args:?} did not finish within {deadline:?} (a hang); stdout so far:\n{stdout}"));
+            return Err(format!(
+                "shimcompat {args:?} did not finish within {deadline:?} (a hang); stdout so far:\n{stdout}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
-    let ran = Ran { status, stdout: read(&out_path), stderr: read(&err_path), took: started.elapsed(), max_rss_kb: rusage.ru_maxrss };
+    let ran = Ran {
+        status,
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+        took: started.elapsed(),
+        max_rss_kb: rusage.ru_maxrss,
+    };
     let _ = std::fs::remove_file(&out_path);
     let _ = std::fs::remove_file(&err_path);
     Ok(ran)
 }
 
-fn run_case(scratch: &Scratch, shim: &Path, filter: &str, env: &[(&str, &str)], deadline: Duration) -> Result<Ran, String> {
+fn run_case(
+    scratch: &Scratch,
+    shim: &Path,
+    filter: &str,
+    env: &[(&str, &str)],
+    deadline: Duration,
+) -> Result<Ran, String> {
     let work = scratch.work_dir();
     shimcompat(
         &["run", "--runtime-binary", &shim.display().to_string(), "--work-dir", &work.display().to_string(), filter],
@@ -209,10 +230,19 @@ fn bind_mount_left_in_the_bundle() -> Verdict {
     let ran = ran!(run_case(&scratch, &shim, ONE_CASE, &[], Duration::from_secs(120)));
     for (name, text) in files {
         let now = std::fs::read_to_string(precious.join(name)).unwrap_or_else(|e| format!("<{e}>"));
-        check!(now == text, "DATA LOSS: {} is now {now:?} after the run\n{}", precious.join(name).display(), ran.describe());
+        check!(
+            now == text,
+            "DATA LOSS: {} is now {now:?} after the run\n{}",
+            precious.join(name).display(),
+            ran.describe()
+        );
     }
     check!(ran.code() == Some(1), "the leaked mounts must fail the case (exit 1)\n{}", ran.describe());
-    check!(ran.stdout.contains("mount left under the bundle"), "the hygiene failure must name the mount\n{}", ran.describe());
+    check!(
+        ran.stdout.contains("mount left under the bundle"),
+        "the hygiene failure must name the mount\n{}",
+        ran.describe()
+    );
     check!(
         ran.stdout.contains("/logs/leak (detached)"),
         "the mount outside any bundle (in the run's log dir) must be reported as detached\n{}",
@@ -244,7 +274,10 @@ fn shims_start_with_no_blocked_signals() -> Verdict {
     check!(lines.lines().any(|l| l.starts_with("start ")), "the shim never recorded its mask at `start`: {lines:?}");
     for line in lines.lines() {
         let mask = line.split_whitespace().nth(1).unwrap_or("");
-        check!(mask.chars().all(|c| c == '0'), "a shim started with blocked signals: {line} (SigBlk; containerd blocks none)");
+        check!(
+            mask.chars().all(|c| c == '0'),
+            "a shim started with blocked signals: {line} (SigBlk; containerd blocks none)"
+        );
     }
     Verdict::Pass
 }
@@ -255,10 +288,18 @@ fn huge_start_output() -> Verdict {
     let shim = scratch.script("containerd-shim-huge-v1", "head -c 200000000 /dev/zero | tr '\\0' a\nexit 0\n");
     let ran = ran!(run_case(&scratch, &shim, ONE_CASE, &[], Duration::from_secs(120)));
     check!(ran.code() == Some(1), "must fail the case\n{}", ran.describe());
-    check!(ran.stdout.contains("200000000 bytes on stdout"), "the error must say how much `start` wrote\n{}", ran.describe());
+    check!(
+        ran.stdout.contains("200000000 bytes on stdout"),
+        "the error must say how much `start` wrote\n{}",
+        ran.describe()
+    );
     check!(ran.stdout.len() < 256 * 1024, "the output quotes {} bytes of the shim's reply", ran.stdout.len());
     // Before the cap: about 1 GB.
-    check!(ran.max_rss_kb < 200 * 1024, "shimcompat peaked at {} MB RSS reading 200 MB of `start` output", ran.max_rss_kb / 1024);
+    check!(
+        ran.max_rss_kb < 200 * 1024,
+        "shimcompat peaked at {} MB RSS reading 200 MB of `start` output",
+        ran.max_rss_kb / 1024
+    );
     let left = scratch.leftovers();
     check!(left.is_empty(), "the run left {left:?}");
     Verdict::Pass
@@ -270,10 +311,17 @@ fn log_flood() -> Verdict {
     let scratch = Scratch::new("logflood");
     let shim = scratch.script(
         "containerd-shim-logflood-v1",
-        &format!("[ \"${{@: -1}}\" = start ] && head -c 40000000 /dev/zero | tr '\\0' x > log\nexec {} \"$@\"\n", mock().display()),
+        &format!(
+            "[ \"${{@: -1}}\" = start ] && head -c 40000000 /dev/zero | tr '\\0' x > log\nexec {} \"$@\"\n",
+            mock().display()
+        ),
     );
     let work = scratch.work_dir().display().to_string();
-    let ran = ran!(shimcompat(&["run", "--runtime-binary", &shim.display().to_string(), "--work-dir", &work, "--keep", ONE_CASE], &[], Duration::from_secs(120)));
+    let ran = ran!(shimcompat(
+        &["run", "--runtime-binary", &shim.display().to_string(), "--work-dir", &work, "--keep", ONE_CASE],
+        &[],
+        Duration::from_secs(120)
+    ));
     check!(ran.code() == Some(0), "the flooding shim otherwise works: the case must pass\n{}", ran.describe());
     let logs: Vec<PathBuf> = std::fs::read_dir(scratch.work_dir())
         .into_iter()
@@ -285,7 +333,9 @@ fn log_flood() -> Verdict {
     let biggest = logs.iter().filter_map(|p| std::fs::metadata(p).ok().map(|m| (m.len(), p.clone()))).max();
     let Some((size, path)) = biggest else { return Verdict::Fail("no readable shim log".into()) };
     check!(size <= 16 * 1024 * 1024 + 4096, "{} is {size} bytes: over the 16 MiB cap", path.display());
-    let tail = std::fs::read(&path).map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(200)..]).into_owned()).unwrap_or_default();
+    let tail = std::fs::read(&path)
+        .map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(200)..]).into_owned())
+        .unwrap_or_default();
     check!(tail.contains("log cut at"), "the cut must be marked: ...{tail}");
     check!(ran.max_rss_kb < 200 * 1024, "shimcompat peaked at {} MB RSS", ran.max_rss_kb / 1024);
     Verdict::Pass
@@ -434,7 +484,8 @@ fn escaped_double_fork() -> Verdict {
     let Some(nonce) = kept.iter().find_map(|n| n.strip_prefix("shimcompat-")) else {
         return Verdict::Fail(format!("--keep kept no work dir: {kept:?}"));
     };
-    let tracking = shimcompat::leaks::cgroup2_mount().unwrap().join(format!("{}{nonce}", shimcompat::leaks::TRACKING_PREFIX));
+    let tracking =
+        shimcompat::leaks::cgroup2_mount().unwrap().join(format!("{}{nonce}", shimcompat::leaks::TRACKING_PREFIX));
     check!(!tracking.exists(), "the run's tracking cgroup {} was left", tracking.display());
     Verdict::Pass
 }
@@ -542,7 +593,8 @@ fn killed_run_then_clean() -> Verdict {
     check!(left.is_empty(), "after clean, still there: {left:?}\n{}", ran.describe());
     let running = processes_in(&scratch.0);
     check!(running.is_empty(), "after clean, processes of the killed run still run: {running:?}\n{}", ran.describe());
-    let again = ran!(shimcompat(&["clean"], &[("SHIMCOMPAT_REGISTRY", registry_text.as_str())], Duration::from_secs(60)));
+    let again =
+        ran!(shimcompat(&["clean"], &[("SHIMCOMPAT_REGISTRY", registry_text.as_str())], Duration::from_secs(60)));
     check!(again.stdout.contains("nothing to clean"), "a second clean must find nothing\n{}", again.describe());
     Verdict::Pass
 }
@@ -575,7 +627,11 @@ fn mount_outside_and_stray_file() -> Verdict {
     let stray_existed = stray.exists();
     let _ = std::fs::remove_file(&stray);
     let ran = ran!(ran);
-    check!(!mounted.is_empty(), "the shim's mount was not there after the run: the test proves nothing\n{}", ran.describe());
+    check!(
+        !mounted.is_empty(),
+        "the shim's mount was not there after the run: the test proves nothing\n{}",
+        ran.describe()
+    );
     check!(stray_existed, "the stray file was not there after the run: the test proves nothing\n{}", ran.describe());
     check!(ran.code() == Some(1), "what the shim left must fail the run (exit 1)\n{}", ran.describe());
     check!(
@@ -668,7 +724,8 @@ fn bad_input() -> Verdict {
     let work = scratch.work_dir().display().to_string();
     let candidate = |file: &str, body: &str| {
         let path = scratch.path(file);
-        std::fs::write(&path, format!("runtime_binary = \"{}\"\n{body}", mock().display())).expect("writing a candidate");
+        std::fs::write(&path, format!("runtime_binary = \"{}\"\n{body}", mock().display()))
+            .expect("writing a candidate");
         path.display().to_string()
     };
     let waiver = candidate("waiver.toml", "[[waivers]]\ncase = \"exec::no_such_case\"\nreason = \"typo\"\n");
@@ -682,8 +739,14 @@ fn bad_input() -> Verdict {
     let probes: Vec<(Vec<&str>, &str)> = vec![
         (vec!["run", "--work-dir", &work, "--faults", "no-such-fault"], "\"no-such-fault\" is not a mock fault"),
         (vec!["run", "--work-dir", &work, "--candidate", &waiver], "names no case"),
-        (vec!["run", "--work-dir", &work, "--candidate", &feature], "unsupported feature \"exex\" is needed by no case"),
-        (vec!["run", "--work-dir", &work, "--candidate", &twin_a, "--candidate", &twin_b], "two candidates are named \"twin\""),
+        (
+            vec!["run", "--work-dir", &work, "--candidate", &feature],
+            "unsupported feature \"exex\" is needed by no case",
+        ),
+        (
+            vec!["run", "--work-dir", &work, "--candidate", &twin_a, "--candidate", &twin_b],
+            "two candidates are named \"twin\"",
+        ),
         (vec!["compare", baseline, &foreign], "not a report of schema shimcompat.report/v2"),
     ];
     for (args, expected) in probes {
@@ -706,24 +769,35 @@ fn non_root_host_refusal() -> Verdict {
     if which("setpriv").is_none() {
         return Verdict::Skip("needs setpriv (util-linux) to drop to uid 65534".into());
     }
-    let dirs_ok = Path::new(SHIMCOMPAT).ancestors().skip(1).all(|d| {
-        std::fs::metadata(d).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false)
-    });
+    let dirs_ok = Path::new(SHIMCOMPAT)
+        .ancestors()
+        .skip(1)
+        .all(|d| std::fs::metadata(d).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false));
     if !dirs_ok {
-        return Verdict::Skip(format!("uid 65534 cannot reach {SHIMCOMPAT} (a directory above it is not world-searchable)"));
+        return Verdict::Skip(format!(
+            "uid 65534 cannot reach {SHIMCOMPAT} (a directory above it is not world-searchable)"
+        ));
     }
     let scratch = Scratch::new("nonroot");
     let _ = std::fs::set_permissions(&scratch.0, std::fs::Permissions::from_mode(0o777));
     let _ = std::fs::set_permissions(scratch.work_dir(), std::fs::Permissions::from_mode(0o777));
     let shim = scratch.script(
         "containerd-shim-nonroot-v1",
-        &format!("mkdir -p /run/containerd/s/shimcompat-nonroot-probe-$$ || exit 1\nexec {} \"$@\"\n", mock().display()),
+        &format!(
+            "mkdir -p /run/containerd/s/shimcompat-nonroot-probe-$$ || exit 1\nexec {} \"$@\"\n",
+            mock().display()
+        ),
     );
     let work = scratch.work_dir().display().to_string();
     let shim_text = shim.display().to_string();
     let mut args = vec!["--reuid", "65534", "--regid", "65534", "--clear-groups", SHIMCOMPAT];
     args.extend(["run", "--runtime-binary", &shim_text, "--work-dir", &work, "lifecycle::"]);
-    let out = Command::new("setpriv").args(&args).env("TMPDIR", &work).env_remove("XDG_RUNTIME_DIR").stdin(Stdio::null()).output();
+    let out = Command::new("setpriv")
+        .args(&args)
+        .env("TMPDIR", &work)
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdin(Stdio::null())
+        .output();
     let out = match out {
         Ok(out) => out,
         Err(e) => return Verdict::Fail(format!("cannot run setpriv: {e}")),
@@ -752,20 +826,47 @@ fn exit_policy_and_junit() -> Verdict {
         let mut args = should_fault.to_vec();
         args.extend(["--fail-on", policy]);
         let ran = ran!(shimcompat(&args, &[], Duration::from_secs(60)));
-        check!(ran.code() == Some(want), "a SHOULD failure under --fail-on {policy} must exit {want}\n{}", ran.describe());
+        check!(
+            ran.code() == Some(want),
+            "a SHOULD failure under --fail-on {policy} must exit {want}\n{}",
+            ran.describe()
+        );
     }
-    let ran = ran!(shimcompat(&["run", "-q", "--work-dir", &work, "no_such_case_anywhere"], &[], Duration::from_secs(60)));
-    check!(ran.code() == Some(3) && ran.stderr.contains("nothing ran"), "an empty run must exit 3 saying so\n{}", ran.describe());
-    let ran = ran!(shimcompat(&["run", "-q", "--work-dir", &work, "--allow-empty", "no_such_case_anywhere"], &[], Duration::from_secs(60)));
+    let ran =
+        ran!(shimcompat(&["run", "-q", "--work-dir", &work, "no_such_case_anywhere"], &[], Duration::from_secs(60)));
+    check!(
+        ran.code() == Some(3) && ran.stderr.contains("nothing ran"),
+        "an empty run must exit 3 saying so\n{}",
+        ran.describe()
+    );
+    let ran = ran!(shimcompat(
+        &["run", "-q", "--work-dir", &work, "--allow-empty", "no_such_case_anywhere"],
+        &[],
+        Duration::from_secs(60)
+    ));
     check!(ran.code() == Some(0), "--allow-empty must accept an empty run\n{}", ran.describe());
     let absent = scratch.path("absent.toml");
     std::fs::write(&absent, "runtime = \"io.containerd.absent.v1\"\n").expect("writing the candidate");
-    let ran = ran!(shimcompat(&["run", "-q", "--work-dir", &work, "--candidate", &absent.display().to_string()], &[], Duration::from_secs(60)));
+    let ran = ran!(shimcompat(
+        &["run", "-q", "--work-dir", &work, "--candidate", &absent.display().to_string()],
+        &[],
+        Duration::from_secs(60)
+    ));
     check!(ran.code() == Some(3), "a --candidate that cannot run here must exit 3\n{}", ran.describe());
 
     let junit = scratch.path("junit.xml");
     let ran = ran!(shimcompat(
-        &["run", "-q", "--work-dir", &work, "--faults", "kill-exited-ok", "--junit", &junit.display().to_string(), "kill::"],
+        &[
+            "run",
+            "-q",
+            "--work-dir",
+            &work,
+            "--faults",
+            "kill-exited-ok",
+            "--junit",
+            &junit.display().to_string(),
+            "kill::"
+        ],
         &[],
         Duration::from_secs(120)
     ));
@@ -786,10 +887,20 @@ fn exit_policy_and_junit() -> Verdict {
     };
     let parsed = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let fields: Vec<&str> = parsed.split(' ').collect();
-    check!(out.status.success(), "python's XML parser refused the JUnit file: {}", String::from_utf8_lossy(&out.stderr));
-    check!(fields.first() == Some(&"testsuites") && fields.get(1) == Some(&"1"), "want one testsuite under testsuites: {parsed}");
+    check!(
+        out.status.success(),
+        "python's XML parser refused the JUnit file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check!(
+        fields.first() == Some(&"testsuites") && fields.get(1) == Some(&"1"),
+        "want one testsuite under testsuites: {parsed}"
+    );
     let failed = fields.get(3).copied().unwrap_or("");
-    check!(failed.split(',').any(|c| c == "kill::exited_task_not_found"), "the failing case must be a <failure>: {parsed}");
+    check!(
+        failed.split(',').any(|c| c == "kill::exited_task_not_found"),
+        "the failing case must be a <failure>: {parsed}"
+    );
     let listed: usize = fields.get(2).and_then(|n| n.parse().ok()).unwrap_or(0);
     let expected = ran.stdout.matches(['.', 'F', 's', 'w']).count();
     check!(listed > 1, "the JUnit file lists {listed} test cases: {parsed} (terse marks seen: {expected})");
@@ -801,12 +912,20 @@ fn compare_filtered_run() -> Verdict {
     let scratch = Scratch::new("compare");
     let work = scratch.work_dir().display().to_string();
     let report = scratch.path("report.json").display().to_string();
-    let ran = ran!(shimcompat(&["run", "-q", "--containerd", "1.6", "--work-dir", &work, "--report-json", &report, "kill::"], &[], Duration::from_secs(120)));
+    let ran = ran!(shimcompat(
+        &["run", "-q", "--containerd", "1.6", "--work-dir", &work, "--report-json", &report, "kill::"],
+        &[],
+        Duration::from_secs(120)
+    ));
     check!(ran.code() == Some(0), "the mock must pass kill::\n{}", ran.describe());
     let baseline = concat!(env!("CARGO_MANIFEST_DIR"), "/../results/baselines/mock@1.6.json");
     let compared = ran!(shimcompat(&["compare", baseline, &report], &[], Duration::from_secs(30)));
     check!(compared.code() == Some(0), "a filtered run must not be a regression\n{}", compared.describe());
-    check!(compared.stdout.contains("absent from the report (not run"), "the cases not run must be said\n{}", compared.describe());
+    check!(
+        compared.stdout.contains("absent from the report (not run"),
+        "the cases not run must be said\n{}",
+        compared.describe()
+    );
     check!(!compared.stdout.contains("REGRESSION"), "no regression expected\n{}", compared.describe());
     Verdict::Pass
 }
@@ -829,8 +948,17 @@ fn report_matches_schema() -> Verdict {
     .expect("writing the candidate");
     let ran = ran!(shimcompat(
         &[
-            "run", "-q", "--work-dir", &work, "--candidate", &candidate.display().to_string(), "--faults", "kill-exited-ok,kill-all-ignored",
-            "--report-json", &report_path.display().to_string(), "kill::",
+            "run",
+            "-q",
+            "--work-dir",
+            &work,
+            "--candidate",
+            &candidate.display().to_string(),
+            "--faults",
+            "kill-exited-ok,kill-all-ignored",
+            "--report-json",
+            &report_path.display().to_string(),
+            "kill::",
         ],
         &[],
         Duration::from_secs(120)
@@ -847,7 +975,9 @@ fn report_matches_schema() -> Verdict {
     check!(problems.is_empty(), "the report does not match the schema:\n  {}", problems.join("\n  "));
     let results = report["results"].as_array().cloned().unwrap_or_default();
     let with = |outcome: &str| results.iter().filter(|r| r["outcome"] == outcome).cloned().collect::<Vec<_>>();
-    for (outcome, fields) in [("fail", &["message", "evidence"][..]), ("skip", &["reason"][..]), ("waived", &["reason", "message"][..])] {
+    for (outcome, fields) in
+        [("fail", &["message", "evidence"][..]), ("skip", &["reason"][..]), ("waived", &["reason", "message"][..])]
+    {
         let found = with(outcome);
         check!(!found.is_empty(), "the run was meant to have a {outcome} outcome: {}", ran.describe());
         for result in found {
@@ -865,13 +995,24 @@ fn report_merges_hosts() -> Verdict {
     let work = scratch.work_dir().display().to_string();
     let first = scratch.path("a.json");
     let ran = ran!(shimcompat(
-        &["run", "-q", "--work-dir", &work, "--faults", "kill-exited-ok", "--report-json", &first.display().to_string(), "kill::"],
+        &[
+            "run",
+            "-q",
+            "--work-dir",
+            &work,
+            "--faults",
+            "kill-exited-ok",
+            "--report-json",
+            &first.display().to_string(),
+            "kill::"
+        ],
         &[],
         Duration::from_secs(120)
     ));
     check!(ran.code() == Some(1), "the faulty run must fail\n{}", ran.describe());
     // The same report as another host would have written it.
-    let mut other: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&first).unwrap_or_default()).unwrap_or_default();
+    let mut other: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&first).unwrap_or_default()).unwrap_or_default();
     other["host"]["kernel"] = serde_json::Value::String("9.9.9-other-host".into());
     let second = scratch.path("b.json");
     std::fs::write(&second, other.to_string()).expect("writing the second report");
@@ -879,16 +1020,35 @@ fn report_merges_hosts() -> Verdict {
     let md = ran!(shimcompat(&["report", &a, &b], &[], Duration::from_secs(30)));
     check!(md.code() == Some(0), "report must render\n{}", md.describe());
     check!(
-        md.stdout.contains("host 2: ") && md.stdout.contains("9.9.9-other-host") && md.stdout.contains("| mock (host 1) |") && md.stdout.contains("| mock (host 2) |"),
+        md.stdout.contains("host 2: ")
+            && md.stdout.contains("9.9.9-other-host")
+            && md.stdout.contains("| mock (host 1) |")
+            && md.stdout.contains("| mock (host 2) |"),
         "the merged Markdown must keep the hosts apart\n{}",
         md.stdout
     );
     let junit = ran!(shimcompat(&["report", "--format", "junit", &a, &b], &[], Duration::from_secs(30)));
-    check!(junit.stdout.matches("<testsuite ").count() == 2, "two testsuites expected in the merged JUnit\n{}", junit.stdout);
+    check!(
+        junit.stdout.matches("<testsuite ").count() == 2,
+        "two testsuites expected in the merged JUnit\n{}",
+        junit.stdout
+    );
     let json = ran!(shimcompat(&["report", "--format", "json", &a], &[], Duration::from_secs(30)));
-    check!(json.stdout.contains("\"schema\": \"shimcompat.report/v2\""), "the JSON must keep the schema\n{}", json.describe());
-    let bad = ran!(shimcompat(&["report", &scratch.path("missing.json").display().to_string()], &[], Duration::from_secs(30)));
-    check!(bad.code() == Some(2) && bad.stderr.contains("missing.json"), "a missing report must be a usage error naming it\n{}", bad.describe());
+    check!(
+        json.stdout.contains("\"schema\": \"shimcompat.report/v2\""),
+        "the JSON must keep the schema\n{}",
+        json.describe()
+    );
+    let bad = ran!(shimcompat(
+        &["report", &scratch.path("missing.json").display().to_string()],
+        &[],
+        Duration::from_secs(30)
+    ));
+    check!(
+        bad.code() == Some(2) && bad.stderr.contains("missing.json"),
+        "a missing report must be a usage error naming it\n{}",
+        bad.describe()
+    );
     Verdict::Pass
 }
 
@@ -911,32 +1071,70 @@ fn retries_fail_fast_rerun() -> Verdict {
     );
     let report = scratch.path("flaky.json").display().to_string();
     let ran = ran!(shimcompat(
-        &["run", "--runtime-binary", &shim.display().to_string(), "--work-dir", &work, "--retries", "1", "--report-json", &report, ONE_CASE],
+        &[
+            "run",
+            "--runtime-binary",
+            &shim.display().to_string(),
+            "--work-dir",
+            &work,
+            "--retries",
+            "1",
+            "--report-json",
+            &report,
+            ONE_CASE
+        ],
         &[],
         Duration::from_secs(120)
     ));
-    check!(ran.stdout.contains("FLAKY (failed, then passed on attempt 2)"), "the retried trial must be flaky\n{}", ran.describe());
-    check!(ran.stdout.contains("1 flaky") || ran.stdout.contains("flaky (failed, then passed"), "the summary must list it\n{}", ran.describe());
+    check!(
+        ran.stdout.contains("FLAKY (failed, then passed on attempt 2)"),
+        "the retried trial must be flaky\n{}",
+        ran.describe()
+    );
+    check!(
+        ran.stdout.contains("1 flaky") || ran.stdout.contains("flaky (failed, then passed"),
+        "the summary must list it\n{}",
+        ran.describe()
+    );
     let json = std::fs::read_to_string(&report).unwrap_or_default();
     check!(json.contains("\"outcome\": \"flaky\""), "the report must say flaky: {json:.400}");
 
     let stopped = scratch.path("stopped.json").display().to_string();
     let ran = ran!(shimcompat(
-        &["run", "-q", "--work-dir", &work, "--faults", "create-wrong-pid", "--fail-fast", "--test-threads", "1", "--report-json", &stopped],
+        &[
+            "run",
+            "-q",
+            "--work-dir",
+            &work,
+            "--faults",
+            "create-wrong-pid",
+            "--fail-fast",
+            "--test-threads",
+            "1",
+            "--report-json",
+            &stopped
+        ],
         &[],
         Duration::from_secs(300)
     ));
     check!(ran.code() == Some(1), "a fail-fast run with a failure exits 1\n{}", ran.describe());
     check!(ran.stdout.contains("stopped after 1 failure(s)"), "the summary must say it stopped\n{}", ran.describe());
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stopped).unwrap_or_default()).unwrap_or_default();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stopped).unwrap_or_default()).unwrap_or_default();
     let failed: Vec<String> = report["results"]
         .as_array()
-        .map(|r| r.iter().filter(|t| t["outcome"] == "fail").filter_map(|t| t["name"].as_str().map(String::from)).collect())
+        .map(|r| {
+            r.iter().filter(|t| t["outcome"] == "fail").filter_map(|t| t["name"].as_str().map(String::from)).collect()
+        })
         .unwrap_or_default();
     check!(failed.len() == 1, "fail-fast with one thread must stop at one failure: {failed:?}");
     check!(report["not_run"].as_u64().unwrap_or(0) > 0, "trials must have been left unrun: {}", report["not_run"]);
 
-    let rerun = ran!(shimcompat(&["run", "--work-dir", &work, "--faults", "create-wrong-pid", "--rerun-failed", &stopped], &[], Duration::from_secs(120)));
+    let rerun = ran!(shimcompat(
+        &["run", "--work-dir", &work, "--faults", "create-wrong-pid", "--rerun-failed", &stopped],
+        &[],
+        Duration::from_secs(120)
+    ));
     check!(
         rerun.stdout.contains("running 1 tests") && rerun.stdout.contains(&format!("test {} ...", failed[0])),
         "--rerun-failed must run exactly the failed trial\n{}",
@@ -955,7 +1153,17 @@ fn html_report_in_chromium() -> Verdict {
     let work = scratch.work_dir().display().to_string();
     let html = scratch.path("report.html");
     let ran = ran!(shimcompat(
-        &["run", "-q", "--work-dir", &work, "--faults", "kill-exited-ok", "--html", &html.display().to_string(), "kill::"],
+        &[
+            "run",
+            "-q",
+            "--work-dir",
+            &work,
+            "--faults",
+            "kill-exited-ok",
+            "--html",
+            &html.display().to_string(),
+            "kill::"
+        ],
         &[],
         Duration::from_secs(120)
     ));
@@ -969,8 +1177,14 @@ fn html_report_in_chromium() -> Verdict {
         Ok(out) => return Verdict::Fail(format!("chromium --dump-dom exited {}", out.status)),
         Err(e) => return Verdict::Fail(format!("cannot run {}: {e}", chromium.display())),
     };
-    check!(dom.contains("id=\"matrix\"") && dom.contains("<td class=\"mixed\">"), "the matrix must render with the kill area mixed:\n{dom:.2000}");
-    check!(dom.contains("passes 5/5 MUST, 1/2 SHOULD under containerd"), "the certification statement must be there:\n{dom:.2000}");
+    check!(
+        dom.contains("id=\"matrix\"") && dom.contains("<td class=\"mixed\">"),
+        "the matrix must render with the kill area mixed:\n{dom:.2000}"
+    );
+    check!(
+        dom.contains("passes 5/5 MUST, 1/2 SHOULD under containerd"),
+        "the certification statement must be there:\n{dom:.2000}"
+    );
     check!(
         dom.contains("<details class=\"case\" open=\"\"><summary class=\"fail\">mock@") && dom.contains("evidence:"),
         "the failing case must be open with its evidence:\n{dom:.3000}"
@@ -986,7 +1200,11 @@ fn html_report_in_chromium() -> Verdict {
         .status();
     check!(shot.map(|s| s.success()).unwrap_or(false), "chromium --screenshot failed");
     let bytes = std::fs::read(&png).unwrap_or_default();
-    check!(bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000, "the screenshot is {} bytes (want a PNG over 20 kB)", bytes.len());
+    check!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000,
+        "the screenshot is {} bytes (want a PNG over 20 kB)",
+        bytes.len()
+    );
     Verdict::Pass
 }
 
@@ -999,7 +1217,10 @@ fn terminal_output() -> Verdict {
     let scratch = Scratch::new("tty");
     let work = scratch.work_dir().display().to_string();
     // `start` takes 2 s: the trial is slow enough for a 1 s notice.
-    let shim = scratch.script("containerd-shim-slow-v1", &format!("[ \"${{@: -1}}\" = start ] && sleep 2\nexec {} \"$@\"\n", mock().display()));
+    let shim = scratch.script(
+        "containerd-shim-slow-v1",
+        &format!("[ \"${{@: -1}}\" = start ] && sleep 2\nexec {} \"$@\"\n", mock().display()),
+    );
     let command = format!("{SHIMCOMPAT} run --runtime-binary {} --work-dir {work} {ONE_CASE}", shim.display());
     let on_tty = |no_color: bool| {
         let mut run = Command::new(&script);
@@ -1017,8 +1238,16 @@ fn terminal_output() -> Verdict {
     check!(coloured.contains("has been running for over 1 seconds"), "a slow trial must be named:\n{coloured}");
     let plain = on_tty(true);
     check!(!plain.contains("\x1b["), "NO_COLOR must turn colour off:\n{plain}");
-    let piped = ran!(shimcompat(&["run", "--runtime-binary", &shim.display().to_string(), "--work-dir", &work, ONE_CASE], &[], Duration::from_secs(60)));
-    check!(!piped.stdout.contains("\x1b[") && !piped.stdout.contains("[1/1]"), "a pipe gets plain lines:\n{}", piped.stdout);
+    let piped = ran!(shimcompat(
+        &["run", "--runtime-binary", &shim.display().to_string(), "--work-dir", &work, ONE_CASE],
+        &[],
+        Duration::from_secs(60)
+    ));
+    check!(
+        !piped.stdout.contains("\x1b[") && !piped.stdout.contains("[1/1]"),
+        "a pipe gets plain lines:\n{}",
+        piped.stdout
+    );
     Verdict::Pass
 }
 

@@ -127,7 +127,8 @@ fn containerd_resolves_runtime_names_as_modelled() {
             return;
         }
     };
-    let version_output = host::version_output(&containerd_binary, Duration::from_secs(10)).expect("containerd --version");
+    let version_output =
+        host::version_output(&containerd_binary, Duration::from_secs(10)).expect("containerd --version");
     let version = match Version::from_version_output(&version_output) {
         Ok(version) => version,
         Err(error) => {
@@ -224,7 +225,11 @@ fn compare(resolution: &containerd::Resolution, observed: &Observed) -> Result<(
     match &resolution.outcome {
         Outcome::Runs { path, exec_error: None, .. } => {
             if observed.ran != [path.clone()] {
-                return Err(format!("expected {path} to run (once), recorded {:?}; ctr: {}", observed.ran, observed.stderr.trim()));
+                return Err(format!(
+                    "expected {path} to run (once), recorded {:?}; ctr: {}",
+                    observed.ran,
+                    observed.stderr.trim()
+                ));
             }
         }
         Outcome::Runs { exec_error: Some(_), .. } | Outcome::Fails { .. } => {
@@ -247,7 +252,9 @@ fn check_shape(resolution: &containerd::Resolution, via: Via, exec_fails: bool) 
         (Via::Refused, None) => true,
         (Via::Cwd, Some(Place::NameDirectory { dir })) => dir == ".",
         (Via::NameDir, Some(Place::NameDirectory { dir })) => dir != ".",
-        (Via::Path(want), Some(Place::PathEntry { index, .. })) if !matches!(resolution.plan, Plan::LegacyV1 { .. }) => {
+        (Via::Path(want), Some(Place::PathEntry { index, .. }))
+            if !matches!(resolution.plan, Plan::LegacyV1 { .. }) =>
+        {
             *index == want
         }
         (Via::ContainerdDir, Some(Place::ContainerdDirectory)) => true,
@@ -279,11 +286,8 @@ impl Lab {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let root = base.join(format!("shimcompat-resolve-{}-{nanos}", std::process::id()));
         fs::create_dir(&root)?;
-        let created_run_dirs = ["/run/containerd", "/run/containerd/s"]
-            .iter()
-            .map(PathBuf::from)
-            .filter(|dir| !dir.exists())
-            .collect();
+        let created_run_dirs =
+            ["/run/containerd", "/run/containerd/s"].iter().map(PathBuf::from).filter(|dir| !dir.exists()).collect();
         let lab = Lab { root, containerd: None, created_run_dirs, task_ids: Vec::new() };
         lab.populate(containerd_binary)?;
         Ok(lab)
@@ -306,7 +310,23 @@ impl Lab {
     }
 
     fn populate(&self, containerd_binary: &Path) -> std::io::Result<()> {
-        for dir in ["cwd", "cwd/sub", "cwd/containerd-shim-dir-v1", "cwd/containerd-shim--", "opt/bin", "p1", "p2", "bin", "abs", "real", "rootfs", "fifo", "root", "state", "runc-v1"] {
+        for dir in [
+            "cwd",
+            "cwd/sub",
+            "cwd/containerd-shim-dir-v1",
+            "cwd/containerd-shim--",
+            "opt/bin",
+            "p1",
+            "p2",
+            "bin",
+            "abs",
+            "real",
+            "rootfs",
+            "fifo",
+            "root",
+            "state",
+            "runc-v1",
+        ] {
             fs::create_dir_all(self.root.join(dir))?;
         }
         let recorders = [
@@ -339,14 +359,14 @@ impl Lab {
             "abs/my-runtime",
             "real/shim",
         ];
-        let script = format!(
-            "#!/bin/sh\nprintf '%s\\t%s\\n' \"$0\" \"$*\" >> '{}'\nexit 1\n",
-            self.record_file().display()
-        );
+        let script =
+            format!("#!/bin/sh\nprintf '%s\\t%s\\n' \"$0\" \"$*\" >> '{}'\nexit 1\n", self.record_file().display());
         for recorder in recorders {
             write_mode(&self.root.join(recorder), script.as_bytes(), 0o755)?;
         }
-        for inert in ["cwd/containerd-shim-noexec-v1", "p1/containerd-shim-pnoexec-v1", "bin/containerd-shim-selfnoexec-v1"] {
+        for inert in
+            ["cwd/containerd-shim-noexec-v1", "p1/containerd-shim-pnoexec-v1", "bin/containerd-shim-selfnoexec-v1"]
+        {
             write_mode(&self.root.join(inert), script.as_bytes(), 0o644)?;
         }
         fs::create_dir(self.root.join("p1/containerd-shim-pdir-v1"))?;

@@ -116,7 +116,9 @@ fn not_passed(report: &Report) -> Vec<String> {
             Outcome::Fail { message } => format!("{} FAILED: {}", r.name, first_lines(message, 12)),
             Outcome::Skip { reason } => format!("{} skipped: {reason}", r.name),
             Outcome::Waived { reason, .. } => format!("{} waived: {reason}", r.name),
-            Outcome::Flaky { message, attempts } => format!("{} flaky (attempt {attempts}): {}", r.name, first_lines(message, 6)),
+            Outcome::Flaky { message, attempts } => {
+                format!("{} flaky (attempt {attempts}): {}", r.name, first_lines(message, 6))
+            }
             Outcome::Pass => unreachable!(),
         })
         .collect()
@@ -217,7 +219,9 @@ fn accumulate_observed(
         let mut text = format!("pub const {name}: &[(&str, &[&str])] = &[\n");
         for (fault, cases) in table.iter().filter(|(_, c)| !c.is_empty()) {
             let everything_else = compact
-                && faults.get(fault.as_str()).is_some_and(|named| all_ids.difference(named).all(|id| cases.contains(id)));
+                && faults
+                    .get(fault.as_str())
+                    .is_some_and(|named| all_ids.difference(named).all(|id| cases.contains(id)));
             if everything_else {
                 text.push_str(&format!("    (\"{fault}\", &[\"*\"]),\n"));
             } else {
@@ -249,8 +253,10 @@ fn leftovers(base: &Path) -> Vec<String> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| *pid != me && shimcompat::shim::instance::pid_alive(*pid))
         .filter_map(|pid| {
-            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map(|p| p.display().to_string()).unwrap_or_default();
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
+            let cwd =
+                std::fs::read_link(format!("/proc/{pid}/cwd")).map(|p| p.display().to_string()).unwrap_or_default();
+            let exe =
+                std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
             let cmdline = shimcompat::shim::instance::cmdline(pid);
             (cwd.starts_with(&base) || exe.starts_with(&base) || cmdline.contains(&base))
                 .then(|| format!("pid {pid}: {cmdline} (cwd {cwd})"))
@@ -310,7 +316,9 @@ fn main() {
         let mut candidate = mock_candidate();
         candidate.env.push("SHIMCOMPAT_MOCK_PUBLISH=binary".into());
         let plan = match select::plan(candidate, None, MUTATION_LINE) {
-            Planned::Unavailable { reason, .. } => return Verdict::Fail(format!("the bundled mock is not built ({reason})")),
+            Planned::Unavailable { reason, .. } => {
+                return Verdict::Fail(format!("the bundled mock is not built ({reason})"))
+            }
             ready => ready,
         };
         let filters = vec!["events::".into(), "lifecycle::".into(), "oom::".into()];
@@ -319,17 +327,22 @@ fn main() {
             Err(e) => return Verdict::Fail(e),
         };
         let problems: Vec<String> = not_passed(&report).into_iter().filter(|p| !p.contains(" skipped: ")).collect();
-        let events_cases = report.results.iter().filter(|r| r.case.starts_with("events::") && r.outcome == Outcome::Pass).count();
+        let events_cases =
+            report.results.iter().filter(|r| r.case.starts_with("events::") && r.outcome == Outcome::Pass).count();
         if problems.is_empty() && events_cases >= 5 {
             Verdict::Pass
         } else {
-            Verdict::Fail(format!("publishing through -publish-binary, not passed: {problems:?} ({events_cases} events cases passed)"))
+            Verdict::Fail(format!(
+                "publishing through -publish-binary, not passed: {problems:?} ({events_cases} events cases passed)"
+            ))
         }
     });
 
     suite.check("mock::clean_mock_with_runc_options", |base| {
         let plan = match select::plan(mock_with_runc_options(), None, MUTATION_LINE) {
-            Planned::Unavailable { reason, .. } => return Verdict::Fail(format!("the bundled mock is not built ({reason})")),
+            Planned::Unavailable { reason, .. } => {
+                return Verdict::Fail(format!("the bundled mock is not built ({reason})"))
+            }
             ready => ready,
         };
         let report = match run_quiet(plan, vec!["options::".into()], false, base) {
@@ -346,7 +359,9 @@ fn main() {
         if problems.is_empty() && ran_family_cases {
             Verdict::Pass
         } else {
-            Verdict::Fail(format!("with runc options, not passed: {problems:?} (runc-family cases passed: {ran_family_cases})"))
+            Verdict::Fail(format!(
+                "with runc options, not passed: {problems:?} (runc-family cases passed: {ran_family_cases})"
+            ))
         }
     });
 
@@ -376,8 +391,13 @@ fn main() {
             let passed = report.results.iter().all(|r| r.outcome == Outcome::Pass);
             match (cause, verdict.usable) {
                 (None, true) if passed => Verdict::Pass,
-                (None, _) => Verdict::Fail(format!("expected usable under containerd {line} and passing: {verdict:?}; {:?}", not_passed(&report))),
-                (Some(cause), false) if verdict.reason.as_deref().unwrap_or("").contains(cause) && !passed => Verdict::Pass,
+                (None, _) => Verdict::Fail(format!(
+                    "expected usable under containerd {line} and passing: {verdict:?}; {:?}",
+                    not_passed(&report)
+                )),
+                (Some(cause), false) if verdict.reason.as_deref().unwrap_or("").contains(cause) && !passed => {
+                    Verdict::Pass
+                }
                 (Some(cause), _) => Verdict::Fail(format!(
                     "expected NOT usable under containerd {line} with a reason naming {cause:?}; got {verdict:?}"
                 )),
@@ -492,7 +512,8 @@ fn main() {
             if let Planned::Unavailable { reason, .. } = &plan {
                 return Verdict::Skip(reason.clone());
             }
-            let baseline_path = root.join("results/baselines").join(shimcompat::report::baseline::file_name(&name, line));
+            let baseline_path =
+                root.join("results/baselines").join(shimcompat::report::baseline::file_name(&name, line));
             let baseline = match shimcompat::report::baseline::load(&baseline_path) {
                 Ok(baseline) => baseline,
                 Err(e) => return Verdict::Fail(format!("no committed baseline ({e}); run `shimcompat baseline`")),
@@ -523,7 +544,10 @@ fn main() {
                 let wanted: Vec<_> =
                     baseline.outcomes.iter().filter(|o| changes.iter().any(|c| c.case == o.case)).cloned().collect();
                 if shimcompat::report::baseline::compare(&wanted, &retried).is_empty() && report.stragglers.is_empty() {
-                    println!("    (real::{name}: {} flaky on the first run, as the baseline on the retry)", changed.join(", "));
+                    println!(
+                        "    (real::{name}: {} flaky on the first run, as the baseline on the retry)",
+                        changed.join(", ")
+                    );
                     return Verdict::Pass;
                 }
                 changes = shimcompat::report::baseline::compare(&wanted, &retried);

@@ -32,8 +32,12 @@ async fn criu_unusable() -> Option<String> {
         Ok(Ok(output)) if output.status.success() => None,
         Ok(Ok(output)) => {
             let text = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
-            let errors: Vec<&str> =
-                text.lines().filter(|l| l.contains("Error") && !l.contains("exited, status")).map(str::trim).take(2).collect();
+            let errors: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("Error") && !l.contains("exited, status"))
+                .map(str::trim)
+                .take(2)
+                .collect();
             Some(format!("`{} check` fails on this host ({}): {}", criu.display(), output.status, errors.join("; ")))
         }
         Ok(Err(e)) => Some(format!("cannot run {}: {e}", criu.display())),
@@ -93,7 +97,8 @@ fn criu_errors(dirs: &[&std::path::Path]) -> String {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error") || l.contains("rror (")).take(10).collect();
+            let errors: Vec<&str> =
+                text.lines().filter(|l| l.contains("Error") || l.contains("rror (")).take(10).collect();
             if !errors.is_empty() {
                 out.push_str(&format!("{}:\n  {}\n", path.display(), errors.join("\n  ")));
             }

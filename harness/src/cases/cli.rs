@@ -80,13 +80,22 @@ async fn start_same_group_same_address(ctx: &mut Ctx) -> CaseResult {
     let waited = wait_exit(ctx, &shim, &second.id, "").await?;
     ensure!(waited.exit_status == 5, "the grouped container exited 5; Wait says {}", waited.exit_status);
     let state = shim.task.state(&first.id, "").await?;
-    super::util::expect_status(&state, containerd_shim_protos::types::task::Status::RUNNING, "the group's first container")
+    super::util::expect_status(
+        &state,
+        containerd_shim_protos::types::task::Status::RUNNING,
+        "the group's first container",
+    )
 }
 
 /// Runs `start` for a new container of `group` (as CRI does for a pod's next container) and requires the group's
 /// running shim to answer; returns the new container's id and bundle (owned by `shim` from here).
 /// Starts the shim for one more bundle in `group`; the group's shim must answer with its own address.
-pub(super) async fn join_group(ctx: &mut Ctx, shim: &Shim, group: &str, steps: &[&str]) -> Result<(String, std::path::PathBuf), CaseError> {
+pub(super) async fn join_group(
+    ctx: &mut Ctx,
+    shim: &Shim,
+    group: &str,
+    steps: &[&str],
+) -> Result<(String, std::path::PathBuf), CaseError> {
     let second_id = ctx.new_id();
     let bundle = ctx.bundle(&second_id, &ContainerConfig::new(steps).annotation(GROUP_ANNOTATION, group))?;
     ctx.track(&bundle.dir, &second_id);
@@ -97,7 +106,8 @@ pub(super) async fn join_group(ctx: &mut Ctx, shim: &Shim, group: &str, steps: &
     let reply = launch::start(&spec).await.map_err(|e| fail(format!("the second `start` (same group) failed: {e}")))?;
     if reply.address != shim.reply.address {
         // A second shim is serving: stop it before failing.
-        let killed: Vec<String> = processes_in(std::slice::from_ref(&second_dir)).into_iter().filter_map(kill_pid).collect();
+        let killed: Vec<String> =
+            processes_in(std::slice::from_ref(&second_dir)).into_iter().filter_map(kill_pid).collect();
         if let Some(path) = launch::socket_path(&reply.address) {
             let _ = crate::shim::launch::remove_socket(&path);
         }
@@ -152,15 +162,25 @@ async fn delete_action_spares_group(ctx: &mut Ctx) -> CaseResult {
             }
         ))
     })?;
-    super::util::expect_status(&state, containerd_shim_protos::types::task::Status::RUNNING, "the group's other container after the `delete` action")?;
+    super::util::expect_status(
+        &state,
+        containerd_shim_protos::types::task::Status::RUNNING,
+        "the group's other container after the `delete` action",
+    )?;
     shim.task.kill(&second.id, "", libc::SIGKILL as u32, false).await?;
     let waited = wait_exit(ctx, &shim, &second.id, "").await?;
-    ensure!(waited.exit_status == 137, "after the `delete` action, Kill SIGKILL of the group's other container gave Wait {}, expected 137", waited.exit_status);
+    ensure!(
+        waited.exit_status == 137,
+        "after the `delete` action, Kill SIGKILL of the group's other container gave Wait {}, expected 137",
+        waited.exit_status
+    );
     Ok(())
 }
 
 /// Starts a task, SIGKILLs its shim, and runs the `delete` action as containerd does for a shim it lost.
-async fn sigkill_then_delete(ctx: &mut Ctx) -> Result<(Arc<Shim>, Task, Result<DeleteResponse, LaunchError>), CaseError> {
+async fn sigkill_then_delete(
+    ctx: &mut Ctx,
+) -> Result<(Arc<Shim>, Task, Result<DeleteResponse, LaunchError>), CaseError> {
     let (shim, task) = started(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
     let pid = shim.shim_pid();
     ensure!(
@@ -187,7 +207,10 @@ async fn delete_after_sigkill_answers(ctx: &mut Ctx) -> CaseResult {
         "`delete` killed the container of a dead shim; its DeleteResponse says exit_status {}, expected 137 (128+SIGKILL)",
         response.exit_status
     );
-    ensure!(response.exited_at.as_ref().map(|t| t.seconds).unwrap_or(0) > 0, "`delete`'s DeleteResponse has no exited_at");
+    ensure!(
+        response.exited_at.as_ref().map(|t| t.seconds).unwrap_or(0) > 0,
+        "`delete`'s DeleteResponse has no exited_at"
+    );
     ensure!(
         response.pid == task.pid || response.pid == 0,
         "`delete`'s DeleteResponse names pid {}; the init pid was {} (0 is allowed: Kata reports none)",
@@ -242,7 +265,11 @@ async fn start_broken_bundle_fails_cleanly(ctx: &mut Ctx) -> CaseResult {
     outcome
 }
 
-async fn check_broken_start(ctx: &Ctx, dir: &std::path::Path, started: Result<launch::StartReply, LaunchError>) -> CaseResult {
+async fn check_broken_start(
+    ctx: &Ctx,
+    dir: &std::path::Path,
+    started: Result<launch::StartReply, LaunchError>,
+) -> CaseResult {
     let dirs = [dir.to_path_buf()];
     // A `start` that failed may still have a child going away; give it a moment, then insist.
     let quiet = poll_until(ctx.timeout(Duration::from_secs(1)), || processes_in(&dirs).is_empty()).await;
@@ -261,6 +288,8 @@ async fn check_broken_start(ctx: &Ctx, dir: &std::path::Path, started: Result<la
             ensure!(quiet, "`start` failed as it should, but left processes running in the bundle: {killed:?}");
             Ok(())
         }
-        Err(other) => Err(fail(format!("`start` with an unparseable config.json should exit non-zero at once; instead: {other}"))),
+        Err(other) => {
+            Err(fail(format!("`start` with an unparseable config.json should exit non-zero at once; instead: {other}")))
+        }
     }
 }

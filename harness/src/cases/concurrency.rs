@@ -62,7 +62,11 @@ fn check_execs(results: &[(String, Result<u32, String>)]) -> CaseResult {
         .filter(|(n, (_, result))| result.as_ref().ok() != Some(&(*n as u32 + 1)))
         .map(|(n, (exec_id, result))| format!("  {exec_id} (exits {}): {result:?}", n + 1))
         .collect();
-    ensure!(wrong.is_empty(), "of {EXECS} concurrent execs, these did not report their own exit status:\n{}", wrong.join("\n"));
+    ensure!(
+        wrong.is_empty(),
+        "of {EXECS} concurrent execs, these did not report their own exit status:\n{}",
+        wrong.join("\n")
+    );
     Ok(())
 }
 
@@ -80,7 +84,13 @@ async fn state_during_execs(ctx: &mut Ctx) -> CaseResult {
             tokio::spawn(async move {
                 let mut answers = Vec::new();
                 for _ in 0..10 {
-                    answers.push(client.state(&id, "").await.map(|s| (s.status.enum_value().ok(), s.pid)).map_err(|e| e.to_string()));
+                    answers.push(
+                        client
+                            .state(&id, "")
+                            .await
+                            .map(|s| (s.status.enum_value().ok(), s.pid))
+                            .map_err(|e| e.to_string()),
+                    );
                 }
                 answers
             })

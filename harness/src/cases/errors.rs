@@ -68,7 +68,12 @@ fn resources_any() -> Any {
 
 /// Calls every RPC that names a container with `id` (and `exec_id` where the RPC takes one); returns each method
 /// with its result, replies reduced to `()`.
-async fn call_all(ctx: &Ctx, shim: &Shim, id: &str, exec_id: &str) -> Result<Vec<(&'static str, Result<(), RpcError>)>, super::CaseError> {
+async fn call_all(
+    ctx: &Ctx,
+    shim: &Shim,
+    id: &str,
+    exec_id: &str,
+) -> Result<Vec<(&'static str, Result<(), RpcError>)>, super::CaseError> {
     let task = &shim.task;
     let quick = ctx.timeout(std::time::Duration::from_secs(2));
     let null = exec_io(shim, &format!("probe-{}", ctx.env.next()), IoSpec::NULL)?;
@@ -122,7 +127,11 @@ fn all_not_found(results: &[(&'static str, Result<(), RpcError>)], what: &str, o
         })
         .map(|(method, result)| format!("  {method}: {}", describe(result)))
         .collect();
-    ensure!(wrong.is_empty(), "{what}: expected NOT_FOUND from every RPC; these answered otherwise:\n{}", wrong.join("\n"));
+    ensure!(
+        wrong.is_empty(),
+        "{what}: expected NOT_FOUND from every RPC; these answered otherwise:\n{}",
+        wrong.join("\n")
+    );
     Ok(())
 }
 
@@ -148,7 +157,9 @@ async fn every_rpc_not_found(ctx: &mut Ctx) -> CaseResult {
     let unknown = format!("{}-unknown", task.id);
     let mut wrong = Vec::new();
     let containers = call_all(ctx, &shim, &unknown, "").await?;
-    if let Err(super::CaseError::Fail(message)) = all_not_found(&containers, &format!("the unknown container {unknown:?}"), &[]) {
+    if let Err(super::CaseError::Fail(message)) =
+        all_not_found(&containers, &format!("the unknown container {unknown:?}"), &[])
+    {
         wrong.push(message);
     }
     let execs = call_all(ctx, &shim, &task.id, "no-such-exec").await?;
@@ -179,7 +190,11 @@ async fn failed_precondition_code(ctx: &mut Ctx) -> CaseResult {
     )?;
     shim.task.kill(&task.id, "", libc::SIGKILL as u32, false).await?;
     wait_exit(ctx, &shim, &task.id, "").await?;
-    expect_code(shim.task.start(&task.id, "pending").await, Code::FAILED_PRECONDITION, "Start of an exec after the init exited")
+    expect_code(
+        shim.task.start(&task.id, "pending").await,
+        Code::FAILED_PRECONDITION,
+        "Start of an exec after the init exited",
+    )
 }
 
 async fn unimplemented_code(ctx: &mut Ctx) -> CaseResult {
@@ -189,8 +204,10 @@ async fn unimplemented_code(ctx: &mut Ctx) -> CaseResult {
     let request = StateRequest { id: task.id.clone(), ..Default::default() };
     let unknown: Result<Empty, RpcError> = shim.task.call("NoSuchMethod", &request).await;
     expect_code(unknown, Code::UNIMPLEMENTED, "a call to the unknown method NoSuchMethod of the Task service")?;
-    let update = UpdateTaskRequest { id: task.id.clone(), resources: Some(resources_any()).into(), ..Default::default() };
-    let results = [("Stats", shim.task.stats(&task.id).await.map(drop)), ("Update", shim.task.update(&update).await.map(drop))];
+    let update =
+        UpdateTaskRequest { id: task.id.clone(), resources: Some(resources_any()).into(), ..Default::default() };
+    let results =
+        [("Stats", shim.task.stats(&task.id).await.map(drop)), ("Update", shim.task.update(&update).await.map(drop))];
     for (method, result) in &results {
         if result.as_ref().err().and_then(RpcError::code) == Some(Code::NOT_FOUND) {
             return Err(fail(format!(

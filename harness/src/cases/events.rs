@@ -70,18 +70,39 @@ async fn lifecycle_order(ctx: &mut Ctx) -> CaseResult {
             event.container_id(),
             task.id
         );
-        ensure!(event.namespace == ctx.env.namespace, "{} has namespace {:?}, expected {:?}", event.topic, event.namespace, ctx.env.namespace);
+        ensure!(
+            event.namespace == ctx.env.namespace,
+            "{} has namespace {:?}, expected {:?}",
+            event.topic,
+            event.namespace,
+            ctx.env.namespace
+        );
         match &event.payload {
             Payload::Create(e) => ensure!(e.pid == task.pid, "TaskCreate.pid {} != Create's pid {}", e.pid, task.pid),
             Payload::Start(e) => ensure!(e.pid == task.pid, "TaskStart.pid {} != init pid {}", e.pid, task.pid),
             Payload::Exit(e) => {
                 ensure!(e.pid == task.pid, "TaskExit.pid {} != init pid {}", e.pid, task.pid);
-                ensure!(e.exit_status == waited.exit_status, "TaskExit.exit_status {} != Wait's {}", e.exit_status, waited.exit_status);
-                ensure!(e.id == task.id, "TaskExit.id {:?} should be the container id {:?} for the init", e.id, task.id);
+                ensure!(
+                    e.exit_status == waited.exit_status,
+                    "TaskExit.exit_status {} != Wait's {}",
+                    e.exit_status,
+                    waited.exit_status
+                );
+                ensure!(
+                    e.id == task.id,
+                    "TaskExit.id {:?} should be the container id {:?} for the init",
+                    e.id,
+                    task.id
+                );
             }
             Payload::Delete(e) => {
                 ensure!(e.pid == deleted.pid, "TaskDelete.pid {} != Delete's {}", e.pid, deleted.pid);
-                ensure!(e.exit_status == deleted.exit_status, "TaskDelete.exit_status {} != Delete's {}", e.exit_status, deleted.exit_status);
+                ensure!(
+                    e.exit_status == deleted.exit_status,
+                    "TaskDelete.exit_status {} != Delete's {}",
+                    e.exit_status,
+                    deleted.exit_status
+                );
             }
             other => return Err(fail(format!("unexpected payload for {}: {other:?}", event.topic))),
         }
@@ -170,7 +191,15 @@ async fn full_order(ctx: &mut Ctx) -> CaseResult {
     let run = exec_scenario(ctx, true).await?;
     let got = labels(&run.events, &run.task.id);
     let want = [
-        "create", "start", "exec-added:evexec", "exec-started:evexec", "exit:evexec", "paused", "resumed", "exit:init", "delete",
+        "create",
+        "start",
+        "exec-added:evexec",
+        "exec-started:evexec",
+        "exit:evexec",
+        "paused",
+        "resumed",
+        "exit:init",
+        "delete",
     ];
     ensure!(got == want, "event order is {got:?}, expected {want:?}\nall events:\n{}", render(&run.events));
     Ok(())
@@ -189,8 +218,12 @@ async fn container_and_exec_ids(ctx: &mut Ctx) -> CaseResult {
             render(&run.events)
         );
         match &event.payload {
-            Payload::ExecAdded(e) => ensure!(e.exec_id == EXEC_ID, "/tasks/exec-added names exec {:?}, expected {EXEC_ID:?}", e.exec_id),
-            Payload::ExecStarted(e) => ensure!(e.exec_id == EXEC_ID, "/tasks/exec-started names exec {:?}, expected {EXEC_ID:?}", e.exec_id),
+            Payload::ExecAdded(e) => {
+                ensure!(e.exec_id == EXEC_ID, "/tasks/exec-added names exec {:?}, expected {EXEC_ID:?}", e.exec_id)
+            }
+            Payload::ExecStarted(e) => {
+                ensure!(e.exec_id == EXEC_ID, "/tasks/exec-started names exec {:?}, expected {EXEC_ID:?}", e.exec_id)
+            }
             Payload::Exit(e) => ensure!(
                 e.id == EXEC_ID || e.id == id,
                 "/tasks/exit has id {:?}: it must be the exec id {EXEC_ID:?} or, for the init, the container id {id:?}",
@@ -199,7 +232,14 @@ async fn container_and_exec_ids(ctx: &mut Ctx) -> CaseResult {
             _ => {}
         }
     }
-    let exits: Vec<&str> = run.events.iter().filter_map(|e| match &e.payload { Payload::Exit(x) => Some(x.id.as_str()), _ => None }).collect();
+    let exits: Vec<&str> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Payload::Exit(x) => Some(x.id.as_str()),
+            _ => None,
+        })
+        .collect();
     ensure!(
         exits.contains(&EXEC_ID) && exits.contains(&id),
         "expected one /tasks/exit with id {EXEC_ID:?} (the exec) and one with id {id:?} (the init); got ids {exits:?}"

@@ -90,7 +90,11 @@ async fn runs_with_own_exit_status(ctx: &mut Ctx) -> CaseResult {
     let (pid, _io) = exec_started(ctx, &shim, &task.id, "e7", &["exit", "7"], IoSpec::NULL).await?;
     ensure!(pid > 0 && pid != task.pid, "Start of the exec returned pid {pid}; the init's pid is {}", task.pid);
     let waited = wait_exit(ctx, &shim, &task.id, "e7").await?;
-    ensure!(waited.exit_status == 7, "the exec exited 7; Wait on its exec id returned exit_status {}", waited.exit_status);
+    ensure!(
+        waited.exit_status == 7,
+        "the exec exited 7; Wait on its exec id returned exit_status {}",
+        waited.exit_status
+    );
     ensure!(stamp(&waited.exited_at).0 > 0, "Wait on the exec returned no exited_at");
     let state = shim.task.state(&task.id, "").await?;
     expect_status(&state, Status::RUNNING, "the init after its exec exited")?;
@@ -198,7 +202,11 @@ async fn kill_reaches_exec(ctx: &mut Ctx) -> CaseResult {
     read_until(ctx, &mut io, "ready\n", "the exec starting").await?;
     shim.task.kill(&task.id, "victim", libc::SIGKILL as u32, false).await?;
     let waited = wait_exit(ctx, &shim, &task.id, "victim").await?;
-    ensure!(waited.exit_status == 137, "after Kill SIGKILL of the exec, Wait returned exit_status {}, expected 137", waited.exit_status);
+    ensure!(
+        waited.exit_status == 137,
+        "after Kill SIGKILL of the exec, Wait returned exit_status {}, expected 137",
+        waited.exit_status
+    );
     let state = shim.task.state(&task.id, "").await?;
     expect_status(&state, Status::RUNNING, "the init after its exec was killed")
 }
@@ -237,12 +245,22 @@ async fn pids_lists_init_and_execs(ctx: &mut Ctx) -> CaseResult {
         if !info.type_url.ends_with("ProcessDetails") {
             continue;
         }
-        let details = ProcessDetails::parse_from_bytes(&info.value)
-            .map_err(|e| fail(format!("Pids entry {} carries a ProcessDetails that does not decode: {e}", process.pid)))?;
+        let details = ProcessDetails::parse_from_bytes(&info.value).map_err(|e| {
+            fail(format!("Pids entry {} carries a ProcessDetails that does not decode: {e}", process.pid))
+        })?;
         if process.pid == pid {
-            ensure!(details.exec_id == "listed", "Pids entry for the exec (pid {pid}) names exec id {:?}, expected \"listed\"", details.exec_id);
+            ensure!(
+                details.exec_id == "listed",
+                "Pids entry for the exec (pid {pid}) names exec id {:?}, expected \"listed\"",
+                details.exec_id
+            );
         } else if process.pid == task.pid {
-            ensure!(details.exec_id.is_empty(), "Pids entry for the init (pid {}) names exec id {:?}", task.pid, details.exec_id);
+            ensure!(
+                details.exec_id.is_empty(),
+                "Pids entry for the init (pid {}) names exec id {:?}",
+                task.pid,
+                details.exec_id
+            );
         }
     }
     Ok(())
@@ -270,7 +288,8 @@ async fn terminal_gets_a_pty(ctx: &mut Ctx) -> CaseResult {
     let mut io = terminal_exec(ctx, &shim, &task.id, "tty", &["tty", "echo", "after the check"], IoSpec::OUT).await?;
     let output = read_until(ctx, &mut io, "after the check", "the exec reporting its terminal").await?;
     wait_exit(ctx, &shim, &task.id, "tty").await?;
-    let report = super::io::tty_report(&output).ok_or_else(|| fail(format!("no `tty ...` line on the exec's stdout: {output:?}")))?;
+    let report = super::io::tty_report(&output)
+        .ok_or_else(|| fail(format!("no `tty ...` line on the exec's stdout: {output:?}")))?;
     ensure!(
         report.0 && report.1,
         "an exec with terminal=true should have a tty for stdin and stdout; it reports stdin={} stdout={} (output {output:?})",
@@ -291,7 +310,8 @@ async fn resize_exec_pty(ctx: &mut Ctx) -> CaseResult {
     stdin.write(b"\x04", ctx.timeout(deadline::RPC)).await.map_err(fail)?;
     let output = read_until(ctx, &mut io, "done", "the exec reporting its window size after ^D").await?;
     wait_exit(ctx, &shim, &task.id, "sized").await?;
-    let report = super::io::tty_report(&output).ok_or_else(|| fail(format!("no `tty ...` line on the exec's stdout: {output:?}")))?;
+    let report = super::io::tty_report(&output)
+        .ok_or_else(|| fail(format!("no `tty ...` line on the exec's stdout: {output:?}")))?;
     ensure!(
         (report.2, report.3) == (31, 97),
         "after ResizePty exec_id=\"sized\" width=97 height=31 the exec reads rows={} cols={} (output {output:?})",
@@ -303,7 +323,8 @@ async fn resize_exec_pty(ctx: &mut Ctx) -> CaseResult {
 
 async fn closeio_on_terminal_exec(ctx: &mut Ctx) -> CaseResult {
     let (shim, task) = started(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
-    let mut io = terminal_exec(ctx, &shim, &task.id, "shell", &["ready", "cat", "echo", "input ended"], IoSpec::ALL).await?;
+    let mut io =
+        terminal_exec(ctx, &shim, &task.id, "shell", &["ready", "cat", "echo", "input ended"], IoSpec::ALL).await?;
     read_until(ctx, &mut io, "ready", "the exec starting on its terminal").await?;
     if let Some(stdin) = io.stdin.as_mut() {
         stdin.close();
@@ -370,7 +391,13 @@ async fn resize_zero_accepted(ctx: &mut Ctx) -> CaseResult {
     stdin.write(b"\x04", ctx.timeout(deadline::RPC)).await.map_err(fail)?;
     let output = read_until(ctx, &mut io, "done", "the exec reporting its window size after ^D").await?;
     wait_exit(ctx, &shim, &task.id, "unsized").await?;
-    let report = super::io::tty_report(&output).ok_or_else(|| fail(format!("no `tty ...` line on the exec's stdout: {output:?}")))?;
-    ensure!((report.2, report.3) == (24, 80), "after ResizePty 0x0 then 80x24 the exec reads rows={} cols={}", report.2, report.3);
+    let report = super::io::tty_report(&output)
+        .ok_or_else(|| fail(format!("no `tty ...` line on the exec's stdout: {output:?}")))?;
+    ensure!(
+        (report.2, report.3) == (24, 80),
+        "after ResizePty 0x0 then 80x24 the exec reads rows={} cols={}",
+        report.2,
+        report.3
+    );
     Ok(())
 }

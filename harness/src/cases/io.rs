@@ -81,7 +81,8 @@ async fn poll_file(ctx: &Ctx, path: &std::path::Path, check: impl Fn(&str) -> bo
 
 /// What the `file://` case writes: stdout ends (the process closes it) before the last stderr line, as a process
 /// may close one stream and go on with the other; each stream must still land whole in the shared file.
-const FILE_STEPS: [&str; 11] = ["echo", "out one", "err", "err one", "echo", "out two", "close-stdout", "sleep", "0.2", "err", "err two"];
+const FILE_STEPS: [&str; 11] =
+    ["echo", "out one", "err", "err one", "echo", "out two", "close-stdout", "sleep", "0.2", "err", "err two"];
 
 async fn file_uri_output(ctx: &mut Ctx) -> CaseResult {
     let shim = ctx.launch(&ContainerConfig::new(&FILE_STEPS)).await?;
@@ -107,7 +108,9 @@ async fn file_uri_output(ctx: &mut Ctx) -> CaseResult {
     })
     .await;
     if !path.exists() {
-        return Err(fail(format!("{uri}: the shim did not create the file (Create and Start succeeded, the payload exited 0)")));
+        return Err(fail(format!(
+            "{uri}: the shim did not create the file (Create and Start succeeded, the payload exited 0)"
+        )));
     }
     ensure!(
         whole,
@@ -120,7 +123,8 @@ async fn file_uri_output(ctx: &mut Ctx) -> CaseResult {
 async fn binary_logger(ctx: &mut Ctx) -> CaseResult {
     let Some(driver) = crate::host::shimcompat_binary() else {
         return Err(CaseError::Skip(
-            "the `shimcompat` binary (the logging binary of this case) is not found next to the running executable".into(),
+            "the `shimcompat` binary (the logging binary of this case) is not found next to the running executable"
+                .into(),
         ));
     };
     let shim = ctx.launch(&ContainerConfig::new(&OUTPUT_STEPS)).await?;
@@ -142,7 +146,13 @@ async fn binary_logger(ctx: &mut Ctx) -> CaseResult {
     result
 }
 
-async fn logger_contract(ctx: &mut Ctx, shim: &crate::shim::instance::Shim, id: &str, dir: &std::path::Path, pid: i32) -> CaseResult {
+async fn logger_contract(
+    ctx: &mut Ctx,
+    shim: &crate::shim::instance::Shim,
+    id: &str,
+    dir: &std::path::Path,
+    pid: i32,
+) -> CaseResult {
     let env = std::fs::read_to_string(dir.join("env")).unwrap_or_default();
     let want_env = format!("CONTAINER_ID={id}\nCONTAINER_NAMESPACE={}\n", ctx.env.namespace);
     ensure!(env == want_env, "the logging binary's environment should carry {want_env:?}; it had {env:?}");
@@ -157,7 +167,8 @@ async fn logger_contract(ctx: &mut Ctx, shim: &crate::shim::instance::Shim, id: 
     );
     shim.task.delete(id, "").await?;
     shim.note_deleted(id);
-    let gone = super::util::poll_until(ctx.timeout(deadline::TEARDOWN), || !crate::cases::util::is_process(pid as u32)).await;
+    let gone =
+        super::util::poll_until(ctx.timeout(deadline::TEARDOWN), || !crate::cases::util::is_process(pid as u32)).await;
     ensure!(gone, "the logging binary (pid {pid}) still runs after the process's Delete: the shim must stop it (the runc shim sends SIGTERM, then SIGKILL)");
     Ok(())
 }
@@ -176,13 +187,18 @@ async fn stdout_without_stderr(ctx: &mut Ctx) -> CaseResult {
     let waited = wait_exit(ctx, &shim, &task.id, "").await?;
     ensure!(waited.exit_status == 0, "payload should exit 0, Wait says {}", waited.exit_status);
     let output = stdout_of(ctx, &mut task).await?;
-    ensure!(output == "only stdout\n", "Create took a stdout fifo without stderr, so stdout must arrive there: it was {output:?}");
+    ensure!(
+        output == "only stdout\n",
+        "Create took a stdout fifo without stderr, so stdout must arrive there: it was {output:?}"
+    );
     Ok(())
 }
 
 async fn stdin_only(ctx: &mut Ctx) -> CaseResult {
     let input = "through stdin alone\n";
-    let (shim, mut task) = started(ctx, &ContainerConfig::new(&["expect", input]), IoSpec { stdin: true, stdout: false, stderr: false }).await?;
+    let (shim, mut task) =
+        started(ctx, &ContainerConfig::new(&["expect", input]), IoSpec { stdin: true, stdout: false, stderr: false })
+            .await?;
     let stdin = task.io.stdin.as_mut().ok_or_else(|| fail("harness bug: no stdin fifo"))?;
     stdin.write(input.as_bytes(), ctx.timeout(deadline::RPC)).await.map_err(fail)?;
     stdin.close();
@@ -283,7 +299,8 @@ async fn resize_pty(ctx: &mut Ctx) -> CaseResult {
 }
 
 async fn null_io(ctx: &mut Ctx) -> CaseResult {
-    let (_shim, _task, waited) = run_to_exit(ctx, &["echo", "nobody reads this", "err", "nor this", "exit", "0"]).await?;
+    let (_shim, _task, waited) =
+        run_to_exit(ctx, &["echo", "nobody reads this", "err", "nor this", "exit", "0"]).await?;
     ensure!(waited.exit_status == 0, "a task with null stdio should exit 0; Wait says {}", waited.exit_status);
     Ok(())
 }
@@ -296,7 +313,11 @@ async fn ten_mib_whole(ctx: &mut Ctx) -> CaseResult {
     ensure!(output.len() == SIZE, "the payload wrote {SIZE} bytes; {} arrived", output.len());
     let expected = |k: usize| b'a' + ((k % 4096) % 26) as u8;
     if let Some(k) = output.iter().enumerate().position(|(k, byte)| *byte != expected(k)) {
-        return Err(fail(format!("output differs from what the payload wrote at byte {k}: got {:?}, expected {:?}", output[k] as char, expected(k) as char)));
+        return Err(fail(format!(
+            "output differs from what the payload wrote at byte {k}: got {:?}, expected {:?}",
+            output[k] as char,
+            expected(k) as char
+        )));
     }
     ensure!(waited.exit_status == 0, "the payload should exit 0 after writing; Wait says {}", waited.exit_status);
     Ok(())

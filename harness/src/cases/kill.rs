@@ -101,14 +101,22 @@ async fn created_task(ctx: &mut Ctx) -> CaseResult {
     let (shim, task) = created(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
     shim.task.kill(&task.id, "", libc::SIGKILL as u32, false).await?;
     let waited = wait_exit(ctx, &shim, &task.id, "").await?;
-    ensure!(waited.exit_status == 137, "Kill SIGKILL of a created task: Wait returned exit_status {}, expected 137", waited.exit_status);
+    ensure!(
+        waited.exit_status == 137,
+        "Kill SIGKILL of a created task: Wait returned exit_status {}, expected 137",
+        waited.exit_status
+    );
     let state = shim.task.state(&task.id, "").await?;
     expect_status(&state, Status::STOPPED, "a created task after Kill SIGKILL")
 }
 
 async fn exited_task_not_found(ctx: &mut Ctx) -> CaseResult {
     let (shim, task, _) = run_to_exit(ctx, &["exit", "0"]).await?;
-    expect_code(shim.task.kill(&task.id, "", libc::SIGKILL as u32, false).await, Code::NOT_FOUND, "Kill of an exited task")
+    expect_code(
+        shim.task.kill(&task.id, "", libc::SIGKILL as u32, false).await,
+        Code::NOT_FOUND,
+        "Kill of an exited task",
+    )
 }
 
 async fn unknown_exec_not_found(ctx: &mut Ctx) -> CaseResult {

@@ -90,7 +90,10 @@ async fn connect_returns_shim_pid(ctx: &mut Ctx) -> CaseResult {
 async fn connect_after_create_gives_task_pid(ctx: &mut Ctx) -> CaseResult {
     let (shim, task) = created(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
     // ctx.create asked Connect right after Create, as containerd does.
-    ensure!(task.connect_pid > 0, "Connect after Create returned task_pid 0: containerd would report pid 0 for the task");
+    ensure!(
+        task.connect_pid > 0,
+        "Connect after Create returned task_pid 0: containerd would report pid 0 for the task"
+    );
     ensure!(
         task.connect_pid == task.pid,
         "Connect after Create returned task_pid {}, Create returned pid {}: containerd reports Connect's",
@@ -184,7 +187,8 @@ async fn state_after_exit_is_stopped(ctx: &mut Ctx) -> CaseResult {
         status_name(&state)
     );
     ensure!(
-        state.exited_at.as_ref().map(|t| (t.seconds, t.nanos)) == waited.exited_at.as_ref().map(|t| (t.seconds, t.nanos)),
+        state.exited_at.as_ref().map(|t| (t.seconds, t.nanos))
+            == waited.exited_at.as_ref().map(|t| (t.seconds, t.nanos)),
         "State.exited_at {:?} differs from Wait's exited_at {:?}",
         state.exited_at.as_ref().map(|t| (t.seconds, t.nanos)),
         waited.exited_at.as_ref().map(|t| (t.seconds, t.nanos))

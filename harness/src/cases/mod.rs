@@ -21,8 +21,8 @@ pub mod io;
 pub mod kill;
 pub mod lifecycle;
 pub mod names;
-pub mod options;
 pub mod oom;
+pub mod options;
 pub mod pause;
 pub mod reconnect;
 pub mod rootfs;
@@ -97,7 +97,6 @@ impl Case {
     pub fn level_for(&self, line: crate::profile::Line) -> Level {
         self.per_line.iter().find(|(l, _, _)| *l == line).map(|(_, level, _)| *level).unwrap_or(self.level)
     }
-
 }
 
 /// Builds a `Case`, wrapping an `async fn(&mut Ctx) -> CaseResult`.
@@ -178,13 +177,13 @@ pub fn fail(message: impl Into<String>) -> CaseError {
 pub fn expect_code<T: std::fmt::Debug>(result: Result<T, RpcError>, code: Code, what: &str) -> CaseResult {
     match result {
         Err(RpcError::Status { code: got, .. }) if got == code => Ok(()),
-        Err(RpcError::Status { code: got, message, .. }) => Err(fail(format!(
-            "{what}: expected status {}, got {} ({message})",
-            code_name(code),
-            code_name(got)
-        ))),
+        Err(RpcError::Status { code: got, message, .. }) => {
+            Err(fail(format!("{what}: expected status {}, got {} ({message})", code_name(code), code_name(got))))
+        }
         Err(other) => Err(fail(format!("{what}: expected status {}, got {other}", code_name(code)))),
-        Ok(reply) => Err(fail(format!("{what}: expected status {}, but the call succeeded: {}", code_name(code), brief(&reply)))),
+        Ok(reply) => {
+            Err(fail(format!("{what}: expected status {}, but the call succeeded: {}", code_name(code), brief(&reply))))
+        }
     }
 }
 
@@ -229,15 +228,40 @@ pub fn print_catalogue(json: bool) {
         return;
     }
     let width = all.iter().map(|c| c.id.len()).max().unwrap_or(10);
-    crate::outln!("{:<width$}  {:<6}  {:<22}  {:<28}  reference", "case", "level", "features", "breaks with (mock fault)");
+    crate::outln!(
+        "{:<width$}  {:<6}  {:<22}  {:<28}  reference",
+        "case",
+        "level",
+        "features",
+        "breaks with (mock fault)"
+    );
     for case in &all {
         let features = if case.features.is_empty() { "-".to_string() } else { case.features.join(",") };
-        crate::outln!("{:<width$}  {:<6}  {:<22}  {:<28}  {}", case.id, case.level.to_string(), features, case.breaks_with, case.reference);
+        crate::outln!(
+            "{:<width$}  {:<6}  {:<22}  {:<28}  {}",
+            case.id,
+            case.level.to_string(),
+            features,
+            case.breaks_with,
+            case.reference
+        );
         for (line, level, reference) in case.per_line {
-            crate::outln!("{:<width$}  {:<6}  {:<22}  {:<28}  {}", format!("  under containerd {line}"), level.to_string(), "", "", reference);
+            crate::outln!(
+                "{:<width$}  {:<6}  {:<22}  {:<28}  {}",
+                format!("  under containerd {line}"),
+                level.to_string(),
+                "",
+                "",
+                reference
+            );
         }
     }
     let musts = all.iter().filter(|c| c.level == Level::Must).count();
-    crate::outln!("\n{} cases ({} MUST, {} SHOULD, {} MAY)", all.len(), musts,
-        all.iter().filter(|c| c.level == Level::Should).count(), all.iter().filter(|c| c.level == Level::May).count());
+    crate::outln!(
+        "\n{} cases ({} MUST, {} SHOULD, {} MAY)",
+        all.len(),
+        musts,
+        all.iter().filter(|c| c.level == Level::Should).count(),
+        all.iter().filter(|c| c.level == Level::May).count()
+    );
 }

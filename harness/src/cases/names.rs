@@ -96,7 +96,11 @@ async fn resolves_to_tested_binary(ctx: &mut Ctx) -> CaseResult {
     let explanation = crate::select::explain_runtime_for(&name, Some(ctx.target.profile.line));
     let lookup = &explanation.lookup;
     let chosen = lookup.chosen().ok_or_else(|| {
-        fail(format!("containerd {} would not start {name}: {}", explanation.containerd_version, lookup.wrapped_error().unwrap_or_default()))
+        fail(format!(
+            "containerd {} would not start {name}: {}",
+            explanation.containerd_version,
+            lookup.wrapped_error().unwrap_or_default()
+        ))
     })?;
     if let Some(error) = lookup.wrapped_error() {
         return Err(fail(format!("containerd would run {chosen}, but: {error}")));

@@ -8,13 +8,11 @@ use crate::shim::events::{render, Payload};
 use crate::{case, ensure};
 
 pub fn cases() -> Vec<Case> {
-    vec![
-        case!("oom::event_before_exit", Should, ["oom"],
+    vec![case!("oom::event_before_exit", Should, ["oom"],
             breaks_with: "no-oom-event",
             ref: "CRI's event monitor sets Reason \"OOMKilled\" only on TaskOOM (pkg/cri/server/events.go, containerd 1.6/1.7; else the exit reads \"Error\"); Docker marks an exit OOMKilled only when TaskOOM came before its TaskExit (moby libcontainerd/remote/client.go); the runc shim's OOM watcher publishes TaskOOM{container_id} (pkg/oom)",
             "a container whose init allocates 256 MiB under a 32 MiB memory limit (swap limited too) is killed (Wait: 137), and /tasks/oom naming the container arrives before the init's /tasks/exit",
-            event_before_exit),
-    ]
+            event_before_exit)]
 }
 
 /// The limit the case gives the container, and what the payload asks for: eight times the limit.
@@ -22,7 +20,8 @@ const LIMIT_MIB: i64 = 32;
 const ALLOC_MIB: &str = "256";
 
 async fn event_before_exit(ctx: &mut Ctx) -> CaseResult {
-    let host = crate::host::memory_limits().map_err(|why| CaseError::Skip(format!("this host cannot set a memory limit: {why}")))?;
+    let host = crate::host::memory_limits()
+        .map_err(|why| CaseError::Skip(format!("this host cannot set a memory limit: {why}")))?;
     let limit = LIMIT_MIB << 20;
     let config = ContainerConfig::new(&["alloc", ALLOC_MIB, "exit", "0"])
         .memory(MemoryLimit { limit, swap: host.swap.then_some(limit) });
@@ -31,7 +30,8 @@ async fn event_before_exit(ctx: &mut Ctx) -> CaseResult {
     let (waited, started) = tokio::join!(wait_exit(ctx, &shim, &task.id, ""), ctx.start_process(&shim, &task.id, ""));
     started?;
     let waited = waited?;
-    let swap = if host.swap { "memory+swap limited to the same" } else { "swap not limited: no swap accounting on this host" };
+    let swap =
+        if host.swap { "memory+swap limited to the same" } else { "swap not limited: no swap accounting on this host" };
     ensure!(
         waited.exit_status == 137,
         "the init allocating {ALLOC_MIB} MiB under linux.resources.memory.limit = {LIMIT_MIB} MiB ({swap}) exited with status {}, \
@@ -41,8 +41,7 @@ async fn event_before_exit(ctx: &mut Ctx) -> CaseResult {
     );
     let id = task.id.clone();
     let is_oom = |e: &crate::shim::events::Event| e.topic == "/tasks/oom";
-    let is_init_exit =
-        |e: &crate::shim::events::Event| matches!(&e.payload, Payload::Exit(x) if e.topic == "/tasks/exit" && x.id == id);
+    let is_init_exit = |e: &crate::shim::events::Event| matches!(&e.payload, Payload::Exit(x) if e.topic == "/tasks/exit" && x.id == id);
     let (_, events) = shim
         .events
         .wait_until(ctx.timeout(deadline::EVENT), |events| events.iter().any(is_oom) && events.iter().any(is_init_exit))
@@ -70,7 +69,11 @@ async fn event_before_exit(ctx: &mut Ctx) -> CaseResult {
         render(&events)
     );
     let exit = events.iter().position(is_init_exit).ok_or_else(|| {
-        fail(format!("no /tasks/exit for the init arrived within {:?}\nall events:\n{}", ctx.timeout(deadline::EVENT), render(&events)))
+        fail(format!(
+            "no /tasks/exit for the init arrived within {:?}\nall events:\n{}",
+            ctx.timeout(deadline::EVENT),
+            render(&events)
+        ))
     })?;
     ensure!(
         oom < exit,

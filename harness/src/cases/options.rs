@@ -64,8 +64,9 @@ async fn runtime_options_accepted(ctx: &mut Ctx) -> CaseResult {
         Some(path) => path.clone(),
         None => {
             let path = ctx.env.workdir.join("runtime-options").join("config.toml");
-            let written = std::fs::create_dir_all(path.parent().unwrap_or(&ctx.env.workdir))
-                .and_then(|_| std::fs::write(&path, "# written by shimcompat: the runtime's options table had no settings\n"));
+            let written = std::fs::create_dir_all(path.parent().unwrap_or(&ctx.env.workdir)).and_then(|_| {
+                std::fs::write(&path, "# written by shimcompat: the runtime's options table had no settings\n")
+            });
             written.map_err(|e| fail(format!("harness: writing {}: {e}", path.display())))?;
             path
         }

@@ -5,8 +5,8 @@ use super::util::{expect_status, read_until, started, HOLD};
 use super::{expect_refused, fail, Case, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::{deadline, Ctx, Task};
-use crate::shim::instance::Shim;
 use crate::shim::events::{render, Payload};
+use crate::shim::instance::Shim;
 use crate::{case, ensure};
 
 pub fn cases() -> Vec<Case> {
@@ -65,7 +65,8 @@ async fn pause_and_resume_cat(ctx: &Ctx, shim: &Shim, task: &mut Task) -> CaseRe
     shim.task.resume(&task.id).await?;
     let state = shim.task.state(&task.id, "").await?;
     expect_status(&state, Status::RUNNING, "after Resume")?;
-    read_until(ctx, &mut task.io, "while paused\n", "cat processing the input it got while paused, after Resume").await?;
+    read_until(ctx, &mut task.io, "while paused\n", "cat processing the input it got while paused, after Resume")
+        .await?;
     Ok(())
 }
 
@@ -81,7 +82,11 @@ async fn pause_events(ctx: &mut Ctx) -> CaseResult {
         .await;
     let mine: Vec<_> = events.iter().filter(|e| want.contains(&e.topic.as_str())).collect();
     let topics: Vec<&str> = mine.iter().map(|e| e.topic.as_str()).collect();
-    ensure!(topics == want, "expected events {want:?} after Pause and Resume; got {topics:?}\nall events:\n{}", render(&events));
+    ensure!(
+        topics == want,
+        "expected events {want:?} after Pause and Resume; got {topics:?}\nall events:\n{}",
+        render(&events)
+    );
     for event in mine {
         ensure!(
             matches!(event.payload, Payload::Paused(_) | Payload::Resumed(_)),

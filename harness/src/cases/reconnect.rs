@@ -2,7 +2,9 @@
 use containerd_shim_protos::types::task::Status;
 
 use super::cli::{join_group, GROUP_ANNOTATION};
-use super::util::{drop_connections, exec_started, expect_status, is_process, poll_until, read_until, stamp, started, HOLD};
+use super::util::{
+    drop_connections, exec_started, expect_status, is_process, poll_until, read_until, stamp, started, HOLD,
+};
 use super::{fail, Case, CaseError, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::{deadline, Ctx, Task};
@@ -62,8 +64,9 @@ async fn address_file_names_the_socket(ctx: &mut Ctx) -> CaseResult {
             profile.line
         ))
     })?;
-    let reply = crate::shim::launch::parse_start_output(&written, profile)
-        .map_err(|e| fail(format!("{} does not hold an address containerd {} can dial: {e}", file.display(), profile.line)))?;
+    let reply = crate::shim::launch::parse_start_output(&written, profile).map_err(|e| {
+        fail(format!("{} does not hold an address containerd {} can dial: {e}", file.display(), profile.line))
+    })?;
     ensure!(
         reply.address == shim.reply.address,
         "{} names {:?}, but `start` printed {:?}",
@@ -87,7 +90,10 @@ fn disconnect(shim: &Shim) -> CaseResult {
 async fn reconnect(ctx: &Ctx, shim: &Shim) -> Result<TaskClient, CaseError> {
     let pid = shim.shim_pid();
     let died = poll_until(HOLD, || !is_process(pid)).await;
-    ensure!(!died, "the shim (pid {pid}) exited when its client disconnected; containerd could not reconnect after a restart");
+    ensure!(
+        !died,
+        "the shim (pid {pid}) exited when its client disconnected; containerd could not reconnect after a restart"
+    );
     let profile = ctx.target.profile;
     let (address, api) = match profile.reload_from {
         ReloadFrom::BootstrapJson => (shim.reply.address.clone(), shim.reply.api),
@@ -111,7 +117,11 @@ async fn reconnect(ctx: &Ctx, shim: &Shim) -> Result<TaskClient, CaseError> {
         .await
         .map_err(|e| fail(format!("connecting again to {address}: {e}")))?;
     let connect = client.connect_on_reload(shim.id()).await?;
-    ensure!(connect.shim_pid == pid, "Connect on the new connection says shim_pid {}, before it was {pid}", connect.shim_pid);
+    ensure!(
+        connect.shim_pid == pid,
+        "Connect on the new connection says shim_pid {}, before it was {pid}",
+        connect.shim_pid
+    );
     Ok(client)
 }
 
@@ -151,7 +161,12 @@ async fn task_intact(ctx: &mut Ctx) -> CaseResult {
     let client = reconnect(ctx, &shim).await?;
     pids_after_reload(ctx, &client, &task).await?;
     let connect = client.connect_rpc(&task.id).await?;
-    ensure!(connect.task_pid == task.pid, "Connect on the new connection says task_pid {}, the init is {}", connect.task_pid, task.pid);
+    ensure!(
+        connect.task_pid == task.pid,
+        "Connect on the new connection says task_pid {}, the init is {}",
+        connect.task_pid,
+        task.pid
+    );
     let state = client.state(&task.id, "").await?;
     expect_status(&state, Status::RUNNING, "the task seen through the new connection")?;
     ensure!(state.pid == task.pid, "State through the new connection says pid {}, the init is {}", state.pid, task.pid);
@@ -180,7 +195,11 @@ async fn exit_while_disconnected(ctx: &mut Ctx) -> CaseResult {
         expect_status(&state, Status::STOPPED, "a task that exited while no client was connected")?;
         ensure!(state.exit_status == 9, "State says exit_status {} for an init that exited 9", state.exit_status);
         let waited = client.wait(&task.id, "", ctx.timeout(deadline::RPC)).await?;
-        ensure!(waited.exit_status == 9, "Wait on the new connection says exit_status {}, expected 9", waited.exit_status);
+        ensure!(
+            waited.exit_status == 9,
+            "Wait on the new connection says exit_status {}, expected 9",
+            waited.exit_status
+        );
         ensure!(
             stamp(&waited.exited_at) == stamp(&state.exited_at),
             "Wait's exited_at {:?} differs from State's {:?}",
@@ -201,7 +220,8 @@ async fn every_task_intact(ctx: &mut Ctx) -> CaseResult {
     let mut first = ctx.create(&shim, IoSpec::OUT).await?;
     ctx.start_process(&shim, &first.id, "").await?;
     read_until(ctx, &mut first.io, "ready\n", "the first container starting").await?;
-    let (exec_pid, mut exec_io) = exec_started(ctx, &shim, &first.id, "kept", &["ready", "forever"], IoSpec::OUT).await?;
+    let (exec_pid, mut exec_io) =
+        exec_started(ctx, &shim, &first.id, "kept", &["ready", "forever"], IoSpec::OUT).await?;
     read_until(ctx, &mut exec_io, "ready\n", "the exec starting").await?;
     let (second_id, second_dir) = join_group(ctx, &shim, &group, &["ready", "sleep", "1", "exit", "9"]).await?;
     let mut second = ctx.create_in(&shim, &second_id, &second_dir, IoSpec::OUT).await?;
@@ -215,7 +235,12 @@ async fn every_task_intact(ctx: &mut Ctx) -> CaseResult {
         pids_after_reload(ctx, &client, &first).await?;
         let state = client.state(&first.id, "").await?;
         expect_status(&state, Status::RUNNING, "the group's first container through the new connection")?;
-        ensure!(state.pid == first.pid, "State of the first container says pid {}, its init is {}", state.pid, first.pid);
+        ensure!(
+            state.pid == first.pid,
+            "State of the first container says pid {}, its init is {}",
+            state.pid,
+            first.pid
+        );
         let exec = client
             .state(&first.id, "kept")
             .await
@@ -224,19 +249,30 @@ async fn every_task_intact(ctx: &mut Ctx) -> CaseResult {
         ensure!(exec.pid == exec_pid, "State of the exec says pid {}, its Start said {exec_pid}", exec.pid);
         let deadline = tokio::time::Instant::now() + ctx.timeout(deadline::EXIT);
         let stopped = loop {
-            let state = client
-                .state(&second.id, "")
-                .await
-                .map_err(|e| fail(format!("State of the group's second container {} through the new connection: {e}", second.id)))?;
+            let state = client.state(&second.id, "").await.map_err(|e| {
+                fail(format!("State of the group's second container {} through the new connection: {e}", second.id))
+            })?;
             if state.status.enum_value() == Ok(Status::STOPPED) || tokio::time::Instant::now() >= deadline {
                 break state;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         };
-        expect_status(&stopped, Status::STOPPED, "the group's second container, which exited while no client was connected")?;
-        ensure!(stopped.exit_status == 9, "State of the second container says exit_status {}, its init exited 9", stopped.exit_status);
+        expect_status(
+            &stopped,
+            Status::STOPPED,
+            "the group's second container, which exited while no client was connected",
+        )?;
+        ensure!(
+            stopped.exit_status == 9,
+            "State of the second container says exit_status {}, its init exited 9",
+            stopped.exit_status
+        );
         let waited = client.wait(&second.id, "", ctx.timeout(deadline::RPC)).await?;
-        ensure!(waited.exit_status == 9, "Wait on the second container says exit_status {}, expected 9", waited.exit_status);
+        ensure!(
+            waited.exit_status == 9,
+            "Wait on the second container says exit_status {}, expected 9",
+            waited.exit_status
+        );
         Ok(())
     }
     .await;

@@ -109,7 +109,10 @@ async fn overlay_mounted_before_start(ctx: &mut Ctx) -> CaseResult {
             in_lower.display()
         )));
     }
-    ensure!(status == 0, "the payload could not write /{name} in its rootfs (exit status {status}; 125 is the payload's own failure)");
+    ensure!(
+        status == 0,
+        "the payload could not write /{name} in its rootfs (exit status {status}; 125 is the payload's own failure)"
+    );
     let in_upper = snapshot_of(&shim, &task.id)?.join("fs").join(&name);
     let written = std::fs::read_to_string(&in_upper).map_err(|e| {
         fail(format!("the container wrote /{name}, but the overlay's upper dir has no {} ({e})", in_upper.display()))
@@ -148,7 +151,10 @@ async fn bind_mount(ctx: &mut Ctx) -> CaseResult {
     copy_of_rootfs(&ctx.env.rootfs, &source)?;
     let task = ctx.create_with_rootfs(&shim, &id, &shim.bundle_dir(), IoSpec::NULL, Some(vec![bind(&source)])).await?;
     let status = run_created(ctx, &shim, &task.id).await?;
-    ensure!(status == 0, "the payload, started from a bind-mounted rootfs, exited {status} (125: it could not write /probe)");
+    ensure!(
+        status == 0,
+        "the payload, started from a bind-mounted rootfs, exited {status} (125: it could not write /probe)"
+    );
     let written = std::fs::read_to_string(source.join("probe"))
         .map_err(|e| fail(format!("the container wrote /probe, but the bind mount's source has no probe ({e})")))?;
     ensure!(written == text, "{} holds {written:?}, the container wrote {text:?}", source.join("probe").display());
@@ -164,12 +170,14 @@ async fn failed_mount_fails_cleanly(ctx: &mut Ctx) -> CaseResult {
     copy_of_rootfs(&ctx.env.rootfs, &good)?;
     // The second mount names a lower dir that does not exist: mount(2) fails with ENOENT.
     let bad = overlay_mount(&snapshot.join("no-such-layer"), &snapshot);
-    let created = ctx.create_with_rootfs(&shim, &id, &shim.bundle_dir(), IoSpec::NULL, Some(vec![bind(&good), bad])).await;
+    let created =
+        ctx.create_with_rootfs(&shim, &id, &shim.bundle_dir(), IoSpec::NULL, Some(vec![bind(&good), bad])).await;
     let rootfs = shim.bundle_dir().join("rootfs");
     let left = crate::leaks::mounts_under(std::slice::from_ref(&rootfs));
     // The shim itself stays (it serves until Shutdown); anything else of this case is the container's.
     let shim_binary = ctx.target.binary.canonicalize().unwrap_or_else(|_| ctx.target.binary.clone());
-    let is_shim = |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).map(|exe| exe == shim_binary).unwrap_or(false);
+    let is_shim =
+        |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).map(|exe| exe == shim_binary).unwrap_or(false);
     let running: Vec<String> = crate::leaks::marked_processes(&ctx.marker)
         .into_iter()
         .filter(|pid| !is_shim(*pid))

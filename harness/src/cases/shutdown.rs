@@ -61,7 +61,10 @@ async fn live_task_keeps_serving(ctx: &mut Ctx) -> CaseResult {
 async fn socket_removed(ctx: &mut Ctx) -> CaseResult {
     let (shim, task, _) = run_to_exit(ctx, &["exit", "0"]).await?;
     let Some(socket) = launch::socket_path(&shim.reply.address) else {
-        return Err(CaseError::Skip(format!("the shim listens on an abstract socket ({}): there is no file to remove", shim.reply.address)));
+        return Err(CaseError::Skip(format!(
+            "the shim listens on an abstract socket ({}): there is no file to remove",
+            shim.reply.address
+        )));
     };
     ensure!(socket.exists(), "harness: the shim's socket {} does not exist while it serves", socket.display());
     shim.task.delete(&task.id, "").await?;

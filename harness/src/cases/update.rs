@@ -31,17 +31,28 @@ async fn resources_applied(ctx: &mut Ctx) -> CaseResult {
     }
     // The harness gives every container cgroupsPath /shimcompat/<id>; a VM-based shim's cgroup is not on this host.
     let cgroup = format!("shimcompat/{}", task.id);
-    let v1 = ["cpu", "cpu,cpuacct"].iter().map(|c| PathBuf::from("/sys/fs/cgroup").join(c).join(&cgroup).join("cpu.shares"));
+    let v1 =
+        ["cpu", "cpu,cpuacct"].iter().map(|c| PathBuf::from("/sys/fs/cgroup").join(c).join(&cgroup).join("cpu.shares"));
     if let Some(file) = v1.into_iter().find(|f| f.exists()) {
         let value = std::fs::read_to_string(&file).unwrap_or_default();
-        ensure!(value.trim() == SHARES.to_string(), "Update set cpu shares {SHARES}, but {} says {:?}", file.display(), value.trim());
+        ensure!(
+            value.trim() == SHARES.to_string(),
+            "Update set cpu shares {SHARES}, but {} says {:?}",
+            file.display(),
+            value.trim()
+        );
     }
     let v2 = PathBuf::from("/sys/fs/cgroup").join(&cgroup).join("cpu.weight");
     if v2.exists() {
         // runc's conversion of shares to cgroup v2 weight.
         let weight = 1 + ((SHARES - 2) * 9999) / 262142;
         let value = std::fs::read_to_string(&v2).unwrap_or_default();
-        ensure!(value.trim() == weight.to_string(), "Update set cpu shares {SHARES} (weight {weight}), but {} says {:?}", v2.display(), value.trim());
+        ensure!(
+            value.trim() == weight.to_string(),
+            "Update set cpu shares {SHARES} (weight {weight}), but {} says {:?}",
+            v2.display(),
+            value.trim()
+        );
     }
     Ok(())
 }

@@ -77,13 +77,18 @@ pub fn is_process(pid: u32) -> bool {
 }
 
 /// A timestamp as (seconds, nanos); (0, 0) when unset.
-pub fn stamp(at: &containerd_shim_protos::protobuf::MessageField<containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp>) -> (i64, i32) {
+pub fn stamp(
+    at: &containerd_shim_protos::protobuf::MessageField<
+        containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp,
+    >,
+) -> (i64, i32) {
     at.as_ref().map(|t| (t.seconds, t.nanos)).unwrap_or((0, 0))
 }
 
 /// Stdio fifos for an exec, in the bundle's `io/` directory next to the init's.
 pub fn exec_io(shim: &Shim, exec_id: &str, io: IoSpec) -> Result<ProcessIo, CaseError> {
-    ProcessIo::create(&shim.bundle_dir().join("io"), exec_id, io).map_err(|e| fail(format!("creating exec stdio fifos: {e}")))
+    ProcessIo::create(&shim.bundle_dir().join("io"), exec_id, io)
+        .map_err(|e| fail(format!("creating exec stdio fifos: {e}")))
 }
 
 /// Exec + Start of the payload with `steps` in task `id`; returns the pid Start gave and the exec's stdio.
@@ -111,13 +116,19 @@ pub async fn read_until(ctx: &Ctx, io: &mut ProcessIo, needle: &str, what: &str)
     let (seen, found) = reader.read_until(needle.as_bytes(), timeout).await;
     let seen = String::from_utf8_lossy(&seen).into_owned();
     if !found {
-        return Err(fail(format!("{what}: {needle:?} did not appear on stdout within {timeout:?}; stdout so far: {seen:?}")));
+        return Err(fail(format!(
+            "{what}: {needle:?} did not appear on stdout within {timeout:?}; stdout so far: {seen:?}"
+        )));
     }
     Ok(seen)
 }
 
 /// Reads one of a process's output fifos until EOF.
-pub async fn read_all(ctx: &Ctx, reader: Option<&mut crate::bundle::FifoReader>, what: &str) -> Result<Vec<u8>, CaseError> {
+pub async fn read_all(
+    ctx: &Ctx,
+    reader: Option<&mut crate::bundle::FifoReader>,
+    what: &str,
+) -> Result<Vec<u8>, CaseError> {
     let timeout = ctx.timeout(deadline::EXIT);
     let reader = reader.ok_or_else(|| fail(format!("harness bug: no {what} fifo")))?;
     let (bytes, eof) = reader.read_to_eof(timeout).await;
@@ -142,10 +153,9 @@ pub fn children_of(parent: u32) -> Vec<u32> {
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)?.parse::<u32>().ok()))
-                == Some(parent)
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
+                stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+            }) == Some(parent)
         })
         .filter(|pid| is_process(*pid))
         .collect()
@@ -185,7 +195,8 @@ pub fn drop_connections(address: &str) -> usize {
     let mut closed = 0;
     for entry in entries.flatten() {
         let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let is_socket = std::fs::read_link(entry.path()).map(|l| l.to_string_lossy().starts_with("socket:")).unwrap_or(false);
+        let is_socket =
+            std::fs::read_link(entry.path()).map(|l| l.to_string_lossy().starts_with("socket:")).unwrap_or(false);
         if is_socket && peer_name(fd).as_deref() == Some(wanted.as_slice()) {
             // shutdown(2), not close(2): the fd stays owned by the client, which sees EOF and winds down.
             if unsafe { libc::shutdown(fd, libc::SHUT_RDWR) } == 0 {

@@ -50,7 +50,12 @@ fn at_once(ctx: &Ctx) -> Duration {
     ctx.timeout(Duration::from_secs(2))
 }
 
-fn spawn_wait(client: &TaskClient, id: &str, exec_id: &str, timeout: Duration) -> tokio::task::JoinHandle<Result<containerd_shim_protos::api::WaitResponse, crate::shim::task::RpcError>> {
+fn spawn_wait(
+    client: &TaskClient,
+    id: &str,
+    exec_id: &str,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<Result<containerd_shim_protos::api::WaitResponse, crate::shim::task::RpcError>> {
     let client = client.clone();
     let (id, exec_id) = (id.to_string(), exec_id.to_string());
     tokio::spawn(async move { client.wait(&id, &exec_id, timeout).await })
@@ -91,7 +96,10 @@ async fn until_stopped(ctx: &Ctx, client: &TaskClient, id: &str, exec_id: &str) 
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(fail(format!("the process never reached STOPPED; State says {}", super::util::status_name(&state))));
+            return Err(fail(format!(
+                "the process never reached STOPPED; State says {}",
+                super::util::status_name(&state)
+            )));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -102,7 +110,11 @@ async fn after_exit_returns_at_once(ctx: &mut Ctx) -> CaseResult {
     until_stopped(ctx, &shim.task, &task.id, "").await?;
     let state = shim.task.state(&task.id, "").await?;
     let waited = shim.task.wait(&task.id, "", at_once(ctx)).await?;
-    ensure!(waited.exit_status == 6, "Wait after the exit returned exit_status {}, the payload exited 6", waited.exit_status);
+    ensure!(
+        waited.exit_status == 6,
+        "Wait after the exit returned exit_status {}, the payload exited 6",
+        waited.exit_status
+    );
     ensure!(
         stamp(&waited.exited_at) == stamp(&state.exited_at),
         "Wait's exited_at {:?} differs from State's {:?}",
@@ -118,11 +130,17 @@ async fn created_blocks_until_killed(ctx: &mut Ctx) -> CaseResult {
     let finished_early = poll_until(HOLD, || waiter.is_finished()).await;
     if finished_early {
         let reply = waiter.await.map_err(|e| fail(e.to_string()))?;
-        return Err(fail(format!("Wait on a created, never started task returned before anything killed it: {reply:?}")));
+        return Err(fail(format!(
+            "Wait on a created, never started task returned before anything killed it: {reply:?}"
+        )));
     }
     shim.task.kill(&task.id, "", libc::SIGKILL as u32, false).await?;
     let reply = waiter.await.map_err(|e| fail(e.to_string()))??;
-    ensure!(reply.exit_status == 137, "Wait on the killed created task returned exit_status {}, expected 137", reply.exit_status);
+    ensure!(
+        reply.exit_status == 137,
+        "Wait on the killed created task returned exit_status {}, expected 137",
+        reply.exit_status
+    );
     Ok(())
 }
 
@@ -131,7 +149,11 @@ async fn exec_after_exit_returns_at_once(ctx: &mut Ctx) -> CaseResult {
     exec_started(ctx, &shim, &task.id, "quick", &["exit", "4"], IoSpec::NULL).await?;
     until_stopped(ctx, &shim.task, &task.id, "quick").await?;
     let waited = shim.task.wait(&task.id, "quick", at_once(ctx)).await?;
-    ensure!(waited.exit_status == 4, "Wait on the exited exec returned exit_status {}, it exited 4", waited.exit_status);
+    ensure!(
+        waited.exit_status == 4,
+        "Wait on the exited exec returned exit_status {}, it exited 4",
+        waited.exit_status
+    );
     ensure!(stamp(&waited.exited_at).0 > 0, "Wait on the exited exec returned no exited_at");
     Ok(())
 }
@@ -146,7 +168,11 @@ async fn init_wait_before_start_gets_status(ctx: &mut Ctx) -> CaseResult {
     let (waited, started) = tokio::join!(super::util::wait_exit(ctx, &shim, &task.id, ""), start_later);
     started?;
     let waited = waited?;
-    ensure!(waited.exit_status == 5, "Wait issued before Start returned exit_status {}; the init exited 5", waited.exit_status);
+    ensure!(
+        waited.exit_status == 5,
+        "Wait issued before Start returned exit_status {}; the init exited 5",
+        waited.exit_status
+    );
     Ok(())
 }
 
@@ -162,6 +188,10 @@ async fn exec_wait_before_start_gets_status(ctx: &mut Ctx) -> CaseResult {
     let (waited, started) = tokio::join!(super::util::wait_exit(ctx, &shim, &task.id, "early"), start_later);
     started?;
     let waited = waited?;
-    ensure!(waited.exit_status == 7, "Wait on the exec issued before its Start returned exit_status {}; the exec exited 7", waited.exit_status);
+    ensure!(
+        waited.exit_status == 7,
+        "Wait on the exec issued before its Start returned exit_status {}; the exec exited 7",
+        waited.exit_status
+    );
     Ok(())
 }

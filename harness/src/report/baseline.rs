@@ -74,7 +74,11 @@ pub fn outcomes_of(report: &Report, candidate: &str, line: Line) -> Vec<CaseOutc
 }
 
 /// One baseline per candidate that ran (candidates skipped as a whole get none).
-pub fn from_report(report: &Report, host: &HostFingerprint, describe: &dyn Fn(&str) -> BaselineCandidate) -> Vec<Baseline> {
+pub fn from_report(
+    report: &Report,
+    host: &HostFingerprint,
+    describe: &dyn Fn(&str) -> BaselineCandidate,
+) -> Vec<Baseline> {
     let host = serde_json::to_value(host).unwrap_or_default();
     report
         .candidates
@@ -178,7 +182,13 @@ mod tests {
     use super::*;
 
     fn outcome(case: &str, word: &str) -> CaseOutcome {
-        CaseOutcome { case: case.into(), area: "a".into(), level: Level::Must, outcome: word.into(), detail: String::new() }
+        CaseOutcome {
+            case: case.into(),
+            area: "a".into(),
+            level: Level::Must,
+            outcome: word.into(),
+            detail: String::new(),
+        }
     }
 
     #[test]

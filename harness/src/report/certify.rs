@@ -17,7 +17,8 @@ pub struct Tally {
 
 pub fn tally(report: &Report, candidate: &str, line: Line, level: Level) -> Tally {
     let mut tally = Tally::default();
-    for result in report.results.iter().filter(|r| r.candidate == candidate && r.containerd == line && r.level == level) {
+    for result in report.results.iter().filter(|r| r.candidate == candidate && r.containerd == line && r.level == level)
+    {
         match result.outcome {
             Outcome::Pass => {
                 tally.passed += 1;
@@ -56,11 +57,7 @@ pub fn statement(report: &Report, index: usize) -> Option<String> {
         Some(sha) => format!("sha256:{}", &sha[..sha.len().min(12)]),
         None => candidate.binary.clone().unwrap_or_default(),
     };
-    let host = report
-        .host
-        .as_ref()
-        .map(|h| format!(" on {} {} ({})", h.os, h.kernel, h.arch))
-        .unwrap_or_default();
+    let host = report.host.as_ref().map(|h| format!(" on {} {} ({})", h.os, h.kernel, h.arch)).unwrap_or_default();
     let by_path = if candidate.certified_by_name { "" } else { " [given by path: not certified by name]" };
     Some(format!(
         "{} {binary} passes {} under containerd {}{host}, shimcompat {} (git {}), catalogue {}{by_path}",

@@ -81,7 +81,10 @@ pub fn render(report: &Report) -> String {
             for trial in &trials {
                 *counts.entry(word(&trial.outcome)).or_default() += 1;
             }
-            let class = ["fail", "flaky", "waived", "pass", "skip"].into_iter().find(|w| counts.contains_key(w)).unwrap_or("skip");
+            let class = ["fail", "flaky", "waived", "pass", "skip"]
+                .into_iter()
+                .find(|w| counts.contains_key(w))
+                .unwrap_or("skip");
             let class = if class == "fail" && counts.contains_key("pass") { "mixed" } else { class };
             let text: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
             out.push_str(&format!("<td class=\"{class}\">{}</td>", esc(&text.join(", "))));
@@ -105,8 +108,11 @@ pub fn render(report: &Report) -> String {
                 format!("<p>flaky: passed on attempt {attempts}; first failure:</p><pre>{}</pre>", esc(message))
             }
         };
-        let evidence =
-            if trial.evidence.is_empty() { String::new() } else { format!("<p>evidence:</p><pre>{}</pre>", esc(&trial.evidence)) };
+        let evidence = if trial.evidence.is_empty() {
+            String::new()
+        } else {
+            format!("<p>evidence:</p><pre>{}</pre>", esc(&trial.evidence))
+        };
         out.push_str(&format!(
             "<details class=\"case\"{}><summary class=\"{outcome}\">{} ({}) {outcome}, {} ms</summary><p>{}</p><p>reference: {}</p>{detail}{evidence}</details>\n",
             if outcome == "fail" { " open" } else { "" },
@@ -141,8 +147,11 @@ fn durations_chart(report: &Report) -> String {
     let mut out = String::new();
     let max = report.results.iter().map(|r| r.duration.as_millis()).max().unwrap_or(1).max(1) as f64;
     for candidate in &report.candidates {
-        let mut trials: Vec<&TrialResult> =
-            report.results.iter().filter(|r| r.candidate == candidate.name && r.containerd == candidate.containerd).collect();
+        let mut trials: Vec<&TrialResult> = report
+            .results
+            .iter()
+            .filter(|r| r.candidate == candidate.name && r.containerd == candidate.containerd)
+            .collect();
         if trials.is_empty() {
             continue;
         }

@@ -33,7 +33,9 @@ pub fn render(report: &Report) -> Result<String, String> {
             suite.add_property(Property::new("verdict", text));
         }
         let mut time = std::time::Duration::ZERO;
-        for trial in report.results.iter().filter(|r| r.candidate == candidate.name && r.containerd == candidate.containerd) {
+        for trial in
+            report.results.iter().filter(|r| r.candidate == candidate.name && r.containerd == candidate.containerd)
+        {
             let status = match &trial.outcome {
                 Outcome::Pass => TestCaseStatus::success(),
                 Outcome::Fail { message } => {

@@ -16,7 +16,14 @@ pub fn render(report: &Report) -> String {
 pub fn render_hosts(report: &Report, hosts: &[Option<crate::doctor::HostFingerprint>]) -> String {
     let mut out = String::from("## shimcompat results\n\n");
     let describe = |host: &Option<crate::doctor::HostFingerprint>| match host {
-        Some(h) => format!("{}, kernel {} ({}), cgroup {}, KVM {}", h.os, h.kernel, h.arch, h.cgroup, if h.kvm { "usable" } else { "absent" }),
+        Some(h) => format!(
+            "{}, kernel {} ({}), cgroup {}, KVM {}",
+            h.os,
+            h.kernel,
+            h.arch,
+            h.cgroup,
+            if h.kvm { "usable" } else { "absent" }
+        ),
         None => "unknown host".to_string(),
     };
     if hosts.len() > 1 {
@@ -33,10 +40,14 @@ pub fn render_hosts(report: &Report, hosts: &[Option<crate::doctor::HostFingerpr
     out.push_str("| candidate | containerd | verdict | passed | failed | MUST failed | skipped | waived | flaky |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|\n");
     for candidate in &report.candidates {
-        let mine: Vec<_> =
-            report.results.iter().filter(|r| r.candidate == candidate.name && r.containerd == candidate.containerd).collect();
+        let mine: Vec<_> = report
+            .results
+            .iter()
+            .filter(|r| r.candidate == candidate.name && r.containerd == candidate.containerd)
+            .collect();
         let count = |f: &dyn Fn(&Outcome) -> bool| mine.iter().filter(|r| f(&r.outcome)).count();
-        let must_failed = mine.iter().filter(|r| r.level == Level::Must && matches!(r.outcome, Outcome::Fail { .. })).count();
+        let must_failed =
+            mine.iter().filter(|r| r.level == Level::Must && matches!(r.outcome, Outcome::Fail { .. })).count();
         let verdict = match (&candidate.unavailable, &candidate.verdict) {
             (Some(reason), _) => format!("not run here: {reason}"),
             (None, Some(v)) if v.usable => "usable".to_string(),
@@ -56,7 +67,8 @@ pub fn render_hosts(report: &Report, hosts: &[Option<crate::doctor::HostFingerpr
             count(&|o| matches!(o, Outcome::Flaky { .. })),
         ));
     }
-    let statements: Vec<String> = (0..report.candidates.len()).filter_map(|i| super::certify::statement(report, i)).collect();
+    let statements: Vec<String> =
+        (0..report.candidates.len()).filter_map(|i| super::certify::statement(report, i)).collect();
     if !statements.is_empty() {
         out.push_str("\n### Certification\n\n");
         for statement in statements {
@@ -68,7 +80,12 @@ pub fn render_hosts(report: &Report, hosts: &[Option<crate::doctor::HostFingerpr
         out.push_str("\n### Failures\n\n| trial | level | first line |\n|---|---|---|\n");
         for trial in failures {
             if let Outcome::Fail { message } = &trial.outcome {
-                out.push_str(&format!("| `{}` | {} | {} |\n", trial.name, trial.level, cell(message.lines().next().unwrap_or(""))));
+                out.push_str(&format!(
+                    "| `{}` | {} | {} |\n",
+                    trial.name,
+                    trial.level,
+                    cell(message.lines().next().unwrap_or(""))
+                ));
             }
         }
     }
@@ -87,6 +104,11 @@ pub fn render_hosts(report: &Report, hosts: &[Option<crate::doctor::HostFingerpr
             out.push_str(&format!("- {}\n", cell(line)));
         }
     }
-    out.push_str(&format!("\nshimcompat {}, {} trials in {:.1} s\n", report.tool_version, report.results.len(), report.duration.as_secs_f64()));
+    out.push_str(&format!(
+        "\nshimcompat {}, {} trials in {:.1} s\n",
+        report.tool_version,
+        report.results.len(),
+        report.duration.as_secs_f64()
+    ));
     out
 }

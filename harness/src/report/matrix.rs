@@ -77,8 +77,11 @@ pub fn render(baselines: &[Baseline], findings: &Findings, unavailable: &[(Strin
         }
         seen
     };
-    let _ = writeln!(out, "## Verdict per containerd line
-");
+    let _ = writeln!(
+        out,
+        "## Verdict per containerd line
+"
+    );
     let _ = writeln!(
         out,
         "Whether that containerd can use the shim at all (its `start` reply read and dialled as that release does, and the\n\
@@ -144,7 +147,8 @@ pub fn render(baselines: &[Baseline], findings: &Findings, unavailable: &[(Strin
             (Some(runtime), None) => runtime.clone(),
             (None, _) => baseline.candidate.binary.clone().unwrap_or_default(),
         };
-        let _ = write!(out, "| {} | {} | {} | {} |", baseline.candidate.name, baseline.containerd, shim, count(&|_| true));
+        let _ =
+            write!(out, "| {} | {} | {} | {} |", baseline.candidate.name, baseline.containerd, shim, count(&|_| true));
         for area in &areas {
             let _ = write!(out, " {} |", count(&|a| a == *area));
         }
@@ -189,7 +193,11 @@ pub fn render(baselines: &[Baseline], findings: &Findings, unavailable: &[(Strin
     let relevant: Vec<&crate::report::matrix::Finding> = findings
         .finding
         .iter()
-        .filter(|f| baselines.iter().any(|b| applies(f, b) && b.outcomes.iter().any(|o| o.case == f.case && o.outcome != "pass")))
+        .filter(|f| {
+            baselines
+                .iter()
+                .any(|b| applies(f, b) && b.outcomes.iter().any(|o| o.case == f.case && o.outcome != "pass"))
+        })
         .collect();
     if !relevant.is_empty() {
         let _ = writeln!(out, "\n## Findings, with evidence\n");

@@ -21,11 +21,21 @@ pub const SCHEMA: &str = "shimcompat.report/v2";
 #[serde(tag = "outcome", rename_all = "lowercase")]
 pub enum Outcome {
     Pass,
-    Fail { message: String },
-    Skip { reason: String },
-    Waived { reason: String, message: String },
+    Fail {
+        message: String,
+    },
+    Skip {
+        reason: String,
+    },
+    Waived {
+        reason: String,
+        message: String,
+    },
     /// Failed, then passed on a retry (`--retries`): never counted as a pass; `message` is the first failure.
-    Flaky { message: String, attempts: u32 },
+    Flaky {
+        message: String,
+        attempts: u32,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,7 +194,11 @@ impl Report {
                     sha256: None,
                     version: None,
                     oci_runtime: target.candidate.runc_options.as_ref().map(|o| {
-                        if o.binary_name.is_empty() { "runc (default)".to_string() } else { o.binary_name.clone() }
+                        if o.binary_name.is_empty() {
+                            "runc (default)".to_string()
+                        } else {
+                            o.binary_name.clone()
+                        }
                     }),
                 },
                 Planned::Unavailable { candidate, reason, line } => CandidateReport {
@@ -334,8 +348,9 @@ pub fn merge(reports: Vec<Report>) -> (Report, Vec<Option<crate::doctor::HostFin
 /// 150 MB, and the self-test makes hundreds of reports).
 fn binary_facts(path: &std::path::Path) -> (Option<String>, Option<String>) {
     type Facts = (Option<String>, Option<String>);
-    static CACHE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<(std::path::PathBuf, u64, std::time::SystemTime), Facts>>> =
-        std::sync::OnceLock::new();
+    static CACHE: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<(std::path::PathBuf, u64, std::time::SystemTime), Facts>>,
+    > = std::sync::OnceLock::new();
     let Ok(meta) = std::fs::metadata(path) else { return (None, None) };
     let key = (path.to_path_buf(), meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
     let cache = CACHE.get_or_init(Default::default);

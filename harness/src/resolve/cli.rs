@@ -216,8 +216,9 @@ mod tests {
 
     #[test]
     fn relative_cwd_is_refused() {
-        let args = parse(&["io.containerd.runc.v2", "--containerd-cwd", "srv", "--containerd", "1.6", "--docker", "28"])
-            .expect("parses");
+        let args =
+            parse(&["io.containerd.runc.v2", "--containerd-cwd", "srv", "--containerd", "1.6", "--docker", "28"])
+                .expect("parses");
         let error = build(&args).unwrap_err();
         assert!(error.to_string().contains("--containerd-cwd must be an absolute path"), "{error}");
     }

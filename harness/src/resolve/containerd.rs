@@ -241,11 +241,18 @@ pub type FileId = (u64, u64);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Probed {
-    Missing { error: StatError },
-    Directory { id: Option<FileId> },
+    Missing {
+        error: StatError,
+    },
+    Directory {
+        id: Option<FileId>,
+    },
     /// Any non-directory. `executable`: some execute bit is set (Go 1.19's `findExecutable` test; containerd runs as
     /// root, so the bit is all that matters).
-    File { executable: bool, id: Option<FileId> },
+    File {
+        executable: bool,
+        id: Option<FileId>,
+    },
 }
 
 impl Probed {
@@ -371,11 +378,19 @@ impl Place {
             Place::Cache => "containerd's cache".to_owned(),
             Place::AbsolutePath => "the name, an absolute path".to_owned(),
             Place::NameDirectory { dir } if dir == "." => "containerd's working directory".to_owned(),
-            Place::NameDirectory { dir } => format!("the name's directory `{dir}` under containerd's working directory"),
+            Place::NameDirectory { dir } => {
+                format!("the name's directory `{dir}` under containerd's working directory")
+            }
             Place::LookPathRelative => "LookPath of the binary name as a relative path".to_owned(),
-            Place::WorkingDirectoryFallback => "empty path → containerd's working directory (containerd#6464)".to_owned(),
-            Place::PathEntry { index, entry, from_opt: true } => format!("PATH[{index}] {entry} (containerd's opt plugin)"),
-            Place::PathEntry { index, entry, .. } if entry.is_empty() => format!("PATH[{index}] (empty entry, means .)"),
+            Place::WorkingDirectoryFallback => {
+                "empty path → containerd's working directory (containerd#6464)".to_owned()
+            }
+            Place::PathEntry { index, entry, from_opt: true } => {
+                format!("PATH[{index}] {entry} (containerd's opt plugin)")
+            }
+            Place::PathEntry { index, entry, .. } if entry.is_empty() => {
+                format!("PATH[{index}] (empty entry, means .)")
+            }
             Place::PathEntry { index, entry, .. } => format!("PATH[{index}] {entry}"),
             Place::ContainerdDirectory => "next to the containerd binary".to_owned(),
         }
@@ -442,8 +457,12 @@ impl Resolution {
         match (&self.plan, &self.outcome) {
             (Plan::Empty, _) => Some(format!("{EMPTY_NAME_CREATE_ERROR}: invalid argument")),
             (_, Outcome::Fails { error }) if matches!(self.plan, Plan::LegacyV1 { .. }) => Some(error.clone()),
-            (_, Outcome::Fails { error }) => Some(format!("failed to start shim: failed to resolve runtime path: {error}")),
-            (_, Outcome::Runs { exec_error: Some(error), .. }) => Some(format!("failed to start shim: start failed: : {error}")),
+            (_, Outcome::Fails { error }) => {
+                Some(format!("failed to start shim: failed to resolve runtime path: {error}"))
+            }
+            (_, Outcome::Runs { exec_error: Some(error), .. }) => {
+                Some(format!("failed to start shim: start failed: : {error}"))
+            }
             (_, Outcome::Runs { exec_error: None, .. }) => None,
         }
     }
@@ -497,7 +516,13 @@ pub fn lookup_cached(name: &str, version: Version, env: &Env<'_>, cache: &mut Ca
 fn resolve_absolute(resolution: &mut Resolution, path: &str, env: &Env<'_>) {
     let found = env.probe.stat(path);
     let accepts = found.exists();
-    resolution.steps.push(Step { place: Place::AbsolutePath, path: path.to_owned(), found: found.clone(), accepts, reached: true });
+    resolution.steps.push(Step {
+        place: Place::AbsolutePath,
+        path: path.to_owned(),
+        found: found.clone(),
+        accepts,
+        reached: true,
+    });
     resolution.outcome = match &found {
         Probed::Missing { error } => {
             Outcome::Fails { error: format!("invalid custom binary path: stat {path}: {}", error.go_text()) }
@@ -585,7 +610,13 @@ fn resolve_search(resolution: &mut Resolution, binary: &str, name_dir: &str, env
             } else {
                 let cwd = gopath::clean(&env.cwd);
                 let found = env.probe.stat(&cwd);
-                steps.push(Step { place: Place::WorkingDirectoryFallback, path: cwd, found, accepts: true, reached: true });
+                steps.push(Step {
+                    place: Place::WorkingDirectoryFallback,
+                    path: cwd,
+                    found,
+                    accepts: true,
+                    reached: true,
+                });
                 chosen = Some(steps.len() - 1);
             }
         }
@@ -684,7 +715,8 @@ fn add_version_notes(resolution: &mut Resolution) {
     }
     if version == Version::V1_6 && name.contains('/') && !gopath::is_abs(name) {
         resolution.notes.push(
-            "containerd 1.7+ rejects this name (`/` without being absolute); 1.6 searches its directory part".to_owned(),
+            "containerd 1.7+ rejects this name (`/` without being absolute); 1.6 searches its directory part"
+                .to_owned(),
         );
     }
     if version == Version::V1_6 && name.starts_with('.') && !name.contains('/') {
@@ -896,7 +928,11 @@ mod tests {
         let r = lookup_cached("./x", Version::V1_6, &e, &mut cache);
         assert_eq!(
             r.outcome,
-            Outcome::Runs { path: "/srv".into(), step: 2, exec_error: Some("fork/exec /srv: permission denied".into()) }
+            Outcome::Runs {
+                path: "/srv".into(),
+                step: 2,
+                exec_error: Some("fork/exec /srv: permission denied".into())
+            }
         );
         assert_eq!(cache.get("containerd-shim--/x"), Some("/srv"));
         assert!(r.steps.last().is_some_and(|s| !s.reached), "next-to-containerd is not reached");
@@ -904,7 +940,10 @@ mod tests {
         assert_eq!(r.chosen(), Some("/srv/containerd-shim--/y"));
         let e = env(&fs, "/", "/usr/bin", "/usr/bin");
         let r = lookup("./x", Version::V1_6, &e);
-        assert_eq!(r.wrapped_error().as_deref(), Some("failed to start shim: start failed: : exec: \"/\": permission denied"));
+        assert_eq!(
+            r.wrapped_error().as_deref(),
+            Some("failed to start shim: start failed: : exec: \"/\": permission denied")
+        );
     }
 
     #[test]
@@ -918,12 +957,18 @@ mod tests {
         let fs = FakeFs::new();
         let e = env(&fs, "/", "/usr/bin", "/usr/bin");
         let r = lookup(LEGACY_V1_RUNTIME, Version::V1_7, &e);
-        assert_eq!(r.outcome, Outcome::Fails { error: "exec: \"containerd-shim\": executable file not found in $PATH".into() });
+        assert_eq!(
+            r.outcome,
+            Outcome::Fails { error: "exec: \"containerd-shim\": executable file not found in $PATH".into() }
+        );
     }
 
     #[test]
     fn windows_naming() {
-        assert_eq!(shim_binary_name("io.containerd.runhcs.v1", Version::V2, Platform::Windows).as_deref(), Some("containerd-shim-runhcs-v1.exe"));
+        assert_eq!(
+            shim_binary_name("io.containerd.runhcs.v1", Version::V2, Platform::Windows).as_deref(),
+            Some("containerd-shim-runhcs-v1.exe")
+        );
         assert_eq!(
             plan_for("C:\\shims\\io.containerd.runc.v2", Version::V2, Platform::Windows),
             Plan::AbsolutePath { path: "C:\\shims\\io.containerd.runc.v2".into() }

@@ -413,10 +413,16 @@ mod tests {
         // daemon/runtime_unix_test.go TestGetRuntime (25+ form).
         let v = Version::V25_27;
         assert_eq!(gate("runc", v), Verdict::Stock { shim: RUNC_V2_SHIM.into() });
-        assert_eq!(gate("io.containerd.my-shim.v42", v), Verdict::Implicit { shim: "io.containerd.my-shim.v42".into() });
+        assert_eq!(
+            gate("io.containerd.my-shim.v42", v),
+            Verdict::Implicit { shim: "io.containerd.my-shim.v42".into() }
+        );
         assert_eq!(gate("io.containerd.my-shim", v), Verdict::Implicit { shim: "io.containerd.my-shim".into() });
         for rejected in ["myshim", "/path/to/runc", "/path/to/io.containerd.runc.v2", "my/io.containerd.runc.v2"] {
-            assert_eq!(gate(rejected, v), Verdict::Rejected { message: format!("unknown or invalid runtime name: {rejected}") });
+            assert_eq!(
+                gate(rejected, v),
+                Verdict::Rejected { message: format!("unknown or invalid runtime name: {rejected}") }
+            );
         }
         assert_eq!(gate("", v), Verdict::Default);
     }
@@ -467,14 +473,32 @@ mod tests {
         let args = || vec!["--version".to_owned()];
         let cases = [
             (ConfiguredRuntime::default(), "either a runtimeType or a path must be configured"),
-            (ConfiguredRuntime { args: args(), ..Default::default() }, "either a runtimeType or a path must be configured"),
-            (ConfiguredRuntime { options: true, ..Default::default() }, "either a runtimeType or a path must be configured"),
+            (
+                ConfiguredRuntime { args: args(), ..Default::default() },
+                "either a runtimeType or a path must be configured",
+            ),
+            (
+                ConfiguredRuntime { options: true, ..Default::default() },
+                "either a runtimeType or a path must be configured",
+            ),
             (ConfiguredRuntime { path: path(), runtime_type: kind(), ..Default::default() }, "cannot configure both"),
-            (ConfiguredRuntime { path: path(), options: true, ..Default::default() }, "options cannot be used with a path runtime"),
-            (ConfiguredRuntime { runtime_type: kind(), args: args(), ..Default::default() }, "args cannot be used with a runtimeType runtime"),
+            (
+                ConfiguredRuntime { path: path(), options: true, ..Default::default() },
+                "options cannot be used with a path runtime",
+            ),
+            (
+                ConfiguredRuntime { runtime_type: kind(), args: args(), ..Default::default() },
+                "args cannot be used with a runtimeType runtime",
+            ),
             (ConfiguredRuntime { path: path(), args: args(), options: true, ..Default::default() }, "options cannot"),
-            (ConfiguredRuntime { runtime_type: kind(), options: true, args: args(), ..Default::default() }, "args cannot"),
-            (ConfiguredRuntime { path: path(), args: args(), runtime_type: kind(), options: true }, "cannot configure both"),
+            (
+                ConfiguredRuntime { runtime_type: kind(), options: true, args: args(), ..Default::default() },
+                "args cannot",
+            ),
+            (
+                ConfiguredRuntime { path: path(), args: args(), runtime_type: kind(), options: true },
+                "cannot configure both",
+            ),
         ];
         for (runtime, want) in cases {
             let error = one(runtime.clone()).validate(v).unwrap_err().to_string();

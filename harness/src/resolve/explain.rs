@@ -252,7 +252,9 @@ fn add_warnings(explanation: &mut Explanation) {
     if let Some(verdict) = &selected_docker {
         match verdict {
             Verdict::Implicit { shim } => {
-                if let Some(binary) = containerd::shim_binary_name(shim, explanation.containerd_version, gopath::Platform::Linux) {
+                if let Some(binary) =
+                    containerd::shim_binary_name(shim, explanation.containerd_version, gopath::Platform::Linux)
+                {
                     if binary == "containerd-shim-runc-v2" && shim != docker::RUNC_V2_SHIM {
                         notes.push(format!(
                             "dockerd passes {shim} with no runtime options: it runs the runc v2 shim without Docker's \
@@ -299,13 +301,24 @@ pub fn render_text(explanation: &Explanation) -> String {
 fn write_text(e: &Explanation, out: &mut String) -> std::fmt::Result {
     writeln!(out, "runtime name {}", gopath::quote(&e.name))?;
     writeln!(out)?;
-    writeln!(out, "Docker, `docker run --runtime {}` (selected: dockerd {}, {}):", e.name, e.docker_version, e.docker_selection.describe())?;
+    writeln!(
+        out,
+        "Docker, `docker run --runtime {}` (selected: dockerd {}, {}):",
+        e.name,
+        e.docker_version,
+        e.docker_selection.describe()
+    )?;
     for row in &e.docker {
         let marker = if row.selected { "*" } else { " " };
         writeln!(out, "  {marker} {:<6} {:<9} {}", row.version.label(), row.verdict.short(), row.verdict.describe())?;
     }
     writeln!(out)?;
-    writeln!(out, "containerd, binary name (selected: containerd {}, {}):", e.containerd_version, e.containerd_selection.describe())?;
+    writeln!(
+        out,
+        "containerd, binary name (selected: containerd {}, {}):",
+        e.containerd_version,
+        e.containerd_selection.describe()
+    )?;
     for row in &e.binary_names {
         let marker = if row.selected { "*" } else { " " };
         writeln!(out, "  {marker} {:<4} {}", row.version.label(), row.summary)?;
@@ -319,7 +332,11 @@ fn write_text(e: &Explanation, out: &mut String) -> std::fmt::Result {
         .iter()
         .map(|entry| if entry.is_empty() { "(empty = .)".to_owned() } else { entry.clone() })
         .collect();
-    writeln!(out, "  PATH               {}", if entries.is_empty() { "(empty)".to_owned() } else { entries.join(":") })?;
+    writeln!(
+        out,
+        "  PATH               {}",
+        if entries.is_empty() { "(empty)".to_owned() } else { entries.join(":") }
+    )?;
     if let Some(opt) = &e.host.opt_dir {
         writeln!(out, "                     (first entry added by containerd's opt plugin, path {opt})")?;
     }
@@ -380,7 +397,13 @@ fn write_text(e: &Explanation, out: &mut String) -> std::fmt::Result {
             let first = members[0];
             let reached: Vec<String> =
                 members.iter().map(|m| format!("{} ({})", m.shadowed.path, m.shadowed.place)).collect();
-            writeln!(out, "  {} ({}) wins; shadowed: {}", first.winner.path, first.winner.place, reached.join(", also as "))?;
+            writeln!(
+                out,
+                "  {} ({}) wins; shadowed: {}",
+                first.winner.path,
+                first.winner.place,
+                reached.join(", also as ")
+            )?;
         }
     }
     for alias in aliases {
@@ -466,7 +489,10 @@ mod tests {
         let e = explain(&request("io.containerd.kata.v2", &fs));
         assert!(!e.starts_a_binary());
         assert!(e.warnings.iter().any(|w| w.contains("only checks that something exists")), "{:#?}", e.warnings);
-        assert!(e.warnings.iter().any(|w| w.contains("/usr/local/bin/containerd-shim-kata-v2") && w.contains("shadowed")));
+        assert!(e
+            .warnings
+            .iter()
+            .any(|w| w.contains("/usr/local/bin/containerd-shim-kata-v2") && w.contains("shadowed")));
     }
 
     #[test]

@@ -81,7 +81,9 @@ fn wait_version(child: &mut std::process::Child, program: &Path, deadline: Durat
             Ok(Some(status)) => {
                 let mut output = String::new();
                 if let Some(mut stdout) = child.stdout.take() {
-                    stdout.read_to_string(&mut output).map_err(|error| format!("reading {}: {error}", program.display()))?;
+                    stdout
+                        .read_to_string(&mut output)
+                        .map_err(|error| format!("reading {}: {error}", program.display()))?;
                 }
                 if !status.success() {
                     return Err(format!("{} --version exited with {status}", program.display()));

@@ -117,10 +117,7 @@ fn row_01_empty() {
         assert_eq!(containerd::binary_name("", version), Err(NameError::Empty));
         let resolution = containerd::lookup("", version, &env(&fs));
         assert_eq!(resolution.outcome, Outcome::Fails { error: "no runtime name".into() });
-        assert_eq!(
-            resolution.wrapped_error().as_deref(),
-            Some("container.Runtime.Name must be set: invalid argument")
-        );
+        assert_eq!(resolution.wrapped_error().as_deref(), Some("container.Runtime.Name must be set: invalid argument"));
     }
 }
 
@@ -147,7 +144,10 @@ fn row_04_runc_v2() {
     }
     // 25+: a daemon.json entry of the same name overrides the stock alias (code reading, unverified upstream).
     let mut config = DaemonRuntimes::default();
-    config.runtimes.insert("io.containerd.runc.v2".into(), ConfiguredRuntime { path: Some("/usr/bin/crun".into()), ..Default::default() });
+    config.runtimes.insert(
+        "io.containerd.runc.v2".into(),
+        ConfiguredRuntime { path: Some("/usr/bin/crun".into()), ..Default::default() },
+    );
     assert!(matches!(docker::gate_with("io.containerd.runc.v2", D::V25_27, &config), Verdict::Configured { .. }));
     assert!(matches!(docker::gate_with("io.containerd.runc.v2", D::V23_24, &config), Verdict::Stock { .. }));
 }
@@ -398,7 +398,10 @@ fn rows_31_to_35_odd_characters() {
     let fs = debian().exe("/usr/bin/containerd-shim-kata-v2");
     assert_eq!(runs(" io.containerd.runc.v2", C::V1_6, &fs).as_deref(), Some("/usr/bin/containerd-shim-runc-v2"));
     let trailing = "io.containerd.runc.v2 ";
-    assert_eq!(containerd::lookup(trailing, C::V1_7, &env(&fs)).outcome, not_installed(trailing, "containerd-shim-runc-v2 "));
+    assert_eq!(
+        containerd::lookup(trailing, C::V1_7, &env(&fs)).outcome,
+        not_installed(trailing, "containerd-shim-runc-v2 ")
+    );
     let upper = "IO.CONTAINERD.KATA.V2";
     assert_eq!(containerd::lookup(upper, C::V2, &env(&fs)).outcome, not_installed(upper, "containerd-shim-KATA-V2"));
 }
@@ -412,19 +415,25 @@ fn row_36_overlong_component() {
     let fs = debian();
     let resolution = containerd::lookup(&name, C::V1_6, &env(&fs));
     assert_eq!(resolution.outcome, not_installed(&name, &binary));
-    assert!(resolution.steps.iter().all(|step| matches!(
-        step.found,
-        containerd::Probed::Missing { error: containerd::StatError::NameTooLong }
-    )));
+    assert!(resolution
+        .steps
+        .iter()
+        .all(|step| matches!(step.found, containerd::Probed::Missing { error: containerd::StatError::NameTooLong })));
 }
 
 #[test]
 fn row_37_configured_name_bypasses_the_gate() {
     let mut config = DaemonRuntimes::default();
-    config.runtimes.insert("my/custom.runtime.v1".into(), ConfiguredRuntime { path: Some("/bin/true".into()), ..Default::default() });
+    config.runtimes.insert(
+        "my/custom.runtime.v1".into(),
+        ConfiguredRuntime { path: Some("/bin/true".into()), ..Default::default() },
+    );
     for version in D::ALL {
         let verdict = docker::gate_with("my/custom.runtime.v1", version, &config);
-        assert_eq!(verdict, Verdict::Configured { shim: "io.containerd.runc.v2".into(), runc_binary: Some("/bin/true".into()) });
+        assert_eq!(
+            verdict,
+            Verdict::Configured { shim: "io.containerd.runc.v2".into(), runc_binary: Some("/bin/true".into()) }
+        );
         assert_eq!(verdict.containerd_name(), Some("io.containerd.runc.v2"), "containerd never sees the key");
     }
 }
@@ -443,7 +452,10 @@ fn row_38_runtime_type_may_be_a_path() {
         assert_eq!(verdict.containerd_name(), Some("/path/to/my/shim"));
     }
     for version in C::ALL {
-        assert_eq!(containerd::plan("/path/to/my/shim", version), Plan::AbsolutePath { path: "/path/to/my/shim".into() });
+        assert_eq!(
+            containerd::plan("/path/to/my/shim", version),
+            Plan::AbsolutePath { path: "/path/to/my/shim".into() }
+        );
     }
 }
 
@@ -465,7 +477,9 @@ fn row_40_runc_is_reserved() {
     let mut config = DaemonRuntimes::default();
     assert_eq!(config.add_runtime_flag("runc=/usr/bin/crun"), Err(ConfigError::Reserved));
     assert_eq!(config.add_runtime_flag("RUNC=/usr/bin/crun"), Err(ConfigError::Reserved));
-    config.runtimes.insert("runc".into(), ConfiguredRuntime { path: Some("/usr/bin/crun".into()), ..Default::default() });
+    config
+        .runtimes
+        .insert("runc".into(), ConfiguredRuntime { path: Some("/usr/bin/crun".into()), ..Default::default() });
     for version in D::ALL {
         assert_eq!(config.validate(version).map_err(|e| e.to_string()), Err("runtime name 'runc' is reserved".into()));
     }

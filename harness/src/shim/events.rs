@@ -102,7 +102,11 @@ struct Sink(Arc<Record>);
 fn decode<M: Message>(bytes: &[u8], wrap: fn(M) -> Payload, type_url: &str) -> Payload {
     match M::parse_from_bytes(bytes) {
         Ok(message) => wrap(message),
-        Err(e) => Payload::Other { type_url: type_url.into(), bytes: bytes[..bytes.len().min(PAYLOAD_CAP)].to_vec(), error: Some(e.to_string()) },
+        Err(e) => Payload::Other {
+            type_url: type_url.into(),
+            bytes: bytes[..bytes.len().min(PAYLOAD_CAP)].to_vec(),
+            error: Some(e.to_string()),
+        },
     }
 }
 
@@ -120,7 +124,11 @@ fn decode_payload(type_url: &str, bytes: &[u8]) -> Payload {
         "containerd.events.TaskResumed" => decode(bytes, Payload::Resumed, type_url),
         "containerd.events.TaskCheckpointed" => decode(bytes, Payload::Checkpointed, type_url),
         "containerd.events.TaskOOM" => decode(bytes, Payload::Oom, type_url),
-        _ => Payload::Other { type_url: type_url.into(), bytes: bytes[..bytes.len().min(PAYLOAD_CAP)].to_vec(), error: None },
+        _ => Payload::Other {
+            type_url: type_url.into(),
+            bytes: bytes[..bytes.len().min(PAYLOAD_CAP)].to_vec(),
+            error: None,
+        },
     }
 }
 
@@ -273,7 +281,8 @@ pub fn publish_command(args: &[String]) -> std::process::ExitCode {
         let client = ttrpc::asynchronous::Client::connect(&url).await.map_err(|e| format!("{url}: {e}"))?;
         let events = containerd_shim_protos::shim_async::EventsClient::new(client);
         let mut envelope = containerd_shim_protos::shim::event::Envelope::new();
-        envelope.timestamp = Some(containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp::now()).into();
+        envelope.timestamp =
+            Some(containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp::now()).into();
         envelope.namespace = namespace;
         envelope.topic = topic;
         envelope.event = Some(any).into();

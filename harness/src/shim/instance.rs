@@ -117,12 +117,19 @@ impl Shim {
     /// when a shim's connection closes (with the cleanup timeout; a failure is only logged by containerd, a hang is
     /// a leak).
     pub async fn delete_actions(&self, report: &mut TeardownReport) {
-        let bundles: Vec<(String, PathBuf)> =
-            self.bundles.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|b| (b.id.clone(), b.dir.clone())).collect();
+        let bundles: Vec<(String, PathBuf)> = self
+            .bundles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|b| (b.id.clone(), b.dir.clone()))
+            .collect();
         for (id, dir) in bundles {
             let spec = LaunchSpec { id: id.clone(), bundle: dir, ..self.launch.clone() };
             match launch::delete_action(&spec).await {
-                Err(error @ launch::LaunchError::DeleteTimeout { .. }) => report.delete_action_hung.push(format!("{id}: {error}")),
+                Err(error @ launch::LaunchError::DeleteTimeout { .. }) => {
+                    report.delete_action_hung.push(format!("{id}: {error}"))
+                }
                 // containerd only logs what the action answers, or that it failed.
                 Ok(_) | Err(_) => {}
             }
@@ -148,7 +155,8 @@ impl Shim {
             }
         }
         if let Some(sweep) = runtime_sweep {
-            let all_ids: Vec<String> = self.bundles.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|b| b.id.clone()).collect();
+            let all_ids: Vec<String> =
+                self.bundles.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|b| b.id.clone()).collect();
             report.swept_containers.extend(sweep.sweep(&all_ids).await);
         }
         self.events.stop().await;
@@ -278,7 +286,12 @@ impl RuntimeSweep {
                     continue;
                 }
                 let mut command = tokio::process::Command::new(&self.binary);
-                command.arg("--root").arg(&root).args(["delete", "-f", id]).stdin(std::process::Stdio::null()).kill_on_drop(true);
+                command
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "-f", id])
+                    .stdin(std::process::Stdio::null())
+                    .kill_on_drop(true);
                 if tokio::time::timeout(Duration::from_secs(10), crate::reaper::output(&mut command)).await.is_ok() {
                     swept.push(id.clone());
                 }

@@ -155,7 +155,9 @@ impl LaunchSpec {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(procs) = self.cgroup.as_ref().and_then(|c| CString::new(c.join("cgroup.procs").as_os_str().as_bytes()).ok()) {
+        if let Some(procs) =
+            self.cgroup.as_ref().and_then(|c| CString::new(c.join("cgroup.procs").as_os_str().as_bytes()).ok())
+        {
             // SAFETY: open/write/close only, all async-signal-safe, on a path built before the fork.
             unsafe {
                 command.pre_exec(move || {
@@ -256,7 +258,9 @@ struct Finished {
 enum RunOutcome {
     Finished(Finished),
     /// What the helper wrote before it was killed, quoted and clipped.
-    TimedOut { stderr: String },
+    TimedOut {
+        stderr: String,
+    },
 }
 
 /// Hands a child back to the reaper when its waiter is done with it, however that ends.
@@ -363,7 +367,8 @@ async fn run_with_deadline(
         Err(_) => {
             if let Some(pid) = pid {
                 // The helper runs in its own process group: take down anything it forked before hanging.
-                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                let _ =
+                    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
             }
             let _ = child.kill().await;
             let (err, out) = (take(&stderr.0), take(&stdout.0));
@@ -380,7 +385,8 @@ async fn run_with_deadline(
 pub async fn start(spec: &LaunchSpec) -> Result<StartReply, LaunchError> {
     let binary = spec.binary.display().to_string();
     let capture = if spec.profile.combined_output { Capture::Combined } else { Capture::Separate };
-    let outcome = run_with_deadline(spec.command("start"), spec.start_stdin()?, spec.timeout, &spec.binary, capture).await?;
+    let outcome =
+        run_with_deadline(spec.command("start"), spec.start_stdin()?, spec.timeout, &spec.binary, capture).await?;
     let finished = match outcome {
         RunOutcome::Finished(finished) => finished,
         RunOutcome::TimedOut { stderr } => {
@@ -456,7 +462,10 @@ pub fn parse_start_output(output: &[u8], profile: &Profile) -> Result<StartReply
                 if let Ok(result) = BootstrapResult::parse_from_bytes(output) {
                     if !result.address.is_empty() {
                         if result.version > max_version {
-                            return Err(refused(format!("unsupported shim version ({}): not implemented", result.version)));
+                            return Err(refused(format!(
+                                "unsupported shim version ({}): not implemented",
+                                result.version
+                            )));
                         }
                         return finish(BootstrapForm::Protobuf, result.version, result.protocol, result.address);
                     }
@@ -507,7 +516,11 @@ fn plain(trimmed: &str, profile: &Profile, output: &[u8]) -> Result<StartReply, 
         return Err(LaunchError::BadStartOutput("empty".into()));
     }
     if trimmed.contains(char::is_whitespace) || trimmed.contains('\0') || trimmed.starts_with('{') {
-        let mixed = if profile.combined_output { " (containerd reads stdout and stderr combined: anything the shim writes to stderr during `start` becomes part of the address)" } else { "" };
+        let mixed = if profile.combined_output {
+            " (containerd reads stdout and stderr combined: anything the shim writes to stderr during `start` becomes part of the address)"
+        } else {
+            ""
+        };
         return Err(LaunchError::RefusedByProfile {
             line: profile.line,
             reason: format!("`start` printed {} which is not a socket address{mixed}", preview(output)),
@@ -650,7 +663,10 @@ mod tests {
         result.protocol = "ttrpc".into();
         let bytes = result.write_to_bytes().unwrap();
         let reply = parse(&bytes, Line::V2x).unwrap();
-        assert_eq!((reply.form, reply.api, reply.address.as_str()), (BootstrapForm::Protobuf, TaskApi::V3, "unix:///s/y"));
+        assert_eq!(
+            (reply.form, reply.api, reply.address.as_str()),
+            (BootstrapForm::Protobuf, TaskApi::V3, "unix:///s/y")
+        );
         assert!(parse(&bytes, Line::V1_6).is_err());
         assert!(parse(&bytes, Line::V2_0).is_err());
     }

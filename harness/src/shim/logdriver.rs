@@ -72,7 +72,8 @@ pub fn run(args: &[String]) -> ExitCode {
     }
     let var = |name: &str| format!("{name}={}\n", std::env::var(name).unwrap_or_else(|_| "unset".into()));
     let env = format!("{}{}", var("CONTAINER_ID"), var("CONTAINER_NAMESPACE"));
-    let written = std::fs::write(dir.join("env"), env).and_then(|_| std::fs::write(dir.join("pid"), std::process::id().to_string()));
+    let written = std::fs::write(dir.join("env"), env)
+        .and_then(|_| std::fs::write(dir.join("pid"), std::process::id().to_string()));
     if let Err(e) = written {
         eprintln!("shimcompat log-driver: writing into {}: {e}", dir.display());
         return ExitCode::from(1);

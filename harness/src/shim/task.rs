@@ -122,7 +122,14 @@ impl TaskClient {
             .await
             .map_err(|_| RpcError::Timeout { method: "connect", timeout })?
             .map_err(|e| RpcError::Transport { method: "connect", detail: format!("{address}: {e}") })?;
-        Ok(TaskClient { client, api, namespace: namespace.to_string(), timeout, profile, transcript: Default::default() })
+        Ok(TaskClient {
+            client,
+            api,
+            namespace: namespace.to_string(),
+            timeout,
+            profile,
+            transcript: Default::default(),
+        })
     }
 
     pub fn profile(&self) -> &'static Profile {
@@ -143,7 +150,11 @@ impl TaskClient {
     }
 
     /// One unary call as containerd makes it for a client request, bounded by the client's deadline.
-    pub async fn call<Req: Message + std::fmt::Debug, Resp: Message + std::fmt::Debug>(&self, method: &'static str, request: &Req) -> RpcResult<Resp> {
+    pub async fn call<Req: Message + std::fmt::Debug, Resp: Message + std::fmt::Debug>(
+        &self,
+        method: &'static str,
+        request: &Req,
+    ) -> RpcResult<Resp> {
         self.call_as(method, request, Caller::Client, self.timeout).await
     }
 
@@ -173,7 +184,8 @@ impl TaskClient {
             Err(RpcError::Status { code, message, .. }) => format!("{code:?}: {}", short(message)),
             Err(error) => short(&error.to_string()),
         };
-        let line = format!("{method}({}) -> {outcome} [{} ms]", short(&format!("{request:?}")), started.elapsed().as_millis());
+        let line =
+            format!("{method}({}) -> {outcome} [{} ms]", short(&format!("{request:?}")), started.elapsed().as_millis());
         let mut transcript = self.transcript.lock().unwrap_or_else(|p| p.into_inner());
         if transcript.len() == TRANSCRIPT_CAP {
             transcript.pop_front();
@@ -284,8 +296,7 @@ impl TaskClient {
     }
 
     pub async fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> RpcResult<Empty> {
-        let request =
-            ResizePtyRequest { id: id.into(), exec_id: exec_id.into(), width, height, ..Default::default() };
+        let request = ResizePtyRequest { id: id.into(), exec_id: exec_id.into(), width, height, ..Default::default() };
         self.call("ResizePty", &request).await
     }
 
@@ -327,7 +338,8 @@ impl TaskClient {
 
     /// The Pids containerd 1.7+ asks right after reloading a shim (no deadline, the reload's namespace header).
     pub async fn pids_on_reload(&self, id: &str) -> RpcResult<PidsResponse> {
-        self.call_as("Pids", &PidsRequest { id: id.into(), ..Default::default() }, Caller::ReloadCheck, self.timeout).await
+        self.call_as("Pids", &PidsRequest { id: id.into(), ..Default::default() }, Caller::ReloadCheck, self.timeout)
+            .await
     }
 
     /// The Connect containerd makes when it reloads a shim after a restart (load deadline).

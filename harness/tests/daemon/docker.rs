@@ -17,7 +17,8 @@ use super::{is_executable, mounts_under, run_command, run_on_pty, Lab, NotStarte
 
 const DOCKERD: &str = "/var/cache/shimcompat/trixie/x/usr/sbin/dockerd";
 /// Where the docker client may be: Debian 13's docker-cli (fetched with docker.io by .ci/run), then the host's.
-const DOCKER_CLIENTS: [&str; 3] = ["/var/cache/shimcompat/trixie/x/usr/bin/docker", "/usr/bin/docker", "/usr/local/bin/docker"];
+const DOCKER_CLIENTS: [&str; 3] =
+    ["/var/cache/shimcompat/trixie/x/usr/bin/docker", "/usr/bin/docker", "/usr/local/bin/docker"];
 pub const DOCKER_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct Docker {
@@ -37,11 +38,11 @@ impl Docker {
         if !is_executable(Path::new(DOCKERD)) {
             return Err(NotStarted::Skip(format!("dockerd 26 is not installed ({DOCKERD} missing; install: .ci/run)")));
         }
-        let client = DOCKER_CLIENTS
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| is_executable(p))
-            .ok_or_else(|| NotStarted::Skip(format!("no docker client (looked at {DOCKER_CLIENTS:?}; install: .ci/run fetches docker-cli)")))?;
+        let client = DOCKER_CLIENTS.iter().map(PathBuf::from).find(|p| is_executable(p)).ok_or_else(|| {
+            NotStarted::Skip(format!(
+                "no docker client (looked at {DOCKER_CLIENTS:?}; install: .ci/run fetches docker-cli)"
+            ))
+        })?;
         let root = lab.path("docker");
         for dir in ["data", "exec", "tmp"] {
             fs::create_dir_all(root.join(dir)).map_err(|e| NotStarted::Failed(e.to_string()))?;
@@ -54,7 +55,8 @@ impl Docker {
             root: root.clone(),
             child: None,
             run_docker_existed: Path::new("/run/docker").exists(),
-            docker_cgroup_existed: Path::new("/sys/fs/cgroup/memory/docker").exists() || Path::new("/sys/fs/cgroup/docker").exists(),
+            docker_cgroup_existed: Path::new("/sys/fs/cgroup/memory/docker").exists()
+                || Path::new("/sys/fs/cgroup/docker").exists(),
             namespace: namespace.clone(),
             runc: lab.binaries.runc.clone(),
         };
@@ -66,13 +68,22 @@ impl Docker {
     pub fn launch(&mut self, lab: &Lab) -> Result<(), String> {
         let root = self.root.clone();
         let namespace = self.namespace.clone();
-        let log = fs::OpenOptions::new().create(true).append(true).open(root.join("dockerd.log")).map_err(|e| e.to_string())?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("dockerd.log"))
+            .map_err(|e| e.to_string())?;
         let log_err = log.try_clone().map_err(|e| e.to_string())?;
         let mut command = Command::new(DOCKERD);
         command
             .arg("--containerd")
             .arg(lab.grpc_socket())
-            .args(["--containerd-namespace", &namespace, "--containerd-plugins-namespace", &format!("{namespace}-plugins")])
+            .args([
+                "--containerd-namespace",
+                &namespace,
+                "--containerd-plugins-namespace",
+                &format!("{namespace}-plugins"),
+            ])
             .arg("--config-file")
             .arg(root.join("daemon.json"))
             .arg("--data-root")
@@ -86,7 +97,10 @@ impl Docker {
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none", "--userland-proxy=false"])
             .current_dir(&root)
             .env_clear()
-            .env("PATH", format!("{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", lab.shims_dir().display()))
+            .env(
+                "PATH",
+                format!("{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", lab.shims_dir().display()),
+            )
             .env("TMPDIR", root.join("tmp"))
             .stdin(Stdio::null())
             .stdout(log)

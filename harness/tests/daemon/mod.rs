@@ -79,7 +79,10 @@ impl Daemon {
     pub fn binaries(self) -> Result<Binaries, String> {
         let (dir, install) = match self {
             Daemon::V1_6 => (PathBuf::from("/usr/bin"), "apt-get install -y containerd runc"),
-            Daemon::V1_7 => (PathBuf::from(TRIXIE).join("usr/bin"), ".ci/run (Debian 13 packages into /var/cache/shimcompat/trixie)"),
+            Daemon::V1_7 => (
+                PathBuf::from(TRIXIE).join("usr/bin"),
+                ".ci/run (Debian 13 packages into /var/cache/shimcompat/trixie)",
+            ),
         };
         let binaries = Binaries {
             containerd: dir.join("containerd"),
@@ -89,7 +92,11 @@ impl Daemon {
         };
         for file in [&binaries.containerd, &binaries.ctr, &binaries.runc_shim, &binaries.runc] {
             if !is_executable(file) {
-                return Err(format!("{} is not installed ({} missing; install: {install})", self.label(), file.display()));
+                return Err(format!(
+                    "{} is not installed ({} missing; install: {install})",
+                    self.label(),
+                    file.display()
+                ));
             }
         }
         Ok(binaries)
@@ -214,7 +221,8 @@ impl Lab {
             cleanups: Mutex::new(Vec::new()),
         };
         lab.populate().map_err(|e| NotStarted::Failed(format!("preparing {}: {e}", lab.root.display())))?;
-        lab.start_containerd().map_err(|e| NotStarted::Failed(format!("{e}\n--- containerd log ---\n{}", lab.log_tail(40))))?;
+        lab.start_containerd()
+            .map_err(|e| NotStarted::Failed(format!("{e}\n--- containerd log ---\n{}", lab.log_tail(40))))?;
         Ok(lab)
     }
 
@@ -325,7 +333,8 @@ impl Lab {
             .stderr(log_err);
         // Its own process group: a Ctrl-C aimed at the test does not reach it first.
         command.process_group(0);
-        let child = command.spawn().map_err(|error| format!("starting {}: {error}", self.binaries.containerd.display()))?;
+        let child =
+            command.spawn().map_err(|error| format!("starting {}: {error}", self.binaries.containerd.display()))?;
         self.containerd = Some(child);
         let started = Instant::now();
         loop {
@@ -425,7 +434,12 @@ impl Lab {
 
     /// Runs ctr in another namespace (e.g. dockerd's), stdin /dev/null, the default deadline.
     pub fn ctr_in(&self, namespace: &str, args: &[&str]) -> Output {
-        run_command(self.ctr_command_in(namespace, args), format!("ctr -n {namespace} {}", args.join(" ")), None, CTR_DEADLINE)
+        run_command(
+            self.ctr_command_in(namespace, args),
+            format!("ctr -n {namespace} {}", args.join(" ")),
+            None,
+            CTR_DEADLINE,
+        )
     }
 
     /// Runs ctr writing `stdin`, holding stdin open until stdout contains `close_after` (or the deadline), then
@@ -433,7 +447,15 @@ impl Lab {
     pub fn ctr_stdin_until(&self, args: &[&str], stdin: &[u8], close_after: &str, deadline: Duration) -> Output {
         let mut background = match Background::spawn_with(self.ctr_command(args), self.render(args), true) {
             Ok(background) => background,
-            Err(error) => return Output { command: self.render(args), code: None, stdout: String::new(), stderr: error, timed_out: false },
+            Err(error) => {
+                return Output {
+                    command: self.render(args),
+                    code: None,
+                    stdout: String::new(),
+                    stderr: error,
+                    timed_out: false,
+                }
+            }
         };
         let mut pipe = background.child.stdin.take();
         if let Some(pipe) = pipe.as_mut() {
@@ -550,7 +572,8 @@ impl Lab {
 
     /// Shim sockets in /run/containerd/s that this lab's ids hash to (either address form) or that bundles named.
     pub fn leftover_sockets(&self) -> Vec<PathBuf> {
-        let mut found: BTreeSet<PathBuf> = self.sockets.lock().unwrap().iter().filter(|p| p.exists()).cloned().collect();
+        let mut found: BTreeSet<PathBuf> =
+            self.sockets.lock().unwrap().iter().filter(|p| p.exists()).cloned().collect();
         for address in [self.grpc_socket(), self.ttrpc_socket()] {
             for id in self.ids.lock().unwrap().iter() {
                 for key in [id.clone(), format!("{id}.v3")] {
@@ -590,7 +613,8 @@ impl Lab {
                 found.push(format!("socket {}", socket.display()));
             }
             if let Ok(entries) = fs::read_dir(self.bundles_dir()) {
-                let bundles: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+                let bundles: Vec<String> =
+                    entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
                 if !bundles.is_empty() {
                     found.push(format!("bundles {bundles:?}"));
                 }
@@ -717,7 +741,10 @@ impl Background {
     }
 
     fn spawn_with(mut command: Command, shown: String, piped_stdin: bool) -> Result<Background, String> {
-        command.stdin(if piped_stdin { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .stdin(if piped_stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command.spawn().map_err(|e| format!("{shown}: {e}"))?;
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -804,7 +831,13 @@ pub fn run_command(command: Command, shown: String, stdin: Option<&[u8]>, deadli
     let mut background = match Background::spawn_with(command, shown.clone(), stdin.is_some()) {
         Ok(background) => background,
         Err(error) => {
-            return Output { command: shown, code: None, stdout: String::new(), stderr: format!("cannot run: {error}"), timed_out: false }
+            return Output {
+                command: shown,
+                code: None,
+                stdout: String::new(),
+                stderr: format!("cannot run: {error}"),
+                timed_out: false,
+            }
         }
     };
     if let (Some(data), Some(mut pipe)) = (stdin, background.child.stdin.take()) {
@@ -818,7 +851,13 @@ pub fn run_command(command: Command, shown: String, stdin: Option<&[u8]>, deadli
 
 /// Runs a command with stdin, stdout and stderr on a new pseudo-terminal (24x80); collects what the terminal shows.
 pub fn run_on_pty(mut command: Command, shown: String, deadline: Duration) -> Output {
-    let failed = |why: String| Output { command: shown.clone(), code: None, stdout: String::new(), stderr: why, timed_out: false };
+    let failed = |why: String| Output {
+        command: shown.clone(),
+        code: None,
+        stdout: String::new(),
+        stderr: why,
+        timed_out: false,
+    };
     let size = nix::pty::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
     let pty = match nix::pty::openpty(Some(&size), None) {
         Ok(pty) => pty,
@@ -873,7 +912,9 @@ pub fn processes() -> Vec<i32> {
 
 pub fn cmdline(pid: i32) -> Vec<String> {
     fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+        .map(|raw| {
+            raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+        })
         .unwrap_or_default()
 }
 
@@ -945,7 +986,11 @@ fn remove_cgroup_tree(dir: &Path) {
 pub fn mock_binary() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("SHIMCOMPAT_MOCK_BINARY") {
         let path = PathBuf::from(path);
-        return if is_executable(&path) { Ok(path) } else { Err(format!("SHIMCOMPAT_MOCK_BINARY={} is not executable", path.display())) };
+        return if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(format!("SHIMCOMPAT_MOCK_BINARY={} is not executable", path.display()))
+        };
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = exe.parent().and_then(Path::parent).ok_or("no target directory")?;
@@ -985,7 +1030,10 @@ pub fn run_dyn_tests(tests: Vec<(String, DynTest)>, parallel: usize) -> ! {
     let total = tests.len();
     let selected: Vec<(String, DynTest)> = tests
         .into_iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| if exact { name == f.as_str() } else { name.contains(f.as_str()) }))
+        .filter(|(name, _)| {
+            filters.is_empty()
+                || filters.iter().any(|f| if exact { name == f.as_str() } else { name.contains(f.as_str()) })
+        })
         .collect();
     if args.iter().any(|a| a == "--list") {
         for (name, _) in &selected {
@@ -1079,7 +1127,12 @@ pub struct Comparison {
 
 impl Comparison {
     /// `header` is the table's first line; `reference` and `candidate` are (column name, cells in step order).
-    pub fn new(header: String, steps: &[&str], reference: (&str, &[StepCell]), candidate: (&str, &[StepCell])) -> Comparison {
+    pub fn new(
+        header: String,
+        steps: &[&str],
+        reference: (&str, &[StepCell]),
+        candidate: (&str, &[StepCell]),
+    ) -> Comparison {
         let mut table = format!("{header}\n  {:<26} {:<24} {:<24}\n", "step", reference.0, candidate.0);
         let mut differences = Vec::new();
         let mut details = String::new();
@@ -1108,7 +1161,9 @@ impl Comparison {
         }
         let unjudged = reference.1.iter().filter(|s| s.error.is_some()).count();
         if unjudged > 0 {
-            table.push_str("note: a step the reference fails is not judged by this test (both columns may fail it alike)\n");
+            table.push_str(
+                "note: a step the reference fails is not judged by this test (both columns may fail it alike)\n",
+            );
         }
         Comparison { table, differences, unjudged, steps: steps.len() }
     }

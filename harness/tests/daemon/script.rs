@@ -139,7 +139,8 @@ pub fn detached_exec(run: &mut Run) -> Result<String, String> {
         expect(out.stdout == "inexec\n", || format!("exec stdout {:?}", out.stdout))?;
         let out = run.lab.ctr(&["task", "exec", "--exec-id", "x2", &id, "/payload", "exit", "5"]);
         expect(out.code == Some(5), || format!("expected exec to exit 5: {}", out.describe()))?;
-        let out = run.lab.ctr_tty(&["task", "exec", "-t", "--exec-id", "x3", &id, "/payload", "sleep", "0.5", "tty"], SHORT);
+        let out =
+            run.lab.ctr_tty(&["task", "exec", "-t", "--exec-id", "x3", &id, "/payload", "sleep", "0.5", "tty"], SHORT);
         let text = clean(&out.stdout);
         expect(out.success() && text.contains("tty stdin=true stdout=true rows=24 cols=80"), || {
             format!("exec -t: {} showed {text:?}", out.describe())
@@ -178,7 +179,9 @@ pub fn kill_sigkill_status(run: &mut Run) -> Result<String, String> {
         let removed = run.lab.ctr(&["task", "rm", &id]);
         expect(!removed.timed_out && run.lab.task_status(&id)?.is_none(), || removed.describe())?;
         // ctr task rm warns "task ID exit with non-zero exit code N" (and exits 0).
-        expect(removed.success() && removed.stderr.contains("exit code 137"), || format!("task rm after SIGKILL: {}", removed.describe()))?;
+        expect(removed.success() && removed.stderr.contains("exit code 137"), || {
+            format!("task rm after SIGKILL: {}", removed.describe())
+        })?;
         run.lab.ctr(&["container", "rm", &id]).ok()?;
         Ok("ignored SIGTERM, SIGKILL: STOPPED, status 137".to_owned())
     })();
@@ -198,7 +201,9 @@ pub fn pause_resume_ps_metrics(run: &mut Run) -> Result<String, String> {
         let pids: Vec<&str> = ps.stdout.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
         expect(pids.len() == 1 && pids[0].parse::<u32>().is_ok(), || format!("task ps: {:?}", ps.stdout))?;
         let metrics = run.lab.ctr(&["task", "metrics", &id]).ok()?;
-        expect(metrics.stdout.contains("METRIC") || metrics.stdout.contains('{'), || format!("task metrics: {:?}", metrics.stdout))?;
+        expect(metrics.stdout.contains("METRIC") || metrics.stdout.contains('{'), || {
+            format!("task metrics: {:?}", metrics.stdout)
+        })?;
         run.lab.ctr(&["task", "resume", &id]).ok()?;
         run.lab.wait_status(&id, "RUNNING", SETTLE)?;
         Ok(format!("PAUSED, ps [{}], metrics, RUNNING", pids.join(" ")))
@@ -251,7 +256,9 @@ pub fn log_uri_binary(run: &mut Run) -> Result<String, String> {
     wait_file(&dir.join(format!("{id}.out")), &["tobin"])?;
     wait_file(&dir.join(format!("{id}.err")), &["tobinerr"])?;
     let env = fs::read_to_string(dir.join(format!("{id}.env"))).unwrap_or_default();
-    expect(env.starts_with(run.lab.namespace()), || format!("the logger's CONTAINER_NAMESPACE and arguments: {env:?}"))?;
+    expect(env.starts_with(run.lab.namespace()), || {
+        format!("the logger's CONTAINER_NAMESPACE and arguments: {env:?}")
+    })?;
     Ok("stdout on fd 3, stderr on fd 4".into())
 }
 
@@ -287,7 +294,9 @@ pub fn group_two_containers(run: &mut Run) -> Result<String, String> {
         expect(shims.len() == 1, || format!("{} shim processes for two grouped containers: {shims:?}", shims.len()))?;
         run.finish(&first)?;
         let status = run.lab.task_status(&second)?;
-        expect(status.as_deref() == Some("RUNNING"), || format!("the second container after the first was removed: {status:?}"))?;
+        expect(status.as_deref() == Some("RUNNING"), || {
+            format!("the second container after the first was removed: {status:?}")
+        })?;
         expect(run.lab.shim_pids() == shims, || "the shared shim went away with the first container".to_owned())?;
         run.finish(&second)?;
         Ok("one shim for both".to_owned())
@@ -321,7 +330,14 @@ pub fn run_script(lab: &mut Lab, runtime: &str, image: &str, tag: &str) -> Vec<O
 
 /// Runs `steps` in order with `runtime` (each `ctr run` also gets `run_flags`), checking after each step that the lab
 /// is clean: what is left fails the step and is swept. Ids are prefixed with `tag`.
-pub fn run_steps(lab: &mut Lab, steps: &[(&str, Step)], runtime: &str, run_flags: &[String], image: &str, tag: &str) -> Vec<Outcome> {
+pub fn run_steps(
+    lab: &mut Lab,
+    steps: &[(&str, Step)],
+    runtime: &str,
+    run_flags: &[String],
+    image: &str,
+    tag: &str,
+) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
     for (_, step) in steps {
         let started = Instant::now();
@@ -352,4 +368,3 @@ pub fn run_steps(lab: &mut Lab, steps: &[(&str, Step)], runtime: &str, run_flags
     }
     outcomes
 }
-

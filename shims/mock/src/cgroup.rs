@@ -204,13 +204,16 @@ mod tests {
 
     #[test]
     fn limit_and_path_from_the_spec() {
-        let with = spec(r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"linux":{"cgroupsPath":"/shimcompat/c1","resources":{"memory":{"limit":33554432,"swap":33554432}}}}"#);
+        let with = spec(
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"linux":{"cgroupsPath":"/shimcompat/c1","resources":{"memory":{"limit":33554432,"swap":33554432}}}}"#,
+        );
         assert_eq!(requested(&with), Some((32 << 20, Some(32 << 20))));
         assert_eq!(relative_path(&with, "ns", "c1").unwrap(), PathBuf::from("shimcompat/c1"));
         let without = spec(r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"linux":{}}"#);
         assert_eq!(requested(&without), None);
         assert_eq!(relative_path(&without, "ns", "c1").unwrap(), PathBuf::from("ns/c1"));
-        let escaping = spec(r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"linux":{"cgroupsPath":"/a/../../etc"}}"#);
+        let escaping =
+            spec(r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"linux":{"cgroupsPath":"/a/../../etc"}}"#);
         assert!(relative_path(&escaping, "ns", "c1").is_err());
     }
 }

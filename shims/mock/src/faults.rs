@@ -136,11 +136,7 @@ impl Faults {
     }
 
     pub fn names(self) -> Vec<&'static str> {
-        Fault::ALL
-            .iter()
-            .filter(|f| self.has(**f))
-            .map(|f| f.name())
-            .collect()
+        Fault::ALL.iter().filter(|f| self.has(**f)).map(|f| f.name()).collect()
     }
 
     /// Parses the fault annotation; `Err` carries the first unknown name.
@@ -157,23 +153,16 @@ impl Faults {
 
     /// Like `parse`, but skips unknown names (used where there is nobody to report them to, e.g. at `start`).
     pub fn parse_lenient(value: &str) -> Faults {
-        value
-            .split(',')
-            .filter_map(|name| Fault::from_name(name.trim()))
-            .fold(Faults::default(), Faults::with)
+        value.split(',').filter_map(|name| Fault::from_name(name.trim())).fold(Faults::default(), Faults::with)
     }
 
     /// Faults named in SHIMCOMPAT_MOCK_FAULTS. Unknown names are ignored (there is no request to fail), so a
     /// typo shows up as a fault with no effect rather than as a spurious failure.
     pub fn from_env() -> Faults {
-        std::env::var(FAULTS_ENV)
-            .map(|v| Faults::parse_lenient(&v))
-            .unwrap_or_default()
+        std::env::var(FAULTS_ENV).map(|v| Faults::parse_lenient(&v)).unwrap_or_default()
     }
 
-    pub fn from_annotations(
-        annotations: Option<&HashMap<String, String>>,
-    ) -> Result<Faults, String> {
+    pub fn from_annotations(annotations: Option<&HashMap<String, String>>) -> Result<Faults, String> {
         match annotations.and_then(|a| a.get(FAULTS_ANNOTATION)) {
             Some(value) => Faults::parse(value),
             None => Ok(Faults::default()),
@@ -185,14 +174,7 @@ impl Faults {
 pub fn unimplemented_rpcs(annotations: Option<&HashMap<String, String>>) -> BTreeSet<String> {
     annotations
         .and_then(|a| a.get(UNIMPLEMENTED_ANNOTATION))
-        .map(|value| {
-            value
-                .split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
+        .map(|value| value.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect())
         .unwrap_or_default()
 }
 
@@ -206,14 +188,8 @@ mod tests {
         assert!(faults.has(Fault::KillNoop));
         assert!(faults.has(Fault::WaitOnce));
         assert!(!faults.has(Fault::StartHangs));
-        assert_eq!(
-            Faults::parse("kill-noop,kil-noop"),
-            Err("kil-noop".to_string())
-        );
-        assert_eq!(
-            Faults::parse_lenient("kill-noop,bogus"),
-            Faults::default().with(Fault::KillNoop)
-        );
+        assert_eq!(Faults::parse("kill-noop,kil-noop"), Err("kil-noop".to_string()));
+        assert_eq!(Faults::parse_lenient("kill-noop,bogus"), Faults::default().with(Fault::KillNoop));
     }
 
     #[test]
@@ -221,10 +197,7 @@ mod tests {
         let doc = include_str!("../FAULTS.md");
         for fault in Fault::ALL {
             let line = format!("- `{}` — ", fault.name());
-            assert!(
-                doc.contains(&line),
-                "FAULTS.md lacks a line starting {line:?}"
-            );
+            assert!(doc.contains(&line), "FAULTS.md lacks a line starting {line:?}");
         }
         assert!(Fault::ALL.len() < 128);
     }

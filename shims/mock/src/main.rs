@@ -83,20 +83,13 @@ impl Shim for MockShim {
 
     async fn start_shim(&mut self, _opts: StartOpts) -> Result<String, Error> {
         // main() handles `start` itself (start.rs): the crate's reply form does not suit containerd 1.x.
-        Err(Error::InvalidArgument(
-            "start is handled by the mock's own start action".into(),
-        ))
+        Err(Error::InvalidArgument("start is handled by the mock's own start action".into()))
     }
 
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
         let faults = load_spec(&self.bundle)
             .ok()
-            .and_then(|spec| {
-                spec.annotations()
-                    .as_ref()?
-                    .get(FAULTS_ANNOTATION)
-                    .map(|v| Faults::parse_lenient(v))
-            })
+            .and_then(|spec| spec.annotations().as_ref()?.get(FAULTS_ANNOTATION).map(|v| Faults::parse_lenient(v)))
             .unwrap_or_default()
             .union(Faults::from_env());
         if faults.has(Fault::DeleteActionGarbage) {
@@ -181,10 +174,7 @@ impl MockShim {
 /// drains (the crate's spawn gives the server /dev/null).
 fn redirect_stderr_to_log() {
     use std::os::fd::AsRawFd;
-    let log = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("log");
+    let log = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open("log");
     if let Ok(log) = log {
         unsafe {
             let flags = libc::fcntl(log.as_raw_fd(), libc::F_GETFL);
@@ -272,19 +262,11 @@ fn record_invocation(args: &[String]) {
     let line = format!(
         "{action} argv0={} exe={} id={} cwd={}\n",
         args.first().map(String::as_str).unwrap_or(""),
-        std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
+        std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
         flags.as_ref().map(|f| f.id.as_str()).unwrap_or(""),
-        std::env::current_dir()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
+        std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
     );
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
         let _ = file.write_all(line.as_bytes());
     }
 }
@@ -301,23 +283,14 @@ fn action_of(flags: Option<&Flags>) -> &str {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     record_invocation(&args);
     let flags = containerd_shim::parse(args.get(1..).unwrap_or_default()).ok();
     let action = action_of(flags.as_ref()).to_string();
     if action != "start" {
         // `start` records itself once it has read its stdin.
-        let stdin = if trace::enabled() && action != "info" {
-            trace::peek_stdin()
-        } else {
-            None
-        };
-        let (id, namespace) = flags
-            .as_ref()
-            .map(|f| (f.id.as_str(), f.namespace.as_str()))
-            .unwrap_or_default();
+        let stdin = if trace::enabled() && action != "info" { trace::peek_stdin() } else { None };
+        let (id, namespace) = flags.as_ref().map(|f| (f.id.as_str(), f.namespace.as_str())).unwrap_or_default();
         trace::exec(&action, &args, trace::stdin_shape(stdin.as_deref(), id, namespace));
     }
     match (action.as_str(), flags) {
@@ -330,11 +303,7 @@ async fn main() {
             println!(
                 "{}: runtime {RUNTIME_ID}, version {} (shimcompat mock, containerd-shim 0.12)",
                 args.first()
-                    .map(|a| Path::new(a)
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned())
+                    .map(|a| Path::new(a).file_name().unwrap_or_default().to_string_lossy().into_owned())
                     .unwrap_or_default(),
                 env!("CARGO_PKG_VERSION")
             );

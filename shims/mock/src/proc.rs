@@ -38,11 +38,7 @@ pub fn launch(launch: &Launch) -> std::io::Result<i32> {
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = launch.envp.iter().map(|a| a.as_ptr()).collect();
     envp.push(std::ptr::null());
-    let stdio = [
-        launch.stdin.as_raw_fd(),
-        launch.stdout.as_raw_fd(),
-        launch.stderr.as_raw_fd(),
-    ];
+    let stdio = [launch.stdin.as_raw_fd(), launch.stdout.as_raw_fd(), launch.stderr.as_raw_fd()];
     let gate = launch.gate.as_ref().map(|g| g.as_raw_fd()).unwrap_or(-1);
     let pgid = launch.pgid.unwrap_or(0);
 
@@ -98,12 +94,7 @@ unsafe fn child(
         }
     }
     // Nothing else of the shim's may leak into the payload (other containers' fifos and gates, sockets).
-    libc::syscall(
-        libc::SYS_close_range,
-        3u32,
-        u32::MAX,
-        libc::CLOSE_RANGE_CLOEXEC,
-    );
+    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
     if let Some(root) = &launch.root {
         if libc::chroot(root.as_ptr()) != 0 {
             libc::_exit(126);

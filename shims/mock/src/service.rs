@@ -20,8 +20,8 @@ use containerd_shim_protos::cgroups::metrics::{
     BlkIOStat, CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat, Throttle,
 };
 use containerd_shim_protos::events::task::{
-    TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO,
-    TaskOOM, TaskPaused, TaskResumed, TaskStart,
+    TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
@@ -150,19 +150,11 @@ impl Container {
     }
 
     fn running_exec_pids(&self) -> Vec<i32> {
-        self.execs
-            .values()
-            .filter(|e| e.phase == Phase::Running && e.pid > 0)
-            .map(|e| e.pid)
-            .collect()
+        self.execs.values().filter(|e| e.phase == Phase::Running && e.pid > 0).map(|e| e.pid).collect()
     }
 
     fn exit_event(&self, process: &Proc, info: ExitInfo) -> TaskExit {
-        let id = if process.exec_id.is_empty() {
-            self.id.clone()
-        } else {
-            process.exec_id.clone()
-        };
+        let id = if process.exec_id.is_empty() { self.id.clone() } else { process.exec_id.clone() };
         TaskExit {
             container_id: self.event_id(),
             id,
@@ -189,10 +181,7 @@ impl Container {
             warn!("no-oom-event: not publishing /tasks/oom for {}", self.id);
             return None;
         }
-        Some(TaskOOM {
-            container_id: self.event_id(),
-            ..Default::default()
-        })
+        Some(TaskOOM { container_id: self.event_id(), ..Default::default() })
     }
 
     fn process(&self, exec_id: &str) -> Option<&Proc> {
@@ -220,10 +209,7 @@ impl Container {
         } else {
             // The leader is gone and its pid may be recycled: only processes verified to be ours are signalled.
             let members = self.group_members();
-            let sent = members
-                .iter()
-                .filter(|pid| proc::send_signal(**pid, signal).is_ok())
-                .count();
+            let sent = members.iter().filter(|pid| proc::send_signal(**pid, signal).is_ok()).count();
             if sent > 0 {
                 Ok(())
             } else {
@@ -305,10 +291,7 @@ pub struct RpcError {
 }
 
 fn rpc_err(code: Code, message: impl Into<String>) -> RpcError {
-    RpcError {
-        code,
-        message: message.into(),
-    }
+    RpcError { code, message: message.into() }
 }
 
 fn not_found_container(id: &str) -> RpcError {
@@ -339,10 +322,9 @@ pub enum Publisher {
 impl Publisher {
     async fn publish(&self, topic: &str, namespace: &str, event: Box<dyn MessageDyn>) -> Result<(), String> {
         match self {
-            Publisher::Remote(remote) => remote
-                .publish(Context::default(), topic, namespace, event)
-                .await
-                .map_err(|e| e.to_string()),
+            Publisher::Remote(remote) => {
+                remote.publish(Context::default(), topic, namespace, event).await.map_err(|e| e.to_string())
+            }
             Publisher::Binary { binary, address } => {
                 let any = containerd_shim::util::convert_to_any(event).map_err(|e| e.to_string())?;
                 let input = any.write_to_bytes().map_err(|e| e.to_string())?;
@@ -361,9 +343,7 @@ async fn publish_by_binary(
     input: Vec<u8>,
 ) -> Result<(), String> {
     use std::process::{Command, Stdio};
-    let mut exits = monitor_subscribe(Topic::Pid)
-        .await
-        .map_err(|e| format!("subscribe to exits: {e}"))?;
+    let mut exits = monitor_subscribe(Topic::Pid).await.map_err(|e| format!("subscribe to exits: {e}"))?;
     let spawned = Command::new(binary)
         .args(["--address", address, "publish", "--topic", topic, "--namespace", namespace])
         .stdin(Stdio::piped())
@@ -423,10 +403,7 @@ impl TaskService {
         let inner = Arc::new(Inner {
             namespace: config.namespace.clone(),
             shim_id: config.shim_id.clone(),
-            state: Mutex::new(State {
-                seen: config.start_faults,
-                ..Default::default()
-            }),
+            state: Mutex::new(State { seen: config.start_faults, ..Default::default() }),
             events,
             exit: config.exit,
             start_unimplemented: config.start_unimplemented,
@@ -447,10 +424,7 @@ impl TaskService {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn publish(&self, topic: &'static str, event: impl MessageDyn) {
@@ -527,10 +501,7 @@ impl TaskService {
                     self.publish(topics::TASK_EXIT_EVENT_TOPIC, init_exit);
                 }
             }
-            info!(
-                "container {} exec {exec_id} ({pid}) exited {status}",
-                container.id
-            );
+            info!("container {} exec {exec_id} ({pid}) exited {status}", container.id);
             return;
         }
     }
@@ -543,12 +514,7 @@ impl TaskService {
         let (faults, switched_off) = match st.containers.get(id) {
             Some(c) => (c.faults, c.unimplemented.contains(rpc)),
             None => {
-                let faults = st
-                    .deleted
-                    .get(id)
-                    .copied()
-                    .unwrap_or_default()
-                    .union(st.seen);
+                let faults = st.deleted.get(id).copied().unwrap_or_default().union(st.seen);
                 if names_container && faults.has(Fault::CrashOnUnknownId) {
                     eprintln!("mock: crash-on-unknown-id: {rpc} named unknown container {id:?}");
                     std::process::exit(2);
@@ -558,10 +524,7 @@ impl TaskService {
         };
         let switched_off = switched_off || self.inner.start_unimplemented.contains(rpc);
         let gate = if switched_off {
-            Err(rpc_err(
-                Code::UNIMPLEMENTED,
-                format!("{rpc} is not implemented by this mock configuration"),
-            ))
+            Err(rpc_err(Code::UNIMPLEMENTED, format!("{rpc} is not implemented by this mock configuration")))
         } else {
             Ok(())
         };
@@ -575,13 +538,10 @@ impl TaskService {
         };
         let (code, message) = match e.code {
             Code::NOT_FOUND if faults.has(Fault::NotfoundAsUnknown) => (Code::UNKNOWN, e.message),
-            Code::ALREADY_EXISTS if faults.has(Fault::AlreadyexistsAsUnknown) => {
-                (Code::UNKNOWN, e.message)
+            Code::ALREADY_EXISTS if faults.has(Fault::AlreadyexistsAsUnknown) => (Code::UNKNOWN, e.message),
+            Code::UNIMPLEMENTED if faults.has(Fault::UnimplementedAsNotfound) => {
+                (Code::NOT_FOUND, format!("/containerd.task.v3.Task/{rpc} is not supported"))
             }
-            Code::UNIMPLEMENTED if faults.has(Fault::UnimplementedAsNotfound) => (
-                Code::NOT_FOUND,
-                format!("/containerd.task.v3.Task/{rpc} is not supported"),
-            ),
             code => (code, e.message),
         };
         info!("{rpc}: {code:?} {message}");
@@ -598,9 +558,7 @@ impl TaskService {
         self.inner.disconnect_watch.call_once(|| {
             let connections: Vec<(i32, String)> = socket_fds()
                 .into_iter()
-                .filter(|(fd, link)| {
-                    !self.inner.sockets_before_serving.contains(link) && !is_listening(*fd)
-                })
+                .filter(|(fd, link)| !self.inner.sockets_before_serving.contains(link) && !is_listening(*fd))
                 .collect();
             let service = self.clone();
             std::thread::spawn(move || {
@@ -626,16 +584,15 @@ impl TaskService {
             execs = container.execs.len();
             container.execs.clear();
         }
-        warn!("reconnect-forgets-tasks: first connection closed; forgot tasks {forgotten:?} and {execs} exec(s) of {own}");
+        warn!(
+            "reconnect-forgets-tasks: first connection closed; forgot tasks {forgotten:?} and {execs} exec(s) of {own}"
+        );
     }
 
     fn record_pid(bundle: &str, pid: i32, pgid: i32, role: &str) {
         let start_time = proc::proc_stat(pid).map(|s| s.start_time).unwrap_or(0);
         let line = format!("{pid} {start_time} {pgid} {role}\n");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(Path::new(bundle).join(PIDS_FILE));
+        let file = fs::OpenOptions::new().create(true).append(true).open(Path::new(bundle).join(PIDS_FILE));
         if let Err(e) = file.and_then(|mut f| f.write_all(line.as_bytes())) {
             warn!("record pid {pid} in {bundle}: {e}");
         }
@@ -667,46 +624,27 @@ impl TaskService {
         }
         let mut st = self.lock();
         if st.containers.contains_key(&req.id) {
-            return Err(rpc_err(
-                Code::ALREADY_EXISTS,
-                format!("container {} already exists", req.id),
-            ));
+            return Err(rpc_err(Code::ALREADY_EXISTS, format!("container {} already exists", req.id)));
         }
         if req.bundle.is_empty() {
             return Err(rpc_err(Code::INVALID_ARGUMENT, "bundle path is empty"));
         }
         let bundle = PathBuf::from(&req.bundle);
         let spec = load_spec(&bundle).map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
-        let faults = Faults::from_annotations(spec.annotations().as_ref()).map_err(|name| {
-            rpc_err(
-                Code::INVALID_ARGUMENT,
-                format!("unknown mock fault `{name}`"),
-            )
-        })?;
+        let faults = Faults::from_annotations(spec.annotations().as_ref())
+            .map_err(|name| rpc_err(Code::INVALID_ARGUMENT, format!("unknown mock fault `{name}`")))?;
         if !req.checkpoint.is_empty() {
-            return Err(rpc_err(
-                Code::UNIMPLEMENTED,
-                "the mock cannot restore from a checkpoint",
-            ));
+            return Err(rpc_err(Code::UNIMPLEMENTED, "the mock cannot restore from a checkpoint"));
         }
-        let process = spec
-            .process()
-            .clone()
-            .ok_or_else(|| rpc_err(Code::INVALID_ARGUMENT, "config.json has no process"))?;
+        let process =
+            spec.process().clone().ok_or_else(|| rpc_err(Code::INVALID_ARGUMENT, "config.json has no process"))?;
         let root = match spec.root() {
             Some(root) if root.path().is_absolute() => root.path().clone(),
             Some(root) => bundle.join(root.path()),
             None => bundle.join("rootfs"),
         };
-        if faults.has(Fault::NullIoFails)
-            && req.stdin.is_empty()
-            && req.stdout.is_empty()
-            && req.stderr.is_empty()
-        {
-            return Err(rpc_err(
-                Code::UNKNOWN,
-                "null-io-fails: refusing a task without stdio",
-            ));
+        if faults.has(Fault::NullIoFails) && req.stdin.is_empty() && req.stdout.is_empty() && req.stderr.is_empty() {
+            return Err(rpc_err(Code::UNKNOWN, "null-io-fails: refusing a task without stdio"));
         }
         let terminal = req.terminal && !faults.has(Fault::TerminalIgnored);
         let io_request = IoRequest {
@@ -716,9 +654,7 @@ impl TaskService {
             terminal,
             drop_stdout: faults.has(Fault::DropStdout),
             stderr_to_stdout: faults.has(Fault::StderrToStdout),
-            stdout_limit: faults
-                .has(Fault::StdoutTruncate)
-                .then_some(STDOUT_TRUNCATE_LIMIT),
+            stdout_limit: faults.has(Fault::StdoutTruncate).then_some(STDOUT_TRUNCATE_LIMIT),
             file_no_create: faults.has(Fault::FileUriNoCreate),
             leave_logger: faults.has(Fault::LoggerLeftRunning),
             stdout_needs_stderr: faults.has(Fault::StdoutNeedsStderr),
@@ -726,8 +662,8 @@ impl TaskService {
         };
         let (gate_read, gate_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| rpc_err(Code::INTERNAL, format!("gate pipe: {e}")))?;
-        let runtime_state = runtime_options(req.options.as_ref(), faults)?
-            .map(|root| root.join(&self.inner.namespace).join(&req.id));
+        let runtime_state =
+            runtime_options(req.options.as_ref(), faults)?.map(|root| root.join(&self.inner.namespace).join(&req.id));
         let memory = MemoryCgroup::create(&spec, &self.inner.namespace, &req.id)
             .map_err(|e| rpc_err(Code::FAILED_PRECONDITION, e))?
             .map(Arc::new);
@@ -740,15 +676,8 @@ impl TaskService {
                 return Err(e);
             }
         }
-        let launched = spawn_process(
-            &root,
-            &process,
-            &io_request,
-            None,
-            Some(gate_read),
-            &self.inner.namespace,
-            &req.id,
-        );
+        let launched =
+            spawn_process(&root, &process, &io_request, None, Some(gate_read), &self.inner.namespace, &req.id);
         let (pid, io) = match launched {
             Ok(launched) => launched,
             Err(e) => {
@@ -830,13 +759,7 @@ impl TaskService {
         }
         info!("created {} pid {pid} faults {:?}", req.id, faults.names());
         let pid = pid as u32 + faults.has(Fault::CreateWrongPid) as u32;
-        Ok((
-            faults,
-            api::CreateTaskResponse {
-                pid,
-                ..Default::default()
-            },
-        ))
+        Ok((faults, api::CreateTaskResponse { pid, ..Default::default() }))
     }
 }
 
@@ -854,14 +777,10 @@ fn mount_rootfs(bundle: &Path, mounts: &[api::Mount], faults: Faults) -> R<()> {
             ),
         ));
     }
-    fs::create_dir_all(&target)
-        .map_err(|e| rpc_err(Code::UNKNOWN, format!("create {}: {e}", target.display())))?;
+    fs::create_dir_all(&target).map_err(|e| rpc_err(Code::UNKNOWN, format!("create {}: {e}", target.display())))?;
     for mount in mounts {
-        let at = if mount.target.is_empty() {
-            target.clone()
-        } else {
-            target.join(mount.target.trim_start_matches('/'))
-        };
+        let at =
+            if mount.target.is_empty() { target.clone() } else { target.join(mount.target.trim_start_matches('/')) };
         if mount.type_ != "overlay" && faults.has(Fault::RootfsBindRefused) {
             unmount_rootfs(bundle);
             return Err(rpc_err(
@@ -891,12 +810,7 @@ fn mount_rootfs(bundle: &Path, mounts: &[api::Mount], faults: Faults) -> R<()> {
             }
             return Err(rpc_err(
                 Code::UNKNOWN,
-                format!(
-                    "mount {} {} at {}: {e}",
-                    mount.type_,
-                    mount.source,
-                    at.display()
-                ),
+                format!("mount {} {} at {}: {e}", mount.type_, mount.source, at.display()),
             ));
         }
     }
@@ -918,16 +832,12 @@ fn runtime_options(options: Option<&Any>, faults: Faults) -> R<Option<PathBuf>> 
     };
     let url = options.type_url.rsplit('/').next().unwrap_or(&options.type_url);
     if url != RUNC_OPTIONS_URL && faults.has(Fault::RuntimeOptionsRefused) {
-        return Err(rpc_err(
-            Code::INVALID_ARGUMENT,
-            format!("unknown runtime options type {:?}", options.type_url),
-        ));
+        return Err(rpc_err(Code::INVALID_ARGUMENT, format!("unknown runtime options type {:?}", options.type_url)));
     }
     match url {
         RUNC_OPTIONS_URL => {
-            let parsed = containerd_shim_protos::shim::oci::Options::parse_from_bytes(&options.value).map_err(|e| {
-                rpc_err(Code::INVALID_ARGUMENT, format!("decode {RUNC_OPTIONS_URL}: {e}"))
-            })?;
+            let parsed = containerd_shim_protos::shim::oci::Options::parse_from_bytes(&options.value)
+                .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, format!("decode {RUNC_OPTIONS_URL}: {e}")))?;
             Ok((!parsed.root.is_empty() && !faults.has(Fault::RuncRootIgnored)).then(|| PathBuf::from(parsed.root)))
         }
         RUNTIME_OPTIONS_URL => Ok(None),
@@ -981,10 +891,7 @@ fn spawn_process(
     let exe = proc::resolve_executable(root, arg0, &env).ok_or_else(|| {
         rpc_err(
             Code::UNKNOWN,
-            format!(
-                "exec: {arg0:?}: executable file not found under {} (or in $PATH)",
-                root.display()
-            ),
+            format!("exec: {arg0:?}: executable file not found under {} (or in $PATH)", root.display()),
         )
     })?;
     let in_root = process.cwd().strip_prefix("/").unwrap_or(process.cwd());
@@ -994,11 +901,7 @@ fn spawn_process(
     let chroot = unsafe { libc::geteuid() } == 0 && root != Path::new("/");
     let (exe, cwd) = if chroot {
         let inside = Path::new("/").join(exe.strip_prefix(root).unwrap_or(&exe));
-        let cwd = if cwd_exists {
-            Path::new("/").join(in_root)
-        } else {
-            PathBuf::from("/")
-        };
+        let cwd = if cwd_exists { Path::new("/").join(in_root) } else { PathBuf::from("/") };
         (inside, cwd)
     } else if cwd_exists {
         (exe, root.join(in_root))
@@ -1006,25 +909,13 @@ fn spawn_process(
         (exe, root.to_path_buf())
     };
     let invalid = |e: String| rpc_err(Code::INVALID_ARGUMENT, e);
-    let (child_io, handles) = stdio::setup(io_request, namespace, container_id)
-        .map_err(|e| rpc_err(Code::UNKNOWN, e.to_string()))?;
+    let (child_io, handles) =
+        stdio::setup(io_request, namespace, container_id).map_err(|e| rpc_err(Code::UNKNOWN, e.to_string()))?;
     let launch = Launch {
-        root: if chroot {
-            Some(cstring(root.as_os_str().as_bytes()).map_err(invalid)?)
-        } else {
-            None
-        },
+        root: if chroot { Some(cstring(root.as_os_str().as_bytes()).map_err(invalid)?) } else { None },
         exe: cstring(exe.as_os_str().as_bytes()).map_err(invalid)?,
-        argv: args
-            .iter()
-            .map(|a| cstring(a.as_bytes()))
-            .collect::<Result<_, _>>()
-            .map_err(invalid)?,
-        envp: env
-            .iter()
-            .map(|e| cstring(e.as_bytes()))
-            .collect::<Result<_, _>>()
-            .map_err(invalid)?,
+        argv: args.iter().map(|a| cstring(a.as_bytes())).collect::<Result<_, _>>().map_err(invalid)?,
+        envp: env.iter().map(|e| cstring(e.as_bytes())).collect::<Result<_, _>>().map_err(invalid)?,
         cwd: cstring(cwd.as_os_str().as_bytes()).map_err(invalid)?,
         stdin: child_io.stdin,
         stdout: child_io.stdout,
@@ -1062,13 +953,7 @@ fn is_listening(fd: i32) -> bool {
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            &mut value as *mut _ as *mut libc::c_void,
-            &mut len,
-        )
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN, &mut value as *mut _ as *mut libc::c_void, &mut len)
     };
     r == 0 && value != 0
 }
@@ -1086,17 +971,9 @@ fn watch_connections(connections: Vec<(i32, String)>) {
             if !still_ours {
                 return;
             }
-            let mut pollfd = libc::pollfd {
-                fd: *fd,
-                events: libc::POLLRDHUP,
-                revents: 0,
-            };
+            let mut pollfd = libc::pollfd { fd: *fd, events: libc::POLLRDHUP, revents: 0 };
             let n = unsafe { libc::poll(&mut pollfd, 1, 0) };
-            if n > 0
-                && pollfd.revents
-                    & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL)
-                    != 0
-            {
+            if n > 0 && pollfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
                 return;
             }
         }
@@ -1163,44 +1040,24 @@ fn leak_process() {
 impl TaskService {
     fn do_start(&self, req: &api::StartRequest) -> R<api::StartResponse> {
         let mut st = self.lock();
-        let container = st
-            .containers
-            .get_mut(&req.id)
-            .ok_or_else(|| not_found_container(&req.id))?;
+        let container = st.containers.get_mut(&req.id).ok_or_else(|| not_found_container(&req.id))?;
         let faults = container.faults;
         let pid = if req.exec_id.is_empty() {
             match container.init.phase {
-                Phase::Running => {
-                    return Err(rpc_err(
-                        Code::FAILED_PRECONDITION,
-                        "cannot start a running process",
-                    ))
-                }
-                Phase::Stopped => {
-                    return Err(rpc_err(
-                        Code::FAILED_PRECONDITION,
-                        "cannot start a stopped process",
-                    ))
-                }
+                Phase::Running => return Err(rpc_err(Code::FAILED_PRECONDITION, "cannot start a running process")),
+                Phase::Stopped => return Err(rpc_err(Code::FAILED_PRECONDITION, "cannot start a stopped process")),
                 Phase::Created => {}
             }
             let gate = container.init.gate.take();
             let released = gate.is_some_and(|gate| nix::unistd::write(&gate, b"g") == Ok(1));
             if !released {
-                return Err(rpc_err(
-                    Code::FAILED_PRECONDITION,
-                    "the created process is gone",
-                ));
+                return Err(rpc_err(Code::FAILED_PRECONDITION, "the created process is gone"));
             }
             container.init.phase = Phase::Running;
             let pid = container.init.pid;
             self.publish(
                 topics::TASK_START_EVENT_TOPIC,
-                TaskStart {
-                    container_id: container.event_id(),
-                    pid: container.event_pid(pid),
-                    ..Default::default()
-                },
+                TaskStart { container_id: container.event_id(), pid: container.event_pid(pid), ..Default::default() },
             );
             if let Some(create) = container.held_create.take() {
                 self.publish(topics::TASK_CREATE_EVENT_TOPIC, create);
@@ -1212,29 +1069,16 @@ impl TaskService {
             let root = container.root.clone();
             let bundle = container.bundle.clone();
             let memory = container.memory.clone();
-            let exec = container
-                .execs
-                .get_mut(&req.exec_id)
-                .ok_or_else(|| not_found_process(&req.exec_id))?;
+            let exec = container.execs.get_mut(&req.exec_id).ok_or_else(|| not_found_process(&req.exec_id))?;
             if exec.phase != Phase::Created {
-                return Err(rpc_err(
-                    Code::FAILED_PRECONDITION,
-                    format!("process {} already started", req.exec_id),
-                ));
+                return Err(rpc_err(Code::FAILED_PRECONDITION, format!("process {} already started", req.exec_id)));
             }
             if !init_running && !faults.has(Fault::ExecStoppedOk) {
-                return Err(rpc_err(
-                    Code::FAILED_PRECONDITION,
-                    format!("container {} is not running", req.id),
-                ));
+                return Err(rpc_err(Code::FAILED_PRECONDITION, format!("container {} is not running", req.id)));
             }
-            let spec = exec
-                .spec
-                .clone()
-                .ok_or_else(|| rpc_err(Code::INTERNAL, "exec has no spec"))?;
-            let terminal = exec.terminal
-                && !faults.has(Fault::TerminalIgnored)
-                && !faults.has(Fault::ExecTerminalIgnored);
+            let spec = exec.spec.clone().ok_or_else(|| rpc_err(Code::INTERNAL, "exec has no spec"))?;
+            let terminal =
+                exec.terminal && !faults.has(Fault::TerminalIgnored) && !faults.has(Fault::ExecTerminalIgnored);
             let io_request = IoRequest {
                 stdin: &exec.stdin,
                 stdout: &exec.stdout,
@@ -1242,9 +1086,7 @@ impl TaskService {
                 terminal,
                 drop_stdout: faults.has(Fault::ExecDropStdout) || faults.has(Fault::DropStdout),
                 stderr_to_stdout: faults.has(Fault::StderrToStdout),
-                stdout_limit: faults
-                    .has(Fault::StdoutTruncate)
-                    .then_some(STDOUT_TRUNCATE_LIMIT),
+                stdout_limit: faults.has(Fault::StdoutTruncate).then_some(STDOUT_TRUNCATE_LIMIT),
                 file_no_create: faults.has(Fault::FileUriNoCreate),
                 leave_logger: faults.has(Fault::LoggerLeftRunning),
                 stdout_needs_stderr: faults.has(Fault::StdoutNeedsStderr),
@@ -1259,15 +1101,8 @@ impl TaskService {
                 }
                 None => (None, None),
             };
-            let (pid, io) = spawn_process(
-                &root,
-                &spec,
-                &io_request,
-                Some(init_pid),
-                gate_read,
-                &self.inner.namespace,
-                &req.id,
-            )?;
+            let (pid, io) =
+                spawn_process(&root, &spec, &io_request, Some(init_pid), gate_read, &self.inner.namespace, &req.id)?;
             if let (Some(memory), Some(gate)) = (&memory, gate_write) {
                 let joined = memory.add(pid);
                 // Without the byte (the gate closed when `gate` drops) the child _exits(137) before exec.
@@ -1302,18 +1137,12 @@ impl TaskService {
             pid
         };
         let pid = pid as u32 + faults.has(Fault::StartWrongPid) as u32;
-        Ok(api::StartResponse {
-            pid,
-            ..Default::default()
-        })
+        Ok(api::StartResponse { pid, ..Default::default() })
     }
 
     fn do_exec(&self, req: &api::ExecProcessRequest) -> R<()> {
         let mut st = self.lock();
-        let container = st
-            .containers
-            .get_mut(&req.id)
-            .ok_or_else(|| not_found_container(&req.id))?;
+        let container = st.containers.get_mut(&req.id).ok_or_else(|| not_found_container(&req.id))?;
         let faults = container.faults;
         if req.exec_id.is_empty() {
             return Err(rpc_err(Code::INVALID_ARGUMENT, "exec id is empty"));
@@ -1322,37 +1151,18 @@ impl TaskService {
             return Err(rpc_err(Code::ALREADY_EXISTS, format!("id {}", req.exec_id)));
         }
         if container.init.phase != Phase::Running && !faults.has(Fault::ExecStoppedOk) {
-            return Err(rpc_err(
-                Code::FAILED_PRECONDITION,
-                format!("container {} is not running", req.id),
-            ));
+            return Err(rpc_err(Code::FAILED_PRECONDITION, format!("container {} is not running", req.id)));
         }
-        let spec_any = req
-            .spec
-            .as_ref()
-            .ok_or_else(|| rpc_err(Code::INVALID_ARGUMENT, "exec spec is missing"))?;
-        let spec: Process = serde_json::from_slice(&spec_any.value).map_err(|e| {
-            rpc_err(
-                Code::INVALID_ARGUMENT,
-                format!("exec spec is not a JSON process: {e}"),
-            )
-        })?;
+        let spec_any = req.spec.as_ref().ok_or_else(|| rpc_err(Code::INVALID_ARGUMENT, "exec spec is missing"))?;
+        let spec: Process = serde_json::from_slice(&spec_any.value)
+            .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, format!("exec spec is not a JSON process: {e}")))?;
         if spec.args().as_ref().is_none_or(|a| a.is_empty()) {
             return Err(rpc_err(Code::INVALID_ARGUMENT, "exec spec has no args"));
         }
         if spec.env().is_none() && faults.has(Fault::ExecNeedsEnv) {
-            return Err(rpc_err(
-                Code::INVALID_ARGUMENT,
-                "exec spec is not a JSON process: missing field `env`",
-            ));
+            return Err(rpc_err(Code::INVALID_ARGUMENT, "exec spec is not a JSON process: missing field `env`"));
         }
-        let mut exec = Proc::new(
-            &req.exec_id,
-            &req.stdin,
-            &req.stdout,
-            &req.stderr,
-            req.terminal,
-        );
+        let mut exec = Proc::new(&req.exec_id, &req.stdin, &req.stdout, &req.stderr, req.terminal);
         exec.spec = Some(spec);
         container.execs.insert(req.exec_id.clone(), exec);
         if !faults.has(Fault::ExecEventsMissing) {
@@ -1368,19 +1178,11 @@ impl TaskService {
 
     fn do_state(&self, req: &api::StateRequest) -> R<api::StateResponse> {
         let st = self.lock();
-        let container = st
-            .containers
-            .get(&req.id)
-            .ok_or_else(|| not_found_container(&req.id))?;
+        let container = st.containers.get(&req.id).ok_or_else(|| not_found_container(&req.id))?;
         let faults = container.faults;
-        let process = container
-            .process(&req.exec_id)
-            .ok_or_else(|| not_found_process(&req.exec_id))?;
+        let process = container.process(&req.exec_id).ok_or_else(|| not_found_process(&req.exec_id))?;
         let mut status = status_of(process.phase, container.paused);
-        if req.exec_id.is_empty()
-            && status == api::Status::CREATED
-            && faults.has(Fault::CreateStateRunning)
-        {
+        if req.exec_id.is_empty() && status == api::Status::CREATED && faults.has(Fault::CreateStateRunning) {
             status = api::Status::RUNNING;
         }
         let pid = if !req.exec_id.is_empty() && faults.has(Fault::ExecStateInitPid) {
@@ -1391,17 +1193,11 @@ impl TaskService {
             process.pid
         };
         let exited_at = match process.exit {
-            Some(exit) if !faults.has(Fault::StateNoExitedAt) => {
-                MessageField::some(timestamp(exit.at))
-            }
+            Some(exit) if !faults.has(Fault::StateNoExitedAt) => MessageField::some(timestamp(exit.at)),
             _ => MessageField::none(),
         };
         Ok(api::StateResponse {
-            id: if req.exec_id.is_empty() {
-                container.id.clone()
-            } else {
-                req.exec_id.clone()
-            },
+            id: if req.exec_id.is_empty() { container.id.clone() } else { req.exec_id.clone() },
             bundle: container.bundle.clone(),
             pid: pid as u32,
             status: status.into(),
@@ -1418,14 +1214,9 @@ impl TaskService {
     async fn do_wait(&self, req: &api::WaitRequest) -> R<api::WaitResponse> {
         let receiver = {
             let mut st = self.lock();
-            let container = st
-                .containers
-                .get_mut(&req.id)
-                .ok_or_else(|| not_found_container(&req.id))?;
+            let container = st.containers.get_mut(&req.id).ok_or_else(|| not_found_container(&req.id))?;
             let faults = container.faults;
-            let process = container
-                .process_mut(&req.exec_id)
-                .ok_or_else(|| not_found_process(&req.exec_id))?;
+            let process = container.process_mut(&req.exec_id).ok_or_else(|| not_found_process(&req.exec_id))?;
             let returns_early = if req.exec_id.is_empty() {
                 faults.has(Fault::WaitCreatedReturns)
             } else {
@@ -1461,19 +1252,13 @@ impl TaskService {
                     ..Default::default()
                 })
             }
-            Err(_) => Err(rpc_err(
-                Code::NOT_FOUND,
-                format!("{} was deleted before it exited", req.id),
-            )),
+            Err(_) => Err(rpc_err(Code::NOT_FOUND, format!("{} was deleted before it exited", req.id))),
         }
     }
 
     fn do_kill(&self, req: &api::KillRequest) -> R<()> {
         let st = self.lock();
-        let container = st
-            .containers
-            .get(&req.id)
-            .ok_or_else(|| not_found_container(&req.id))?;
+        let container = st.containers.get(&req.id).ok_or_else(|| not_found_container(&req.id))?;
         let faults = container.faults;
         let signal = req.signal as i32;
         if req.exec_id.is_empty() {
@@ -1487,9 +1272,7 @@ impl TaskService {
                 Phase::Running if req.all && !faults.has(Fault::KillAllIgnored) => {
                     container.signal_all(signal).map_err(signal_error)
                 }
-                Phase::Created | Phase::Running => {
-                    proc::send_signal(container.init.pid, signal).map_err(signal_error)
-                }
+                Phase::Created | Phase::Running => proc::send_signal(container.init.pid, signal).map_err(signal_error),
             }
         } else {
             let Some(exec) = container.execs.get(&req.exec_id) else {
@@ -1518,12 +1301,7 @@ impl TaskService {
         let receiver = {
             let mut st = self.lock();
             let Some(container) = st.containers.get_mut(&req.id) else {
-                let faults = st
-                    .deleted
-                    .get(&req.id)
-                    .copied()
-                    .unwrap_or_default()
-                    .union(st.seen);
+                let faults = st.deleted.get(&req.id).copied().unwrap_or_default().union(st.seen);
                 if faults.has(Fault::DeleteUnknownOk) {
                     return Ok(api::DeleteResponse::default());
                 }
@@ -1531,10 +1309,7 @@ impl TaskService {
             };
             let faults = container.faults;
             if container.paused && !faults.has(Fault::DeletePausedOk) {
-                return Err(rpc_err(
-                    Code::FAILED_PRECONDITION,
-                    "cannot delete a paused process",
-                ));
+                return Err(rpc_err(Code::FAILED_PRECONDITION, "cannot delete a paused process"));
             }
             match container.init.phase {
                 Phase::Running if container.paused => {
@@ -1545,20 +1320,11 @@ impl TaskService {
                 Phase::Running if faults.has(Fault::DeleteRunningSucceeds) => {
                     let container = st.containers.remove(&req.id).expect("present");
                     st.deleted.insert(req.id.clone(), faults);
-                    warn!(
-                        "delete-running-succeeds: forgot running {} (pid {})",
-                        req.id, container.init.pid
-                    );
-                    return Ok(api::DeleteResponse {
-                        pid: container.init.pid as u32,
-                        ..Default::default()
-                    });
+                    warn!("delete-running-succeeds: forgot running {} (pid {})", req.id, container.init.pid);
+                    return Ok(api::DeleteResponse { pid: container.init.pid as u32, ..Default::default() });
                 }
                 Phase::Running => {
-                    return Err(rpc_err(
-                        Code::FAILED_PRECONDITION,
-                        "cannot delete a running process",
-                    ));
+                    return Err(rpc_err(Code::FAILED_PRECONDITION, "cannot delete a running process"));
                 }
                 Phase::Created => {
                     container.deleting = true;
@@ -1571,28 +1337,20 @@ impl TaskService {
         };
         if let Some(mut receiver) = receiver {
             let exited = matches!(
-                tokio::time::timeout(Duration::from_secs(5), receiver.wait_for(Option::is_some))
-                    .await,
+                tokio::time::timeout(Duration::from_secs(5), receiver.wait_for(Option::is_some)).await,
                 Ok(Ok(_))
             );
             if !exited {
                 let pid = self.lock().containers.get(&req.id).map(|c| c.init.pid);
                 if let Some(pid) = pid {
                     let _ = proc::send_signal(pid, libc::SIGKILL);
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        receiver.wait_for(Option::is_some),
-                    )
-                    .await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), receiver.wait_for(Option::is_some)).await;
                 }
             }
         }
         let container = {
             let mut st = self.lock();
-            let container = st
-                .containers
-                .remove(&req.id)
-                .ok_or_else(|| not_found_container(&req.id))?;
+            let container = st.containers.remove(&req.id).ok_or_else(|| not_found_container(&req.id))?;
             st.deleted.insert(req.id.clone(), container.faults);
             container
         };
@@ -1616,10 +1374,7 @@ impl TaskService {
         if let Some(init_exit) = container.pending_init_exit.clone() {
             self.publish(topics::TASK_EXIT_EVENT_TOPIC, init_exit);
         }
-        let exit = container.init.exit.unwrap_or(ExitInfo {
-            status: 137,
-            at: SystemTime::now(),
-        });
+        let exit = container.init.exit.unwrap_or(ExitInfo { status: 137, at: SystemTime::now() });
         self.publish(
             topics::TASK_DELETE_EVENT_TOPIC,
             TaskDelete {
@@ -1635,10 +1390,7 @@ impl TaskService {
         }
         info!("deleted {}", req.id);
         if faults.has(Fault::DeleteWrongStatus) {
-            return Ok(api::DeleteResponse {
-                exited_at: MessageField::some(timestamp(exit.at)),
-                ..Default::default()
-            });
+            return Ok(api::DeleteResponse { exited_at: MessageField::some(timestamp(exit.at)), ..Default::default() });
         }
         Ok(api::DeleteResponse {
             pid: container.init.pid as u32,
@@ -1651,12 +1403,7 @@ impl TaskService {
     fn delete_exec(&self, req: &api::DeleteRequest) -> R<api::DeleteResponse> {
         let mut st = self.lock();
         let Some(container) = st.containers.get_mut(&req.id) else {
-            let faults = st
-                .deleted
-                .get(&req.id)
-                .copied()
-                .unwrap_or_default()
-                .union(st.seen);
+            let faults = st.deleted.get(&req.id).copied().unwrap_or_default().union(st.seen);
             if faults.has(Fault::DeleteUnknownOk) {
                 return Ok(api::DeleteResponse::default());
             }
@@ -1670,12 +1417,7 @@ impl TaskService {
             return Err(not_found_process(&req.exec_id));
         };
         match exec.phase {
-            Phase::Running => {
-                return Err(rpc_err(
-                    Code::FAILED_PRECONDITION,
-                    "cannot delete a running process",
-                ))
-            }
+            Phase::Running => return Err(rpc_err(Code::FAILED_PRECONDITION, "cannot delete a running process")),
             Phase::Stopped if faults.has(Fault::ExecDeleteRefused) => {
                 return Err(rpc_err(Code::FAILED_PRECONDITION, "exec-delete-refused"));
             }
@@ -1696,10 +1438,7 @@ impl TaskService {
 
     fn do_pids(&self, req: &api::PidsRequest) -> R<api::PidsResponse> {
         let st = self.lock();
-        let container = st
-            .containers
-            .get(&req.id)
-            .ok_or_else(|| not_found_container(&req.id))?;
+        let container = st.containers.get(&req.id).ok_or_else(|| not_found_container(&req.id))?;
         let exec_of: HashMap<i32, String> = container
             .execs
             .values()
@@ -1714,53 +1453,30 @@ impl TaskService {
             .into_iter()
             .map(|pid| {
                 let info = exec_of.get(&pid).and_then(|exec_id| {
-                    let details = ProcessDetails {
-                        exec_id: exec_id.clone(),
-                        ..Default::default()
-                    };
+                    let details = ProcessDetails { exec_id: exec_id.clone(), ..Default::default() };
                     Some(Any {
                         type_url: ProcessDetails::descriptor().full_name().to_string(),
                         value: details.write_to_bytes().ok()?,
                         ..Default::default()
                     })
                 });
-                api::ProcessInfo {
-                    pid: pid as u32,
-                    info: info.into(),
-                    ..Default::default()
-                }
+                api::ProcessInfo { pid: pid as u32, info: info.into(), ..Default::default() }
             })
             .collect();
-        Ok(api::PidsResponse {
-            processes,
-            ..Default::default()
-        })
+        Ok(api::PidsResponse { processes, ..Default::default() })
     }
 
     fn do_pause(&self, req: &api::PauseRequest, pause: bool) -> R<()> {
         let mut st = self.lock();
-        let container = st
-            .containers
-            .get_mut(&req.id)
-            .ok_or_else(|| not_found_container(&req.id))?;
+        let container = st.containers.get_mut(&req.id).ok_or_else(|| not_found_container(&req.id))?;
         let faults = container.faults;
         if faults.has(Fault::PauseNoop) {
             return Ok(());
         }
         if pause {
             match container.init.phase {
-                Phase::Created => {
-                    return Err(rpc_err(
-                        Code::FAILED_PRECONDITION,
-                        "cannot pause task in created state",
-                    ))
-                }
-                Phase::Stopped => {
-                    return Err(rpc_err(
-                        Code::FAILED_PRECONDITION,
-                        "cannot pause task in stopped state",
-                    ))
-                }
+                Phase::Created => return Err(rpc_err(Code::FAILED_PRECONDITION, "cannot pause task in created state")),
+                Phase::Stopped => return Err(rpc_err(Code::FAILED_PRECONDITION, "cannot pause task in stopped state")),
                 Phase::Running if container.paused => {
                     return Err(rpc_err(Code::FAILED_PRECONDITION, "task is already paused"))
                 }
@@ -1771,28 +1487,19 @@ impl TaskService {
             if !faults.has(Fault::NoPauseEvents) {
                 self.publish(
                     topics::TASK_PAUSED_EVENT_TOPIC,
-                    TaskPaused {
-                        container_id: container.event_id(),
-                        ..Default::default()
-                    },
+                    TaskPaused { container_id: container.event_id(), ..Default::default() },
                 );
             }
         } else {
             if !container.paused {
-                return Err(rpc_err(
-                    Code::FAILED_PRECONDITION,
-                    "cannot resume a task that is not paused",
-                ));
+                return Err(rpc_err(Code::FAILED_PRECONDITION, "cannot resume a task that is not paused"));
             }
             container.signal_all(libc::SIGCONT).map_err(signal_error)?;
             container.paused = false;
             if !faults.has(Fault::NoPauseEvents) {
                 self.publish(
                     topics::TASK_RESUMED_EVENT_TOPIC,
-                    TaskResumed {
-                        container_id: container.event_id(),
-                        ..Default::default()
-                    },
+                    TaskResumed { container_id: container.event_id(), ..Default::default() },
                 );
             }
         }
@@ -1801,10 +1508,7 @@ impl TaskService {
 
     fn do_stats(&self, req: &api::StatsRequest) -> R<api::StatsResponse> {
         let st = self.lock();
-        let container = st
-            .containers
-            .get(&req.id)
-            .ok_or_else(|| not_found_container(&req.id))?;
+        let container = st.containers.get(&req.id).ok_or_else(|| not_found_container(&req.id))?;
         let stats = if container.faults.has(Fault::StatsGarbage) {
             Any {
                 type_url: "shimcompat.mock/Garbage".to_string(),
@@ -1813,35 +1517,22 @@ impl TaskService {
             }
         } else {
             let pids = container.live_pids();
-            let (rss, cpu_ns) = pids
-                .iter()
-                .map(|pid| proc::usage(*pid))
-                .fold((0u64, 0u64), |(m, c), (pm, pc)| (m + pm, c + pc));
+            let (rss, cpu_ns) =
+                pids.iter().map(|pid| proc::usage(*pid)).fold((0u64, 0u64), |(m, c), (pm, pc)| (m + pm, c + pc));
             let metrics = Metrics {
-                pids: MessageField::some(PidsStat {
-                    current: pids.len() as u64,
-                    limit: 0,
-                    ..Default::default()
-                }),
+                pids: MessageField::some(PidsStat { current: pids.len() as u64, limit: 0, ..Default::default() }),
                 // Every message present, as a cgroup v1 runtime fills them: clients such as dockerd read
                 // memory.swap, cpu.throttling, blkio without checking for absence.
                 memory: MessageField::some(MemoryStat {
                     rss,
-                    usage: MessageField::some(MemoryEntry {
-                        usage: rss,
-                        ..Default::default()
-                    }),
+                    usage: MessageField::some(MemoryEntry { usage: rss, ..Default::default() }),
                     swap: MessageField::some(MemoryEntry::default()),
                     kernel: MessageField::some(MemoryEntry::default()),
                     kernel_tcp: MessageField::some(MemoryEntry::default()),
                     ..Default::default()
                 }),
                 cpu: MessageField::some(CPUStat {
-                    usage: MessageField::some(CPUUsage {
-                        total: cpu_ns,
-                        per_cpu: vec![cpu_ns],
-                        ..Default::default()
-                    }),
+                    usage: MessageField::some(CPUUsage { total: cpu_ns, per_cpu: vec![cpu_ns], ..Default::default() }),
                     throttling: MessageField::some(Throttle::default()),
                     ..Default::default()
                 }),
@@ -1850,24 +1541,16 @@ impl TaskService {
             };
             Any {
                 type_url: Metrics::descriptor().full_name().to_string(),
-                value: metrics
-                    .write_to_bytes()
-                    .map_err(|e| rpc_err(Code::INTERNAL, e.to_string()))?,
+                value: metrics.write_to_bytes().map_err(|e| rpc_err(Code::INTERNAL, e.to_string()))?,
                 ..Default::default()
             }
         };
-        Ok(api::StatsResponse {
-            stats: MessageField::some(stats),
-            ..Default::default()
-        })
+        Ok(api::StatsResponse { stats: MessageField::some(stats), ..Default::default() })
     }
 
     fn do_update(&self, req: &api::UpdateTaskRequest) -> R<()> {
         let mut st = self.lock();
-        let container = st
-            .containers
-            .get_mut(&req.id)
-            .ok_or_else(|| not_found_container(&req.id))?;
+        let container = st.containers.get_mut(&req.id).ok_or_else(|| not_found_container(&req.id))?;
         if container.faults.has(Fault::UpdateFails) {
             return Err(rpc_err(Code::UNKNOWN, "update-fails: update refused"));
         }
@@ -1877,10 +1560,7 @@ impl TaskService {
 
     fn do_checkpoint(&self, req: &api::CheckpointTaskRequest) -> R<()> {
         let st = self.lock();
-        let container = st
-            .containers
-            .get(&req.id)
-            .ok_or_else(|| not_found_container(&req.id))?;
+        let container = st.containers.get(&req.id).ok_or_else(|| not_found_container(&req.id))?;
         if req.path.is_empty() {
             return Err(rpc_err(Code::INVALID_ARGUMENT, "checkpoint path is empty"));
         }
@@ -1899,32 +1579,18 @@ impl TaskService {
         let dir = Path::new(&req.path);
         fs::create_dir_all(dir)
             .and_then(|_| fs::write(dir.join("mock-checkpoint.json"), description.to_string()))
-            .map_err(|e| {
-                rpc_err(
-                    Code::UNKNOWN,
-                    format!("write checkpoint in {}: {e}", req.path),
-                )
-            })?;
+            .map_err(|e| rpc_err(Code::UNKNOWN, format!("write checkpoint in {}: {e}", req.path)))?;
         self.publish(
             topics::TASK_CHECKPOINTED_EVENT_TOPIC,
-            TaskCheckpointed {
-                container_id: container.event_id(),
-                checkpoint: req.path.clone(),
-                ..Default::default()
-            },
+            TaskCheckpointed { container_id: container.event_id(), checkpoint: req.path.clone(), ..Default::default() },
         );
         Ok(())
     }
 
     fn do_resize(&self, req: &api::ResizePtyRequest) -> R<()> {
         let st = self.lock();
-        let container = st
-            .containers
-            .get(&req.id)
-            .ok_or_else(|| not_found_container(&req.id))?;
-        let process = container
-            .process(&req.exec_id)
-            .ok_or_else(|| not_found_process(&req.exec_id))?;
+        let container = st.containers.get(&req.id).ok_or_else(|| not_found_container(&req.id))?;
+        let process = container.process(&req.exec_id).ok_or_else(|| not_found_process(&req.exec_id))?;
         if req.width == 0 && req.height == 0 && container.faults.has(Fault::ResizeZeroRefused) {
             return Err(rpc_err(Code::INVALID_ARGUMENT, "invalid window size 0x0"));
         }
@@ -1934,22 +1600,16 @@ impl TaskService {
             return Ok(());
         }
         if let Some(master) = &process.io.pty_master {
-            stdio::resize(master, req.width, req.height)
-                .map_err(|e| rpc_err(Code::UNKNOWN, e.to_string()))?;
+            stdio::resize(master, req.width, req.height).map_err(|e| rpc_err(Code::UNKNOWN, e.to_string()))?;
         }
         Ok(())
     }
 
     fn do_close_io(&self, req: &api::CloseIORequest) -> R<()> {
         let mut st = self.lock();
-        let container = st
-            .containers
-            .get_mut(&req.id)
-            .ok_or_else(|| not_found_container(&req.id))?;
+        let container = st.containers.get_mut(&req.id).ok_or_else(|| not_found_container(&req.id))?;
         let faults = container.faults;
-        let process = container
-            .process_mut(&req.exec_id)
-            .ok_or_else(|| not_found_process(&req.exec_id))?;
+        let process = container.process_mut(&req.exec_id).ok_or_else(|| not_found_process(&req.exec_id))?;
         if process.terminal && faults.has(Fault::CloseioTerminalFails) {
             return Err(rpc_err(
                 Code::FAILED_PRECONDITION,
@@ -1967,20 +1627,12 @@ impl TaskService {
 
 #[async_trait]
 impl Task for TaskService {
-    async fn state(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::StateRequest,
-    ) -> ttrpc::Result<api::StateResponse> {
+    async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> ttrpc::Result<api::StateResponse> {
         let (faults, gate) = self.prologue("State", &req.id, true);
         self.finish("State", faults, gate.and_then(|_| self.do_state(&req)))
     }
 
-    async fn create(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::CreateTaskRequest,
-    ) -> ttrpc::Result<api::CreateTaskResponse> {
+    async fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> ttrpc::Result<api::CreateTaskResponse> {
         let (faults, gate) = self.prologue("Create", &req.id, false);
         if let Err(e) = gate {
             return self.finish("Create", faults, Err(e));
@@ -1991,11 +1643,7 @@ impl Task for TaskService {
         }
     }
 
-    async fn start(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::StartRequest,
-    ) -> ttrpc::Result<api::StartResponse> {
+    async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> ttrpc::Result<api::StartResponse> {
         let (faults, gate) = self.prologue("Start", &req.id, true);
         if let Err(e) = gate {
             return self.finish("Start", faults, Err(e));
@@ -2010,22 +1658,14 @@ impl Task for TaskService {
         let (_in_flight, concurrent) = InFlight::enter(&self.inner.exec_in_flight);
         if faults.has(Fault::ConcurrentExecFails) {
             if concurrent {
-                return self.finish(
-                    "Start",
-                    faults,
-                    Err(rpc_err(Code::UNAVAILABLE, "another exec is in flight")),
-                );
+                return self.finish("Start", faults, Err(rpc_err(Code::UNAVAILABLE, "another exec is in flight")));
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         self.finish("Start", faults, self.do_start(&req))
     }
 
-    async fn delete(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::DeleteRequest,
-    ) -> ttrpc::Result<api::DeleteResponse> {
+    async fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> ttrpc::Result<api::DeleteResponse> {
         let (faults, gate) = self.prologue("Delete", &req.id, true);
         if let Err(e) = gate {
             return self.finish("Delete", faults, Err(e));
@@ -2034,67 +1674,33 @@ impl Task for TaskService {
         self.finish("Delete", faults, result)
     }
 
-    async fn pids(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::PidsRequest,
-    ) -> ttrpc::Result<api::PidsResponse> {
+    async fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> ttrpc::Result<api::PidsResponse> {
         let (faults, gate) = self.prologue("Pids", &req.id, true);
         self.finish("Pids", faults, gate.and_then(|_| self.do_pids(&req)))
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> ttrpc::Result<Empty> {
         let (faults, gate) = self.prologue("Pause", &req.id, true);
-        self.finish(
-            "Pause",
-            faults,
-            gate.and_then(|_| self.do_pause(&req, true))
-                .map(|_| Empty::new()),
-        )
+        self.finish("Pause", faults, gate.and_then(|_| self.do_pause(&req, true)).map(|_| Empty::new()))
     }
 
     async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> ttrpc::Result<Empty> {
         let (faults, gate) = self.prologue("Resume", &req.id, true);
-        let as_pause = api::PauseRequest {
-            id: req.id.clone(),
-            ..Default::default()
-        };
-        self.finish(
-            "Resume",
-            faults,
-            gate.and_then(|_| self.do_pause(&as_pause, false))
-                .map(|_| Empty::new()),
-        )
+        let as_pause = api::PauseRequest { id: req.id.clone(), ..Default::default() };
+        self.finish("Resume", faults, gate.and_then(|_| self.do_pause(&as_pause, false)).map(|_| Empty::new()))
     }
 
-    async fn checkpoint(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::CheckpointTaskRequest,
-    ) -> ttrpc::Result<Empty> {
+    async fn checkpoint(&self, _ctx: &TtrpcContext, req: api::CheckpointTaskRequest) -> ttrpc::Result<Empty> {
         let (faults, gate) = self.prologue("Checkpoint", &req.id, true);
-        self.finish(
-            "Checkpoint",
-            faults,
-            gate.and_then(|_| self.do_checkpoint(&req))
-                .map(|_| Empty::new()),
-        )
+        self.finish("Checkpoint", faults, gate.and_then(|_| self.do_checkpoint(&req)).map(|_| Empty::new()))
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<Empty> {
         let (faults, gate) = self.prologue("Kill", &req.id, true);
-        self.finish(
-            "Kill",
-            faults,
-            gate.and_then(|_| self.do_kill(&req)).map(|_| Empty::new()),
-        )
+        self.finish("Kill", faults, gate.and_then(|_| self.do_kill(&req)).map(|_| Empty::new()))
     }
 
-    async fn exec(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::ExecProcessRequest,
-    ) -> ttrpc::Result<Empty> {
+    async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> ttrpc::Result<Empty> {
         let (faults, gate) = self.prologue("Exec", &req.id, true);
         if let Err(e) = gate {
             return self.finish("Exec", faults, Err(e));
@@ -2102,64 +1708,29 @@ impl Task for TaskService {
         let (_in_flight, concurrent) = InFlight::enter(&self.inner.exec_in_flight);
         if faults.has(Fault::ConcurrentExecFails) {
             if concurrent {
-                return self.finish(
-                    "Exec",
-                    faults,
-                    Err(rpc_err(Code::UNAVAILABLE, "another exec is in flight")),
-                );
+                return self.finish("Exec", faults, Err(rpc_err(Code::UNAVAILABLE, "another exec is in flight")));
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         self.finish("Exec", faults, self.do_exec(&req).map(|_| Empty::new()))
     }
 
-    async fn resize_pty(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::ResizePtyRequest,
-    ) -> ttrpc::Result<Empty> {
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
         let (faults, gate) = self.prologue("ResizePty", &req.id, true);
-        self.finish(
-            "ResizePty",
-            faults,
-            gate.and_then(|_| self.do_resize(&req))
-                .map(|_| Empty::new()),
-        )
+        self.finish("ResizePty", faults, gate.and_then(|_| self.do_resize(&req)).map(|_| Empty::new()))
     }
 
-    async fn close_io(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::CloseIORequest,
-    ) -> ttrpc::Result<Empty> {
+    async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> ttrpc::Result<Empty> {
         let (faults, gate) = self.prologue("CloseIO", &req.id, true);
-        self.finish(
-            "CloseIO",
-            faults,
-            gate.and_then(|_| self.do_close_io(&req))
-                .map(|_| Empty::new()),
-        )
+        self.finish("CloseIO", faults, gate.and_then(|_| self.do_close_io(&req)).map(|_| Empty::new()))
     }
 
-    async fn update(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::UpdateTaskRequest,
-    ) -> ttrpc::Result<Empty> {
+    async fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
         let (faults, gate) = self.prologue("Update", &req.id, true);
-        self.finish(
-            "Update",
-            faults,
-            gate.and_then(|_| self.do_update(&req))
-                .map(|_| Empty::new()),
-        )
+        self.finish("Update", faults, gate.and_then(|_| self.do_update(&req)).map(|_| Empty::new()))
     }
 
-    async fn wait(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::WaitRequest,
-    ) -> ttrpc::Result<api::WaitResponse> {
+    async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> ttrpc::Result<api::WaitResponse> {
         let (faults, gate) = self.prologue("Wait", &req.id, true);
         if let Err(e) = gate {
             return self.finish("Wait", faults, Err(e));
@@ -2168,20 +1739,12 @@ impl Task for TaskService {
         self.finish("Wait", faults, result)
     }
 
-    async fn stats(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::StatsRequest,
-    ) -> ttrpc::Result<api::StatsResponse> {
+    async fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
         let (faults, gate) = self.prologue("Stats", &req.id, true);
         self.finish("Stats", faults, gate.and_then(|_| self.do_stats(&req)))
     }
 
-    async fn connect(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::ConnectRequest,
-    ) -> ttrpc::Result<api::ConnectResponse> {
+    async fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> ttrpc::Result<api::ConnectResponse> {
         // Like runc: an unknown id is not an error here, the task pid is just 0.
         let (faults, gate) = self.prologue("Connect", &req.id, false);
         let task_pid = self
@@ -2191,43 +1754,26 @@ impl Task for TaskService {
             .map(|c| c.init.pid as u32 + c.faults.has(Fault::ConnectWrongTaskPid) as u32)
             .unwrap_or(0);
         let shim_pid = std::process::id() + faults.has(Fault::ConnectWrongPid) as u32;
-        let response = api::ConnectResponse {
-            shim_pid,
-            task_pid,
-            version: "mock".to_string(),
-            ..Default::default()
-        };
+        let response = api::ConnectResponse { shim_pid, task_pid, version: "mock".to_string(), ..Default::default() };
         self.finish("Connect", faults, gate.map(|_| response))
     }
 
-    async fn shutdown(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::ShutdownRequest,
-    ) -> ttrpc::Result<Empty> {
+    async fn shutdown(&self, _ctx: &TtrpcContext, req: api::ShutdownRequest) -> ttrpc::Result<Empty> {
         let (faults, gate) = self.prologue("Shutdown", &req.id, false);
         if let Err(e) = gate {
             return self.finish("Shutdown", faults, Err(e));
         }
         let st = self.lock();
-        let faults = st
-            .containers
-            .values()
-            .fold(st.seen, |all, c| all.union(c.faults));
+        let faults = st.containers.values().fold(st.seen, |all, c| all.union(c.faults));
         if faults.has(Fault::ShutdownIgnored) {
             warn!("shutdown-ignored: staying up");
             return Ok(Empty::new());
         }
         if !st.containers.is_empty() && !faults.has(Fault::ShutdownWithTaskExits) {
-            info!(
-                "shutdown: {} container(s) left, staying up",
-                st.containers.len()
-            );
+            info!("shutdown: {} container(s) left, staying up", st.containers.len());
             return Ok(Empty::new());
         }
-        self.inner
-            .leave_socket
-            .store(faults.has(Fault::ShutdownLeavesSocket), Ordering::SeqCst);
+        self.inner.leave_socket.store(faults.has(Fault::ShutdownLeavesSocket), Ordering::SeqCst);
         info!("shutdown: exiting");
         self.inner.exit.signal();
         Ok(Empty::new())

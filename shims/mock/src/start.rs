@@ -38,10 +38,7 @@ pub const TASK_V2: &str = "containerd.task.v2.Task";
 /// (exec the -publish-binary for each event, as older shims do).
 pub const PUBLISH_MODE_ENV: &str = "SHIMCOMPAT_MOCK_PUBLISH";
 pub const TASK_V3: &str = "containerd.task.v3.Task";
-const GROUP_LABELS: [&str; 2] = [
-    "io.containerd.runc.v2.group",
-    "io.kubernetes.cri.sandbox-id",
-];
+const GROUP_LABELS: [&str; 2] = ["io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"];
 /// Same bound as containerd and the crate.
 const MAX_INPUT_SIZE: u64 = 10 << 20;
 
@@ -60,11 +57,7 @@ fn read_stdin() -> Result<Vec<u8>, String> {
         return Ok(Vec::new());
     }
     let mut input = Vec::new();
-    stdin
-        .lock()
-        .take(MAX_INPUT_SIZE)
-        .read_to_end(&mut input)
-        .map_err(|e| format!("read stdin: {e}"))?;
+    stdin.lock().take(MAX_INPUT_SIZE).read_to_end(&mut input).map_err(|e| format!("read stdin: {e}"))?;
     Ok(input)
 }
 
@@ -76,9 +69,7 @@ fn parse_start_input(input: &[u8], flags: &Flags) -> Result<(BootstrapParams, Pr
         None
     } else {
         match BootstrapParams::parse_from_bytes(input) {
-            Ok(params) if params.instance_id == flags.id && params.namespace == flags.namespace => {
-                Some(params)
-            }
+            Ok(params) if params.instance_id == flags.id && params.namespace == flags.namespace => Some(params),
             Ok(params) => {
                 let identity_only = BootstrapParams {
                     instance_id: params.instance_id.clone(),
@@ -112,10 +103,7 @@ fn parse_start_input(input: &[u8], flags: &Flags) -> Result<(BootstrapParams, Pr
             }
             if let Ok(any) = Any::parse_from_bytes(input) {
                 if !any.type_url.is_empty() {
-                    params.extensions.push(Extension {
-                        value: Some(any).into(),
-                        ..Default::default()
-                    });
+                    params.extensions.push(Extension { value: Some(any).into(), ..Default::default() });
                 }
             }
             (params, Protocol::Legacy)
@@ -153,10 +141,7 @@ fn grouping(id: &str) -> Result<(String, Faults), String> {
         .find_map(|label| annotations.get(*label).filter(|v| !v.is_empty()).cloned())
         .unwrap_or_else(|| id.to_string());
     if faults.has(Fault::StartNewAddress) {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
         grouping = format!("{grouping}-{}-{nanos}", std::process::id());
     }
     Ok((grouping, faults))
@@ -167,7 +152,8 @@ fn grouping(id: &str) -> Result<(String, Faults), String> {
 fn writable_socket_address(address: String) -> String {
     let path = Path::new(socket_path(&address));
     let Some(dir) = path.parent() else { return address };
-    let usable = std::fs::create_dir_all(dir).is_ok() && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok();
+    let usable =
+        std::fs::create_dir_all(dir).is_ok() && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok();
     if usable {
         return address;
     }
@@ -199,20 +185,16 @@ fn write_address_file(address: &str) -> std::io::Result<()> {
 fn spawn_server(opts: &StartOpts, address: &str) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
     let mut command = Command::new(exe);
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .args([
-            "-namespace",
-            &opts.namespace,
-            "-id",
-            &opts.id,
-            "-address",
-            &opts.address,
-            "-socket",
-            address,
-        ]);
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).args([
+        "-namespace",
+        &opts.namespace,
+        "-id",
+        &opts.id,
+        "-address",
+        &opts.address,
+        "-socket",
+        address,
+    ]);
     if opts.debug {
         command.arg("-debug");
     }
@@ -224,12 +206,7 @@ fn spawn_server(opts: &StartOpts, address: &str) -> Result<(), String> {
         command.env("TTRPC_ADDRESS", &opts.ttrpc_address);
     }
     let mut child = command.spawn().map_err(|e| format!("spawn shim server: {e}"))?;
-    let shim_cgroup = opts
-        .extension::<Options>()
-        .ok()
-        .flatten()
-        .map(|o| o.shim_cgroup)
-        .unwrap_or_default();
+    let shim_cgroup = opts.extension::<Options>().ok().flatten().map(|o| o.shim_cgroup).unwrap_or_default();
     if let Err(e) = containerd_shim::cgroup::set_cgroup_and_oom_score(child.id(), &shim_cgroup) {
         let _ = child.kill();
         let _ = child.wait();
@@ -250,11 +227,7 @@ fn spawn_server(opts: &StartOpts, address: &str) -> Result<(), String> {
 /// The `start` action. Prints only the reply on stdout and nothing on stderr unless it fails.
 pub fn start(args: &[String], flags: &Flags) -> Result<(), String> {
     let input = read_stdin()?;
-    trace::exec(
-        "start",
-        args,
-        trace::stdin_shape(Some(&input), &flags.id, &flags.namespace),
-    );
+    trace::exec("start", args, trace::stdin_shape(Some(&input), &flags.id, &flags.namespace));
     let (params, protocol) = parse_start_input(&input, flags)?;
     let opts = StartOpts::from(params);
     let (grouping, faults) = grouping(&opts.id)?;
@@ -271,24 +244,21 @@ pub fn start(args: &[String], flags: &Flags) -> Result<(), String> {
             format!(r#"{{"version":3,"address":"{address}","protocol":"ttrpc"}}"#).into_bytes()
         }
         Protocol::Legacy => address.into_bytes(),
-        Protocol::Bootstrap => BootstrapResult {
-            version: 3,
-            address,
-            protocol: "ttrpc".to_string(),
-            ..Default::default()
+        Protocol::Bootstrap => {
+            BootstrapResult { version: 3, address, protocol: "ttrpc".to_string(), ..Default::default() }
+                .write_to_bytes()
+                .map_err(|e| format!("encode BootstrapResult: {e}"))?
         }
-        .write_to_bytes()
-        .map_err(|e| format!("encode BootstrapResult: {e}"))?,
     };
     if faults.has(Fault::StartStderrNoise) {
         // A log line on stderr while `start` runs: containerd reads stdout and stderr combined.
-        eprintln!("time=\"{}\" level=info msg=\"mock: starting\"", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs());
+        eprintln!(
+            "time=\"{}\" level=info msg=\"mock: starting\"",
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs()
+        );
     }
     let mut stdout = std::io::stdout();
-    stdout
-        .write_all(&reply)
-        .and_then(|_| stdout.flush())
-        .map_err(|e| format!("write stdout: {e}"))
+    stdout.write_all(&reply).and_then(|_| stdout.flush()).map_err(|e| format!("write stdout: {e}"))
 }
 
 /// The Task service under both names.
@@ -351,45 +321,26 @@ async fn reap(mut signals: Vec<tokio::signal::unix::Signal>) {
 pub async fn serve(flags: Flags) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     // Before any child exists, so no exit is missed.
-    let signals = [
-        libc::SIGTERM,
-        libc::SIGINT,
-        libc::SIGPIPE,
-        libc::SIGCHLD,
-    ]
-    .iter()
-    .map(|s| signal(SignalKind::from_raw(*s)))
-    .collect::<std::io::Result<Vec<_>>>()
-    .map_err(|e| format!("signal setup: {e}"))?;
+    let signals = [libc::SIGTERM, libc::SIGINT, libc::SIGPIPE, libc::SIGCHLD]
+        .iter()
+        .map(|s| signal(SignalKind::from_raw(*s)))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| format!("signal setup: {e}"))?;
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(format!(
-            "set subreaper: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(format!("set subreaper: {}", std::io::Error::last_os_error()));
     }
     let mut config = Config::default();
-    containerd_shim::logger::init(
-        flags.debug,
-        &config.default_log_level,
-        &flags.namespace,
-        &flags.id,
-    )
-    .map_err(|e| e.to_string())?;
-    let ttrpc_address =
-        std::env::var("TTRPC_ADDRESS").map_err(|_| "TTRPC_ADDRESS is not set".to_string())?;
+    containerd_shim::logger::init(flags.debug, &config.default_log_level, &flags.namespace, &flags.id)
+        .map_err(|e| e.to_string())?;
+    let ttrpc_address = std::env::var("TTRPC_ADDRESS").map_err(|_| "TTRPC_ADDRESS is not set".to_string())?;
     let mut shim = MockShim::new(RUNTIME_ID, &flags, &mut config).await;
     let task = match std::env::var(PUBLISH_MODE_ENV).as_deref() {
         // Publish as older shims do: exec the -publish-binary for every event, no ttrpc connection of our own.
         Ok("binary") => {
             if flags.publish_binary.is_empty() {
-                return Err(format!(
-                    "{PUBLISH_MODE_ENV}=binary, but `start` was given no -publish-binary"
-                ));
+                return Err(format!("{PUBLISH_MODE_ENV}=binary, but `start` was given no -publish-binary"));
             }
-            let publisher = Publisher::Binary {
-                binary: flags.publish_binary.clone(),
-                address: flags.address.clone(),
-            };
+            let publisher = Publisher::Binary { binary: flags.publish_binary.clone(), address: flags.address.clone() };
             shim.task_service(publisher).await
         }
         Ok("") | Ok("ttrpc") | Err(_) => {
@@ -410,8 +361,7 @@ pub async fn serve(flags: Flags) -> Result<(), String> {
             // Another server of this group won the race: if it serves, join it.
             for _ in 0..200 {
                 if socket_serving(&flags.socket) {
-                    write_address_file(&flags.socket)
-                        .map_err(|e| format!("write address file: {e}"))?;
+                    write_address_file(&flags.socket).map_err(|e| format!("write address file: {e}"))?;
                     signal_started();
                     return Ok(());
                 }
@@ -422,20 +372,13 @@ pub async fn serve(flags: Flags) -> Result<(), String> {
         }
         Err(e) => return Err(format!("listen on {}: {e}", flags.socket)),
     };
-    let listener =
-        Listener::try_from(listener).map_err(|e| format!("ttrpc listener: {e}"))?;
+    let listener = Listener::try_from(listener).map_err(|e| format!("ttrpc listener: {e}"))?;
     let mut server = Server::new()
         .add_listener(listener)
         .register_service(task_services(task, crate::cwd_faults().0.has(Fault::ServeV3Only)));
-    server
-        .start()
-        .await
-        .map_err(|e| format!("start ttrpc server: {e}"))?;
+    server.start().await.map_err(|e| format!("start ttrpc server: {e}"))?;
     signal_started();
-    info!(
-        "mock shim {} serving {TASK_V2} and {TASK_V3} on {}",
-        flags.id, flags.socket
-    );
+    info!("mock shim {} serving {TASK_V2} and {TASK_V3} on {}", flags.id, flags.socket);
     tokio::spawn(reap(signals));
     shim.wait().await;
     info!("shutting down");

@@ -89,17 +89,11 @@ impl Drop for IoHandles {
 }
 
 fn dev_null() -> io::Result<OwnedFd> {
-    Ok(OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")?
-        .into())
+    Ok(OpenOptions::new().read(true).write(true).open("/dev/null")?.into())
 }
 
 fn strip_scheme(path: &str) -> &str {
-    path.strip_prefix("fifo://")
-        .or_else(|| path.strip_prefix("file://"))
-        .unwrap_or(path)
+    path.strip_prefix("fifo://").or_else(|| path.strip_prefix("file://")).unwrap_or(path)
 }
 
 /// Opens an output path: a fifo read-write (never blocks on a missing reader), anything else for appending
@@ -117,17 +111,12 @@ fn open_output(path: &str) -> io::Result<File> {
 fn open_stdin_fifo(path: &str) -> io::Result<pipe::Receiver> {
     // Read-write, as the runc shim holds a writer of its own: the caller closing its end is not EOF for the
     // process; CloseIO is. Non-blocking: the open must not wait for the caller. tokio only takes fifos here.
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(strip_scheme(path))?;
+    let file = OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK).open(strip_scheme(path))?;
     pipe::Receiver::from_file(file)
 }
 
 fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (read, write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     Ok((read, write))
 }
 
@@ -214,19 +203,13 @@ fn start_logger(uri: &str, namespace: &str, id: &str) -> io::Result<(File, File,
             Ok(())
         });
     }
-    let child = command
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("start logging binary {path}: {e}")))?;
+    let child = command.spawn().map_err(|e| io::Error::new(e.kind(), format!("start logging binary {path}: {e}")))?;
     let pid = child.id() as i32;
     // The shim's reaper collects it; std must not.
     drop(child);
     drop(child_fds);
     // Ready when the logger writes a byte or closes fd 5.
-    let mut pfd = libc::pollfd {
-        fd: ready_read.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut pfd = libc::pollfd { fd: ready_read.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     let n = unsafe { libc::poll(&mut pfd, 1, 10_000) };
     if n <= 0 {
         let _ = crate::proc::send_signal(pid, libc::SIGKILL);
@@ -250,11 +233,7 @@ fn open_file_uri(uri: &str, no_create: bool) -> io::Result<File> {
     if let Some(dir) = std::path::Path::new(&path).parent() {
         std::fs::create_dir_all(dir)?;
     }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o644)
-        .open(&path)
+    OpenOptions::new().create(true).append(true).mode(0o644).open(&path)
 }
 
 /// Where stdout and stderr go: (stdout, stderr), `None` for /dev/null. stdout's scheme decides for both.
@@ -298,12 +277,7 @@ fn outputs(
             };
             (out, err)
         }
-        other => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("unknown STDIO scheme {other}"),
-            ))
-        }
+        other => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("unknown STDIO scheme {other}"))),
     };
     let out = if req.drop_stdout { None } else { out };
     Ok((out, err))
@@ -355,22 +329,10 @@ pub fn setup(req: &IoRequest, namespace: &str, id: &str) -> io::Result<(ChildStd
         }
     };
 
-    Ok((
-        ChildStdio {
-            stdin,
-            stdout,
-            stderr,
-            tty: false,
-        },
-        handles,
-    ))
+    Ok((ChildStdio { stdin, stdout, stderr, tty: false }, handles))
 }
 
-fn setup_terminal(
-    req: &IoRequest,
-    stdout: Option<File>,
-    handles: IoHandles,
-) -> io::Result<(ChildStdio, IoHandles)> {
+fn setup_terminal(req: &IoRequest, stdout: Option<File>, handles: IoHandles) -> io::Result<(ChildStdio, IoHandles)> {
     let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
     for fd in [pty.master.as_raw_fd(), pty.slave.as_raw_fd()] {
         unsafe {
@@ -379,11 +341,7 @@ fn setup_terminal(
     }
     unsafe {
         let flags = libc::fcntl(pty.master.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(
-            pty.master.as_raw_fd(),
-            libc::F_SETFL,
-            flags | libc::O_NONBLOCK,
-        );
+        libc::fcntl(pty.master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
     }
     // SAFETY: the master is an OwnedFd moved into the AsyncFd, so it stays open while registered.
     let master = Arc::new(unsafe { AsyncFd::register(pty.master) }.map_err(|e| e.into_parts().1)?);
@@ -398,20 +356,11 @@ fn setup_terminal(
     tokio::spawn(copy_from_master(master, stdout, req.stdout_limit));
 
     let slave = pty.slave;
-    let child = ChildStdio {
-        stdin: slave.try_clone()?,
-        stdout: slave.try_clone()?,
-        stderr: slave,
-        tty: true,
-    };
+    let child = ChildStdio { stdin: slave.try_clone()?, stdout: slave.try_clone()?, stderr: slave, tty: true };
     Ok((child, handles))
 }
 
-async fn copy_stdin(
-    mut from: pipe::Receiver,
-    mut to: pipe::Sender,
-    mut close: oneshot::Receiver<()>,
-) {
+async fn copy_stdin(mut from: pipe::Receiver, mut to: pipe::Sender, mut close: oneshot::Receiver<()>) {
     let mut buf = vec![0u8; 32 * 1024];
     // CloseIO ends the input as the runc shim's does: it drops the shim's own writer, so what the caller wrote
     // before is still delivered, then the process sees EOF. The fifo is open read-write here, so "drained" is
@@ -504,11 +453,7 @@ fn make_async_writer(file: File) -> io::Result<AsyncOut> {
     }
 }
 
-async fn copy_to_master(
-    mut from: pipe::Receiver,
-    master: Arc<AsyncFd<OwnedFd>>,
-    mut close: oneshot::Receiver<()>,
-) {
+async fn copy_to_master(mut from: pipe::Receiver, master: Arc<AsyncFd<OwnedFd>>, mut close: oneshot::Receiver<()>) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         let n = tokio::select! {
@@ -567,9 +512,8 @@ async fn copy_from_master(master: Arc<AsyncFd<OwnedFd>>, to: Option<File>, limit
         let Ok(mut guard) = master.readable().await else {
             break;
         };
-        let n = match guard.try_io(|fd| {
-            nix::unistd::read(fd.get_ref().as_raw_fd(), &mut buf).map_err(io::Error::from)
-        }) {
+        let n = match guard.try_io(|fd| nix::unistd::read(fd.get_ref().as_raw_fd(), &mut buf).map_err(io::Error::from))
+        {
             // EIO: every holder of the slave is gone.
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => n,

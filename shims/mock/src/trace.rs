@@ -63,11 +63,7 @@ fn append(line: &Value) {
     let Some(path) = trace_path() else { return };
     let mut text = line.to_string();
     text.push('\n');
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o644)
-        .open(path);
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o644).open(path);
     if let Ok(mut file) = file {
         let _ = file.write(text.as_bytes());
     }
@@ -103,11 +99,8 @@ pub fn stdin_shape(input: Option<&[u8]>, id: &str, namespace: &str) -> Value {
         };
         let matches = params.instance_id == id && params.namespace == namespace;
         if matches || params != identity_only {
-            let extensions: Vec<String> = params
-                .extensions
-                .iter()
-                .filter_map(|e| e.value.as_ref().map(|a| a.type_url.clone()))
-                .collect();
+            let extensions: Vec<String> =
+                params.extensions.iter().filter_map(|e| e.value.as_ref().map(|a| a.type_url.clone())).collect();
             return json!({
                 "len": input.len(),
                 "form": "bootstrap-params",
@@ -143,9 +136,7 @@ pub fn exec(action: &str, argv: &[String], stdin: Value) {
     if !enabled() {
         return;
     }
-    let cwd = std::env::current_dir()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+    let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
     append(&json!({
         "kind": "exec",
         "pid": std::process::id(),
@@ -169,11 +160,7 @@ pub fn peek_stdin() -> Option<Vec<u8>> {
     let mut data = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
             return Some(data);
         }
@@ -223,9 +210,8 @@ pub fn shape(message: &dyn MessageDyn) -> Value {
                 if repeated.is_empty() {
                     continue;
                 }
-                let items: Vec<Value> = (0..repeated.len())
-                    .map(|i| scalar_shape(&full_name, &name, repeated.get(i)))
-                    .collect();
+                let items: Vec<Value> =
+                    (0..repeated.len()).map(|i| scalar_shape(&full_name, &name, repeated.get(i))).collect();
                 json!({"count": items.len(), "items": items})
             }
             ReflectFieldRef::Map(map) => {
@@ -275,10 +261,9 @@ fn scalar_shape(message: &str, field: &str, value: ReflectValueRef) -> Value {
             }
         }
         ReflectValueRef::Message(m) => shape(&*m),
-        ReflectValueRef::U32(0)
-        | ReflectValueRef::U64(0)
-        | ReflectValueRef::I32(0)
-        | ReflectValueRef::I64(0) => Value::Null,
+        ReflectValueRef::U32(0) | ReflectValueRef::U64(0) | ReflectValueRef::I32(0) | ReflectValueRef::I64(0) => {
+            Value::Null
+        }
         ReflectValueRef::U32(n) if field == "signal" => json!(n),
         ReflectValueRef::F32(f) if f == 0.0 => Value::Null,
         ReflectValueRef::F64(f) if f == 0.0 => Value::Null,
@@ -322,10 +307,7 @@ fn exec_shape(payload: &[u8]) -> Value {
         return json!({"undecodable": true});
     };
     let mut value = shape(&request);
-    let process = request
-        .spec
-        .as_ref()
-        .and_then(|spec| serde_json::from_slice::<Value>(&spec.value).ok());
+    let process = request.spec.as_ref().and_then(|spec| serde_json::from_slice::<Value>(&spec.value).ok());
     if let (Some(Value::Object(process)), Some(Value::Object(spec_shape))) = (process, value.get_mut("spec")) {
         let keys: Vec<&String> = process.keys().collect();
         spec_shape.insert("process_keys".into(), json!(keys));
@@ -358,11 +340,7 @@ struct Traced {
 
 #[async_trait]
 impl MethodHandler for Traced {
-    async fn handler(
-        &self,
-        ctx: TtrpcContext,
-        req: ttrpc::Request,
-    ) -> ttrpc::Result<ttrpc::Response> {
+    async fn handler(&self, ctx: TtrpcContext, req: ttrpc::Request) -> ttrpc::Result<ttrpc::Response> {
         rpc(&self.service, &self.method, &ctx, &req.payload);
         self.inner.handler(ctx, req).await
     }
@@ -380,11 +358,7 @@ pub fn wrap(services: HashMap<String, Service>) -> HashMap<String, Service> {
                 .methods
                 .into_iter()
                 .map(|(method, inner)| {
-                    let traced = Traced {
-                        service: service_name.clone(),
-                        method: method.clone(),
-                        inner,
-                    };
+                    let traced = Traced { service: service_name.clone(), method: method.clone(), inner };
                     (method, Box::new(traced) as Box<dyn MethodHandler + Send + Sync>)
                 })
                 .collect();

@@ -37,19 +37,13 @@ async fn call<Req: Message, Resp: Message>(
 }
 
 async fn connect_pid(address: &str, service: &str, id: &str) -> ttrpc::Result<i32> {
-    let req = api::ConnectRequest {
-        id: id.to_string(),
-        ..Default::default()
-    };
+    let req = api::ConnectRequest { id: id.to_string(), ..Default::default() };
     let resp: api::ConnectResponse = call(address, service, "Connect", &req).await?;
     Ok(resp.shim_pid as i32)
 }
 
 async fn shutdown(address: &str, service: &str, id: &str) {
-    let req = api::ShutdownRequest {
-        id: id.to_string(),
-        ..Default::default()
-    };
+    let req = api::ShutdownRequest { id: id.to_string(), ..Default::default() };
     let _: ttrpc::Result<containerd_shim_protos::protobuf::well_known_types::empty::Empty> =
         call(address, service, "Shutdown", &req).await;
 }
@@ -59,21 +53,13 @@ async fn legacy_callers_get_a_plain_address_and_v2() {
     let world = World::new().await;
     let options = Any {
         type_url: "containerd.runc.v1.Options".into(),
-        value: Options {
-            binary_name: "runc".into(),
-            ..Default::default()
-        }
-        .write_to_bytes()
-        .unwrap(),
+        value: Options { binary_name: "runc".into(), ..Default::default() }.write_to_bytes().unwrap(),
         ..Default::default()
     }
     .write_to_bytes()
     .unwrap();
     // containerd 1.6 (empty stdin, no MAX_SHIM_VERSION) and 1.7 (options Any, MAX_SHIM_VERSION=2).
-    for (id, stdin, env) in [
-        ("leg16", Vec::new(), vec![]),
-        ("leg17", options, vec![("MAX_SHIM_VERSION", "2")]),
-    ] {
+    for (id, stdin, env) in [("leg16", Vec::new(), vec![]), ("leg17", options, vec![("MAX_SHIM_VERSION", "2")])] {
         let bundle = world.bundle(id, &config(&["/bin/true"], json!({}), false));
         let (status, stdout, stderr) = world.run_start_with(id, &bundle, stdin, &env);
         assert!(status.success(), "{stderr}");
@@ -86,14 +72,9 @@ async fn legacy_callers_get_a_plain_address_and_v2() {
         );
         let written = std::fs::read_to_string(bundle.join("address")).unwrap();
         assert_eq!(written, address, "address file");
-        let pid = connect_pid(&address, "containerd.task.v2.Task", id)
-            .await
-            .expect("v2 Connect");
+        let pid = connect_pid(&address, "containerd.task.v2.Task", id).await.expect("v2 Connect");
         world.track(pid);
-        assert_eq!(
-            connect_pid(&address, "containerd.task.v3.Task", id).await.unwrap(),
-            pid
-        );
+        assert_eq!(connect_pid(&address, "containerd.task.v3.Task", id).await.unwrap(), pid);
         shutdown(&address, "containerd.task.v2.Task", id).await;
         let socket = address.trim_start_matches("unix://").to_string();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -110,13 +91,8 @@ async fn bootstrap_callers_get_v3_and_both_names_serve() {
     let world = World::new().await;
     let bundle = world.bundle("boot1", &config(&["/bin/true"], json!({}), false));
     let shim = world.start("boot1", &bundle).await;
-    assert_eq!(
-        std::fs::read_to_string(bundle.join("address")).unwrap(),
-        shim.address
-    );
-    let v2 = connect_pid(&shim.address, "containerd.task.v2.Task", "boot1")
-        .await
-        .expect("v2 served too");
+    assert_eq!(std::fs::read_to_string(bundle.join("address")).unwrap(), shim.address);
+    let v2 = connect_pid(&shim.address, "containerd.task.v2.Task", "boot1").await.expect("v2 served too");
     assert_eq!(v2, shim.pid);
     // A second start of the same group prints the live address and writes it in its own bundle.
     let group = json!({"io.containerd.runc.v2.group": "pod9"});
@@ -144,9 +120,7 @@ async fn trace_records_invocations_and_rpcs() {
     );
     assert!(status.success(), "{stderr}");
     let result = BootstrapResult::parse_from_bytes(&stdout).unwrap();
-    let pid = connect_pid(&result.address, "containerd.task.v3.Task", "tr1")
-        .await
-        .unwrap();
+    let pid = connect_pid(&result.address, "containerd.task.v3.Task", "tr1").await.unwrap();
     world.track(pid);
     let mut create = create_req("tr1", &bundle);
     create.stdout = "file:///tmp/x.log".into();
@@ -183,8 +157,5 @@ async fn trace_records_invocations_and_rpcs() {
     assert_eq!(create["fields"]["stdout"], "uri:file");
     assert_eq!(create["fields"]["rootfs"]["count"], 1);
     assert_eq!(create["fields"]["rootfs"]["items"][0]["type"], "overlay");
-    assert_eq!(
-        create["fields"]["rootfs"]["items"][0]["options"]["items"],
-        json!(["lowerdir", "ro"])
-    );
+    assert_eq!(create["fields"]["rootfs"]["items"][0]["options"]["items"], json!(["lowerdir", "ro"]));
 }

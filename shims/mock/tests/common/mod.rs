@@ -56,10 +56,7 @@ pub struct Collector {
 impl Events for Collector {
     async fn forward(&self, _ctx: &TtrpcContext, req: api::ForwardRequest) -> ttrpc::Result<Empty> {
         let envelope = req.envelope();
-        self.events
-            .lock()
-            .unwrap()
-            .push((envelope.topic.clone(), envelope.event().clone()));
+        self.events.lock().unwrap().push((envelope.topic.clone(), envelope.event().clone()));
         Ok(Empty::new())
     }
 }
@@ -74,11 +71,7 @@ pub struct Drain {
 impl Drain {
     /// `until_eof`: stop at the first EOF after some writer has been seen (stdio); otherwise run until dropped (log).
     pub fn new(path: &Path, until_eof: bool) -> Drain {
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .expect("open fifo");
+        let file = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).expect("open fifo");
         let data = Arc::new(Mutex::new(Vec::new()));
         let eof = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
@@ -89,11 +82,8 @@ impl Drain {
             let mut seen_data = false;
             while !s.load(Ordering::SeqCst) {
                 // poll suppresses HUP until a writer has come and gone.
-                let mut pfd = libc::pollfd {
-                    fd: std::os::fd::AsRawFd::as_raw_fd(&file),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
+                let mut pfd =
+                    libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&file), events: libc::POLLIN, revents: 0 };
                 let n = unsafe { libc::poll(&mut pfd, 1, 50) };
                 if n <= 0 {
                     continue;
@@ -164,9 +154,7 @@ impl World {
         let mut server = Server::new()
             .bind(&format!("unix://{}", events_path.display()))
             .expect("bind events")
-            .register_service(create_events(
-                collector.clone() as Arc<dyn Events + Send + Sync>
-            ));
+            .register_service(create_events(collector.clone() as Arc<dyn Events + Send + Sync>));
         server.start().await.expect("events server");
         World {
             address_flag: format!("/tmp/mock-test-{}-{n}/containerd.sock", std::process::id()),
@@ -186,14 +174,8 @@ impl World {
         fs::create_dir_all(&bundle).unwrap();
         fs::write(bundle.join("config.json"), config.to_string()).unwrap();
         mkfifo(&bundle.join("log"));
-        self.logs
-            .lock()
-            .unwrap()
-            .push(Drain::new(&bundle.join("log"), false));
-        self.bundles
-            .lock()
-            .unwrap()
-            .push((id.to_string(), bundle.clone()));
+        self.logs.lock().unwrap().push(Drain::new(&bundle.join("log"), false));
+        self.bundles.lock().unwrap().push((id.to_string(), bundle.clone()));
         bundle
     }
 
@@ -204,13 +186,7 @@ impl World {
     }
 
     pub fn log_text(&self) -> String {
-        self.logs
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|d| d.text())
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.logs.lock().unwrap().iter().map(|d| d.text()).collect::<Vec<_>>().join("\n")
     }
 
     /// The BootstrapParams containerd 2.3+ would send for `id` (private socket dir).
@@ -233,11 +209,7 @@ impl World {
     }
 
     /// Runs `start` in the bundle with BootstrapParams; returns (exit status, stdout, stderr).
-    pub fn run_start(
-        &self,
-        id: &str,
-        bundle: &Path,
-    ) -> (std::process::ExitStatus, Vec<u8>, String) {
+    pub fn run_start(&self, id: &str, bundle: &Path) -> (std::process::ExitStatus, Vec<u8>, String) {
         self.run_start_with(id, bundle, self.bootstrap_params(id), &[])
     }
 
@@ -283,11 +255,7 @@ impl World {
             std::thread::sleep(Duration::from_millis(10));
         }
         let out = child.wait_with_output().unwrap();
-        (
-            out.status,
-            out.stdout,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        (out.status, out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     /// Starts a shim for `id` and connects to it.
@@ -297,36 +265,18 @@ impl World {
         let result = BootstrapResult::parse_from_bytes(&stdout).expect("BootstrapResult on stdout");
         assert_eq!(result.version, 3);
         assert_eq!(result.protocol, "ttrpc");
-        let client = Client::connect(&result.address)
-            .await
-            .expect("connect to shim");
+        let client = Client::connect(&result.address).await.expect("connect to shim");
         let task = TaskClient::new(client);
         let connect = task
-            .connect(
-                ctx(),
-                &api::ConnectRequest {
-                    id: id.to_string(),
-                    ..Default::default()
-                },
-            )
+            .connect(ctx(), &api::ConnectRequest { id: id.to_string(), ..Default::default() })
             .await
             .expect("Connect");
         self.shim_pids.lock().unwrap().push(connect.shim_pid as i32);
-        Shim {
-            address: result.address,
-            task,
-            pid: connect.shim_pid as i32,
-        }
+        Shim { address: result.address, task, pid: connect.shim_pid as i32 }
     }
 
     pub fn topics(&self) -> Vec<String> {
-        self.collector
-            .events
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(t, _)| t.clone())
-            .collect()
+        self.collector.events.lock().unwrap().iter().map(|(t, _)| t.clone()).collect()
     }
 
     pub fn events_of<M: MessageFull>(&self, topic: &str) -> Vec<M> {
@@ -357,16 +307,7 @@ impl World {
     /// Runs the `delete` action for a bundle; returns (status, stdout).
     pub fn run_delete(&self, id: &str, bundle: &Path) -> (std::process::ExitStatus, Vec<u8>) {
         let out = Command::new(BIN)
-            .args([
-                "-namespace",
-                NS,
-                "-address",
-                &self.address_flag,
-                "-publish-binary",
-                "/bin/true",
-                "-id",
-                id,
-            ])
+            .args(["-namespace", NS, "-address", &self.address_flag, "-publish-binary", "/bin/true", "-id", id])
             .args(["-bundle", &bundle.display().to_string(), "delete"])
             .current_dir(bundle)
             .env("TTRPC_ADDRESS", &self.events_path)
@@ -427,23 +368,13 @@ impl Shim {
     }
 
     pub fn socket_path(&self) -> PathBuf {
-        PathBuf::from(
-            self.address
-                .strip_prefix("unix://")
-                .unwrap_or(&self.address),
-        )
+        PathBuf::from(self.address.strip_prefix("unix://").unwrap_or(&self.address))
     }
 }
 
 pub fn is_zombie(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
+        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
         .unwrap_or(true)
 }
 
@@ -452,11 +383,7 @@ pub fn pid_alive(pid: i32) -> bool {
 }
 
 pub fn create_req(id: &str, bundle: &Path) -> api::CreateTaskRequest {
-    api::CreateTaskRequest {
-        id: id.to_string(),
-        bundle: bundle.display().to_string(),
-        ..Default::default()
-    }
+    api::CreateTaskRequest { id: id.to_string(), bundle: bundle.display().to_string(), ..Default::default() }
 }
 
 pub fn code_of(e: &ttrpc::Error) -> ttrpc::Code {
