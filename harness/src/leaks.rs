@@ -229,6 +229,21 @@ pub fn remove_cgroup_parents() {
 /// Where a shim that ignores `socket_dir` puts its socket (containerd's own socket directory).
 pub const CONTAINERD_SOCKET_DIR: &str = "/run/containerd/s";
 
+/// Where other container software on the host mounts as it runs containers (Docker, a host containerd's own
+/// bundles and snapshots, the kubelet, network namespaces): mounts appearing there during a run are not counted.
+const OTHER_DAEMONS: &[&str] = &[
+    "/var/lib/docker",
+    "/run/docker",
+    "/var/lib/containerd",
+    "/run/containerd/io.containerd.runtime.v1.linux",
+    "/run/containerd/io.containerd.runtime.v2.task",
+    "/run/containerd/io.containerd.grpc.v1.cri",
+    "/var/lib/kubelet",
+    "/run/netns",
+    "/var/run/netns",
+    "/run/user",
+];
+
 /// The host as a run found it, to tell at the end what appeared outside the run's own directories: mounts (a shim
 /// that mounts outside its bundle) and files in /run/containerd/s (a shim that leaves a stray file there). The run's
 /// own mounts and sockets, and those of other shimcompat runs alive at the time, are not counted.
@@ -272,13 +287,17 @@ impl HostWatch {
         let excluded = |path: &std::path::Path| theirs.iter().any(|t| path.starts_with(t));
         let mut found = Vec::new();
         for (id, point) in mount_table() {
-            if !self.mount_ids.contains(&id) && !excluded(std::path::Path::new(&point)) {
+            let path = std::path::Path::new(&point);
+            if !self.mount_ids.contains(&id) && !excluded(path) && !OTHER_DAEMONS.iter().any(|d| path.starts_with(d)) {
                 found.push(format!("mount {point} appeared during the run, outside its directories (left mounted: not provably the run's)"));
             }
         }
         for name in socket_dir_names() {
             let path = std::path::Path::new(CONTAINERD_SOCKET_DIR).join(&name);
-            if !self.socket_dir.contains(&name) && !excluded(&path) {
+            // A socket something still listens on belongs to a live shim, and every process of this run is gone
+            // by now: another containerd's shim on this host. A dead socket or any other file is a leftover.
+            let live = std::os::unix::net::UnixStream::connect(&path).is_ok();
+            if !self.socket_dir.contains(&name) && !excluded(&path) && !live {
                 found.push(format!(
                     "file {} appeared during the run (left in place: not provably the run's)",
                     path.display()
