@@ -302,15 +302,14 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     });
     let stopped_after = max_fail.filter(|max| failures.load(std::sync::atomic::Ordering::SeqCst) >= *max);
     // The main thread finishes the run, unless the signal thread already gave up waiting and took over.
-    if FINISH
-        .compare_exchange(
-            RUNNING,
-            MAIN_FINISHES,
-            std::sync::atomic::Ordering::SeqCst,
-            std::sync::atomic::Ordering::SeqCst,
-        )
-        .is_err()
-    {
+    // (Another run of this process that finished first left MAIN_FINISHES: that is no reason to stop.)
+    let taken = FINISH.compare_exchange(
+        RUNNING,
+        MAIN_FINISHES,
+        std::sync::atomic::Ordering::SeqCst,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    if taken == Err(SIGNAL_FINISHES) {
         loop {
             std::thread::park();
         }
