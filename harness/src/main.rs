@@ -322,64 +322,36 @@ fn run(mut args: RunArgs) -> ExitCode {
             shimcompat::outln!("candidate {} skipped: {reason}", plan.label());
         }
     }
+    use shimcompat::report::writers::Writer;
+    let writers: Vec<Writer> = [
+        args.report_json.clone().map(Writer::Json),
+        args.junit.clone().map(Writer::Junit),
+        args.markdown.clone().map(Writer::Markdown),
+        args.html.clone().map(Writer::Html),
+        args.badge_dir.clone().map(Writer::BadgeDir),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     // Output files are opened before anything runs: a bad path must not cost the run's results.
-    for path in [&args.report_json, &args.junit, &args.markdown, &args.html].into_iter().flatten() {
+    for path in writers.iter().filter_map(Writer::file) {
         if let Err(e) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
             return usage_error(format!("cannot write {}: {e}", path.display()));
         }
     }
     let named_unavailable =
         !args.candidate.is_empty() && plans.iter().any(|p| matches!(p, Planned::Unavailable { .. }));
-    let config = shimcompat::run::RunConfig {
-        work_base: args.work_dir.clone(),
-        keep: args.keep,
-        silent: false,
-        shim_debug: args.shim_debug,
-    };
-    let report = match shimcompat::run::run(plans, &args.test, &config) {
+    let config =
+        shimcompat::run::RunConfig { work_base: args.work_dir.clone(), keep: args.keep, shim_debug: args.shim_debug };
+    let mut reporters: Vec<Box<dyn shimcompat::report::stream::Reporter>> =
+        vec![Box::new(shimcompat::report::console::Console::new(args.test.format(), args.test.color))];
+    reporters.extend(writers.into_iter().map(|w| Box::new(w) as Box<dyn shimcompat::report::stream::Reporter>));
+    let report = match shimcompat::run::run(plans, &args.test, &config, &mut reporters) {
         Ok(report) => report,
         Err(e) => return usage_error(e),
     };
-    if let Some(path) = &args.report_json {
-        let written = serde_json::to_vec_pretty(&report)
-            .map_err(|e| e.to_string())
-            .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
-        if let Err(e) = written {
-            return usage_error(format!("writing {}: {e}", path.display()));
-        }
-    }
-    if let Some(path) = &args.junit {
-        let written = shimcompat::report::junit::render(&report)
-            .and_then(|xml| std::fs::write(path, xml).map_err(|e| e.to_string()));
-        if let Err(e) = written {
-            return usage_error(format!("writing {}: {e}", path.display()));
-        }
-    }
-    if let Some(path) = &args.markdown {
-        use std::io::Write;
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut file| file.write_all(shimcompat::report::markdown::render(&report).as_bytes()));
-        if let Err(e) = written {
-            return usage_error(format!("writing {}: {e}", path.display()));
-        }
-    }
-    if let Some(path) = &args.html {
-        if let Err(e) = std::fs::write(path, shimcompat::report::html::render(&report)) {
-            return usage_error(format!("writing {}: {e}", path.display()));
-        }
-    }
-    if let Some(dir) = &args.badge_dir {
-        for (index, candidate) in report.candidates.iter().enumerate() {
-            let Some(badge) = shimcompat::report::certify::badge(&report, index) else { continue };
-            let path = dir.join(format!("{}@{}.json", candidate.name, candidate.containerd));
-            let written = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, badge.to_string()));
-            if let Err(e) = written {
-                return usage_error(format!("writing {}: {e}", path.display()));
-            }
-        }
+    if !report.output_errors.is_empty() {
+        return usage_error(report.output_errors.join("; "));
     }
     if args.keep {
         eprintln!("kept: {} (bundles, config.json, shim logs)", report.work_dir.as_deref().unwrap_or("?"));
@@ -470,7 +442,9 @@ fn baseline(
             }
         }
         let config = shimcompat::run::RunConfig::default();
-        let report = match shimcompat::run::run(plans, test, &config) {
+        let mut reporters: Vec<Box<dyn shimcompat::report::stream::Reporter>> =
+            vec![Box::new(shimcompat::report::console::Console::new(test.format(), test.color))];
+        let report = match shimcompat::run::run(plans, test, &config, &mut reporters) {
             Ok(report) => report,
             Err(e) => return usage_error(e),
         };

@@ -1,14 +1,14 @@
 //! candidate x case -> trials -> outcomes, with the libtest command line users know from `cargo test`: a name
 //! filter, `--list`, `--skip`, `--exact`, `--test-threads`, `--format terse`.
 use std::collections::VecDeque;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cases::{self, Case, CaseError, Level};
+use crate::cases::{self, Case, CaseError};
 use crate::context::{Ctx, RunEnv, Target, Verdict};
 use crate::profile::Line;
+use crate::report::stream::{Reporter, RunEvent};
 use crate::report::{Outcome, Report, TrialResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -26,20 +26,9 @@ pub enum ColorWhen {
     Never,
 }
 
-fn stdout_is_terminal() -> bool {
+pub(crate) fn stdout_is_terminal() -> bool {
     // SAFETY: isatty has no preconditions.
     unsafe { libc::isatty(1) == 1 }
-}
-
-/// Whether console output is coloured, decided once per run.
-static COLOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-fn paint(text: &str, code: &str) -> String {
-    if COLOR.load(std::sync::atomic::Ordering::Relaxed) {
-        format!("\x1b[{code}m{text}\x1b[0m")
-    } else {
-        text.to_string()
-    }
 }
 
 /// The libtest-compatible part of the command line.
@@ -88,7 +77,7 @@ impl TestArgs {
         (self.filters.is_empty() || self.filters.iter().any(matches)) && !self.skip.iter().any(matches)
     }
 
-    fn format(&self) -> Format {
+    pub fn format(&self) -> Format {
         if self.quiet {
             Format::Terse
         } else {
@@ -138,15 +127,30 @@ pub struct RunConfig {
     pub work_base: Option<PathBuf>,
     /// Keep the work dir (bundles, shim logs) afterwards.
     pub keep: bool,
-    /// Print nothing (library callers such as the self-test read the report instead).
-    pub silent: bool,
     /// Pass -debug to shims (containerd does at log level debug).
     pub shim_debug: bool,
 }
 
-/// Runs (or lists) the trials; returns the report. Console output goes to stdout as trials finish.
-pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Result<Report, crate::context::EnvError> {
-    let (work_base, keep, silent) = (config.work_base.clone(), config.keep, config.silent);
+/// Runs (or lists) the trials; returns the report. Every reporter gets the run's events as they happen (the
+/// console prints them, file writers render the finished report); with none the run is silent (library callers
+/// such as the self-test read the report instead). What a reporter could not do is in `report.output_errors`.
+pub fn run(
+    mut plans: Vec<Planned>,
+    args: &TestArgs,
+    config: &RunConfig,
+    reporters: &mut [Box<dyn Reporter>],
+) -> Result<Report, crate::context::EnvError> {
+    let (work_base, keep, silent) = (config.work_base.clone(), config.keep, reporters.is_empty());
+    let reporters = Mutex::new(reporters);
+    let output_errors = Mutex::new(Vec::<String>::new());
+    let emit = |event: &RunEvent<'_>| {
+        for reporter in reporters.lock().unwrap_or_else(|p| p.into_inner()).iter_mut() {
+            if let Err(e) = reporter.event(event) {
+                output_errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+            }
+        }
+    };
+    let emit = &emit;
     let catalogue = Arc::new(cases::catalogue());
     let total = plans.len() * catalogue.len();
     let mut trials = Vec::new();
@@ -183,7 +187,6 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     install_interrupt_cleanup(env.clone());
     crate::shim::instance::become_subreaper();
     crate::reaper::start();
-    let format = args.format();
     // What each containerd line makes of each candidate: decided once, before any case runs.
     for plan in plans.iter() {
         if let Planned::Ready(target) = plan {
@@ -201,16 +204,7 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
             *plan = Planned::Unavailable { candidate: target.candidate.clone(), reason, line: target.profile.line };
         }
     }
-    if !silent {
-        print_verdicts(&plans);
-        crate::outln!("\nrunning {} tests", trials.len());
-    }
-    let colour = match args.color {
-        ColorWhen::Always => true,
-        ColorWhen::Never => false,
-        ColorWhen::Auto => stdout_is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-    };
-    COLOR.store(colour, std::sync::atomic::Ordering::Relaxed);
+    emit(&RunEvent::Started { plans: &plans, trials: trials.len() });
     let started = Instant::now();
     let started_at = crate::report::unix_now();
     FINISH.store(RUNNING, std::sync::atomic::Ordering::SeqCst);
@@ -223,7 +217,6 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     let queue = Arc::new(Mutex::new(trials.into_iter().collect::<VecDeque<_>>()));
     let results = Arc::new(Mutex::new(Vec::<TrialResult>::new()));
     let plans = Arc::new(plans);
-    let console = Arc::new(Mutex::new(0usize));
     let max_fail = if args.fail_fast { Some(1) } else { args.max_fail };
     let failures = std::sync::atomic::AtomicU32::new(0);
     let (failures, retries) = (&failures, args.retries);
@@ -245,7 +238,7 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
                         .map(|(name, _)| name.clone())
                         .collect();
                     for name in slow {
-                        crate::outln!("test {name} has been running for over {} seconds", slow_notice().as_secs());
+                        emit(&RunEvent::SlowTrial { name: &name, seconds: slow_notice().as_secs() });
                         told.insert(name);
                     }
                 }
@@ -253,8 +246,8 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
         }
         let mut workers = Vec::new();
         for _ in 0..threads {
-            let (queue, results, plans, catalogue, env, console) =
-                (queue.clone(), results.clone(), plans.clone(), catalogue.clone(), env.clone(), console.clone());
+            let (queue, results, plans, catalogue, env) =
+                (queue.clone(), results.clone(), plans.clone(), catalogue.clone(), env.clone());
             workers.push(scope.spawn(move || loop {
                 if crate::context::STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
                     break;
@@ -287,9 +280,7 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
                     failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&trial.name);
-                if !silent {
-                    print_result(&result, format, &console, total);
-                }
+                emit(&RunEvent::TrialFinished { result: &result, total });
                 results.lock().unwrap_or_else(|p| p.into_inner()).push(result);
             }));
         }
@@ -367,12 +358,8 @@ pub fn run(mut plans: Vec<Planned>, args: &TestArgs, config: &RunConfig) -> Resu
     report.started_at = started_at;
     report.finished_at = crate::report::unix_now();
     report.work_dir = env.keep.then(|| env.workdir.display().to_string());
-    if !silent {
-        if format == Format::Terse {
-            crate::outln!();
-        }
-        print_summary(&report);
-    }
+    emit(&RunEvent::Finished { report: &report });
+    report.output_errors = std::mem::take(&mut *output_errors.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(report)
 }
 
@@ -726,171 +713,4 @@ fn unknown_service(error: &crate::shim::task::RpcError) -> bool {
         }
         _ => false,
     }
-}
-
-fn print_verdicts(plans: &[Planned]) {
-    for plan in plans {
-        let Planned::Ready(target) = plan else { continue };
-        let Some(verdict) = target.verdict() else { continue };
-        let judged = if target.profile.judged_by_daemon() { "" } else { " [modelled from source]" };
-        match (&verdict.usable, &verdict.reason) {
-            (true, _) => crate::outln!(
-                "{} under containerd {}{judged}: usable ({})",
-                target.candidate.name,
-                target.profile.line,
-                verdict.reply.as_deref().unwrap_or("")
-            ),
-            (false, reason) => crate::outln!(
-                "{} under containerd {}{judged}: NOT usable: {}",
-                target.candidate.name,
-                target.profile.line,
-                reason.as_deref().unwrap_or("")
-            ),
-        }
-    }
-}
-
-fn print_result(result: &TrialResult, format: Format, console: &Mutex<usize>, total: usize) {
-    let mut printed = console.lock().unwrap_or_else(|p| p.into_inner());
-    let mut out = std::io::stdout().lock();
-    let terminal = stdout_is_terminal();
-    let millis = result.duration.as_secs_f64() * 1000.0;
-    match format {
-        Format::Pretty => {
-            let verdict = match &result.outcome {
-                Outcome::Pass => paint("ok", "32"),
-                Outcome::Fail { .. } => paint("FAILED", "31"),
-                Outcome::Skip { reason } => format!("{}: {reason}", paint("skipped", "33")),
-                Outcome::Waived { reason, .. } => format!("{}: {reason}", paint("waived", "33")),
-                Outcome::Flaky { attempts, .. } => {
-                    paint(&format!("FLAKY (failed, then passed on attempt {attempts})"), "35")
-                }
-            };
-            *printed += 1;
-            // A progress counter on a terminal; plain libtest-like lines in a pipe.
-            let progress = if terminal { format!(" [{}/{total}]", *printed) } else { String::new() };
-            crate::console::check(writeln!(out, "test {} ... {verdict} ({millis:.0} ms){progress}", result.name));
-        }
-        Format::Terse => {
-            let mark = match result.outcome {
-                Outcome::Pass => '.',
-                Outcome::Fail { .. } => 'F',
-                Outcome::Skip { .. } => 's',
-                Outcome::Waived { .. } => 'w',
-                Outcome::Flaky { .. } => 'f',
-            };
-            crate::console::check(write!(out, "{mark}"));
-            *printed += 1;
-            if *printed % 88 == 0 {
-                let _ = writeln!(out);
-            }
-        }
-    }
-    crate::console::check(out.flush());
-}
-
-fn print_summary(report: &Report) {
-    let failures: Vec<&TrialResult> =
-        report.results.iter().filter(|r| matches!(r.outcome, Outcome::Fail { .. })).collect();
-    if !failures.is_empty() {
-        crate::outln!("\nfailures:\n");
-        let catalogue = crate::cases::catalogue();
-        for failure in &failures {
-            if let Outcome::Fail { message } = &failure.outcome {
-                crate::outln!("---- {} ({}) ----", failure.name, failure.level);
-                // What the case checks and where containerd relies on it, so a vendor can act on the failure.
-                if let Some(case) = catalogue.iter().find(|c| c.id == failure.case) {
-                    let reference = case
-                        .per_line
-                        .iter()
-                        .find(|(line, ..)| *line == failure.containerd)
-                        .map(|(.., r)| *r)
-                        .unwrap_or(case.reference);
-                    crate::outln!("checks: {}\nreference: {reference}", case.summary);
-                }
-                if failure.evidence.is_empty() {
-                    crate::outln!("{message}\n");
-                } else {
-                    crate::outln!("{message}\n--- evidence ---\n{}\n", failure.evidence);
-                }
-            }
-        }
-        crate::outln!("failures:");
-        for failure in &failures {
-            crate::outln!("    {}", failure.name);
-        }
-    }
-    let flaky: Vec<&TrialResult> =
-        report.results.iter().filter(|r| matches!(r.outcome, Outcome::Flaky { .. })).collect();
-    if !flaky.is_empty() {
-        crate::outln!("\nflaky (failed, then passed on a retry; not counted as passes):");
-        for trial in &flaky {
-            if let Outcome::Flaky { message, attempts } = &trial.outcome {
-                crate::outln!(
-                    "    {} (attempt {attempts}; first failure: {})",
-                    trial.name,
-                    message.lines().next().unwrap_or("")
-                );
-            }
-        }
-    }
-    if let Some(stopped) = &report.stopped_early {
-        crate::outln!("\n{stopped}");
-    }
-    let waived: Vec<&TrialResult> =
-        report.results.iter().filter(|r| matches!(r.outcome, Outcome::Waived { .. })).collect();
-    if !waived.is_empty() {
-        crate::outln!("\nwaived:");
-        for trial in &waived {
-            if let Outcome::Waived { reason, .. } = &trial.outcome {
-                crate::outln!("    {} ({reason})", trial.name);
-            }
-        }
-    }
-    if !report.stale_waivers.is_empty() {
-        crate::outln!("\nstale waivers (remove them from the candidate file):");
-        for line in &report.stale_waivers {
-            crate::outln!("    {line}");
-        }
-    }
-    if !report.stragglers.is_empty() {
-        crate::outln!("\nleft after teardown (a harness or shim hole; each line says what was done about it):");
-        for line in &report.stragglers {
-            crate::outln!("    {line}");
-        }
-    }
-    for candidate in report.candidates.iter().filter(|c| !c.certified_by_name && c.unavailable.is_none()) {
-        crate::outln!(
-            "\nnote: {} was given by path ({}): these results do not certify a runtime name",
-            candidate.name,
-            candidate.binary.as_deref().unwrap_or("?")
-        );
-    }
-    let statements: Vec<String> =
-        (0..report.candidates.len()).filter_map(|i| crate::report::certify::statement(report, i)).collect();
-    if !statements.is_empty() {
-        crate::outln!();
-        for statement in statements {
-            crate::outln!("certification: {statement}");
-        }
-    }
-    if let Some(signal) = &report.interrupted {
-        crate::outln!(
-            "\ninterrupted by {signal}: trials in flight are skipped as interrupted, trials not started are not listed"
-        );
-    }
-    let counts = report.counts();
-    let must_failed = failures.iter().filter(|r| r.level == Level::Must).count();
-    let flaky = if counts.flaky > 0 { format!("{} flaky; ", counts.flaky) } else { String::new() };
-    crate::outln!(
-        "\ntest result: {}. {} passed; {} failed ({} MUST); {} skipped; {} waived; {flaky}{} filtered out; finished in {:.2}s\n",
-        if report.success() { paint("ok", "32") } else { paint("FAILED", "31") },
-        counts.passed,
-        counts.failed,
-        must_failed,
-        counts.skipped,
-        counts.waived,
-        report.filtered_out,
-        report.duration.as_secs_f64()
-    );
 }

@@ -133,8 +133,8 @@ fn record_harness(line: Line, dir: &Path) -> Result<Vec<Value>, String> {
     let filters = CASES.iter().map(|case| format!("{label}::{case}")).collect();
     let args = TestArgs { filters, exact: true, test_threads: Some(1), ..TestArgs::default() };
     // The lab's containerd logs at debug level, so it passes -debug: the harness does the same.
-    let config = RunConfig { work_base: Some(dir.to_path_buf()), keep: false, silent: true, shim_debug: true };
-    let report = run::run(vec![plan], &args, &config).map_err(|e| e.to_string())?;
+    let config = RunConfig { work_base: Some(dir.to_path_buf()), keep: false, shim_debug: true };
+    let report = run::run(vec![plan], &args, &config, &mut []).map_err(|e| e.to_string())?;
     let not_passed: Vec<String> = report
         .results
         .iter()

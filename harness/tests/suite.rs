@@ -99,8 +99,8 @@ impl Drop for HostFault {
 
 fn run_quiet(plan: Planned, filters: Vec<String>, exact: bool, base: &Path) -> Result<Report, String> {
     let args = TestArgs { filters, exact, test_threads: Some(8), ..TestArgs::default() };
-    let config = RunConfig { work_base: Some(base.to_path_buf()), keep: false, silent: true, shim_debug: false };
-    run::run(vec![plan], &args, &config).map_err(|e| e.to_string())
+    let config = RunConfig { work_base: Some(base.to_path_buf()), keep: false, shim_debug: false };
+    run::run(vec![plan], &args, &config, &mut []).map_err(|e| e.to_string())
 }
 
 fn failed(report: &Report) -> BTreeSet<String> {

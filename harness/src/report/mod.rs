@@ -1,10 +1,13 @@
 //! The results model: one canonical schema, written as JSON, and the console summary's counts.
 pub mod baseline;
 pub mod certify;
+pub mod console;
 pub mod html;
 pub mod junit;
 pub mod markdown;
 pub mod matrix;
+pub mod stream;
+pub mod writers;
 
 use std::time::Duration;
 
@@ -133,6 +136,9 @@ pub struct Report {
     /// Where `--keep` kept the run's bundles and logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub work_dir: Option<String>,
+    /// What a reporter could not write (a file writer's error); not part of the JSON.
+    #[serde(skip)]
+    pub output_errors: Vec<String>,
     /// Waivers whose case passed in this run (the divergence they accept is gone): one line each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale_waivers: Vec<String>,
@@ -232,6 +238,7 @@ impl Report {
             stragglers: Vec::new(),
             interrupted: None,
             stale_waivers: Vec::new(),
+            output_errors: Vec::new(),
             work_dir: None,
             not_run: 0,
             stopped_early: None,
