@@ -267,7 +267,7 @@ pub fn check_candidates(candidates: &[Candidate]) -> Result<(), String> {
             if !features.contains(&feature.as_str()) {
                 return Err(format!(
                     "{}: unsupported feature {feature:?} is needed by no case (features: {})",
-                    candidate.origin(),
+                    at_line(candidate, feature),
                     features.join(", ")
                 ));
             }
@@ -277,11 +277,25 @@ pub fn check_candidates(candidates: &[Candidate]) -> Result<(), String> {
                 return Err(format!(
                     "{}: the waiver for {:?} names no case (case ids are `area::name`, as `run --list` shows \
                      after the candidate's `<name>@<line>::`)",
-                    candidate.origin(),
+                    at_line(candidate, &waiver.case),
                     waiver.case
                 ));
             }
         }
     }
     Ok(())
+}
+
+/// `candidate file F:N` where line N of the file holds `"value"` (the first such line), else the origin alone.
+fn at_line(candidate: &Candidate, value: &str) -> String {
+    let quoted = format!("{value:?}");
+    let line = candidate
+        .source
+        .as_ref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| text.lines().position(|l| l.contains(&quoted)).map(|n| n + 1));
+    match (line, &candidate.source) {
+        (Some(n), Some(path)) => format!("candidate file {}:{n}", path.display()),
+        _ => candidate.origin(),
+    }
 }

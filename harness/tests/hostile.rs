@@ -738,10 +738,13 @@ fn bad_input() -> Verdict {
     let foreign = foreign.display().to_string();
     let probes: Vec<(Vec<&str>, &str)> = vec![
         (vec!["run", "--work-dir", &work, "--faults", "no-such-fault"], "\"no-such-fault\" is not a mock fault"),
-        (vec!["run", "--work-dir", &work, "--candidate", &waiver], "names no case"),
+        (
+            vec!["run", "--work-dir", &work, "--candidate", &waiver],
+            "waiver.toml:3: the waiver for \"exec::no_such_case\" names no case",
+        ),
         (
             vec!["run", "--work-dir", &work, "--candidate", &feature],
-            "unsupported feature \"exex\" is needed by no case",
+            "feature.toml:2: unsupported feature \"exex\" is needed by no case",
         ),
         (
             vec!["run", "--work-dir", &work, "--candidate", &twin_a, "--candidate", &twin_b],
