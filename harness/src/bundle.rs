@@ -288,16 +288,7 @@ impl Bundle {
         let mut found = Vec::new();
         let trees = [Some(&self.dir), Some(&self.work), self.snapshot.as_ref()];
         if self.keep {
-            for tree in trees.into_iter().flatten() {
-                let mut mounts = crate::fstree::mounts_under(tree);
-                mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-                for mount in mounts {
-                    if nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH).is_ok() {
-                        found.push(mount);
-                    }
-                }
-            }
-            return found;
+            return trees.into_iter().flatten().flat_map(|tree| crate::fstree::detach_all(tree)).collect();
         }
         for tree in trees.into_iter().flatten() {
             let removal = crate::fstree::remove_tree(tree);

@@ -170,13 +170,7 @@ impl RunEnv {
             found.extend(crate::fstree::remove_tree(&self.workdir).lines());
         } else {
             // Kept for inspection, but nothing stays mounted in it.
-            let mut mounts = crate::fstree::mounts_under(&self.workdir);
-            mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-            for mount in mounts {
-                if nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH).is_ok() {
-                    found.push(format!("mount {mount} (detached)"));
-                }
-            }
+            found.extend(crate::fstree::detach_all(&self.workdir).into_iter().map(|m| format!("mount {m} (detached)")));
         }
         if let Some(registration) = self.registration.lock().unwrap_or_else(|p| p.into_inner()).take() {
             registration.finish();

@@ -57,28 +57,29 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Removes `root` and everything under it that is on root's own mount. Missing `root` is not an error.
-pub fn remove_tree(root: &Path) -> Removal {
-    let mut removal = Removal::default();
-    // Mounts can be stacked on one point (each detach uncovers the next), so go round until none is left or none
-    // will go.
+/// Detaches every mount at or under `root`, deepest first. Mounts can be stacked on one point (each detach
+/// uncovers the next), so it goes round until none is left or none will go. Returns what it detached.
+pub fn detach_all(root: &Path) -> Vec<String> {
+    let mut detached = Vec::new();
     for _ in 0..64 {
         let mut mounts = mounts_under(root);
-        if mounts.is_empty() {
-            break;
-        }
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        let mut progress = false;
-        for mount in &mounts {
+        let before = detached.len();
+        for mount in mounts {
             if nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH).is_ok() {
-                removal.detached.push(mount.clone());
-                progress = true;
+                detached.push(mount);
             }
         }
-        if !progress {
+        if detached.len() == before {
             break;
         }
     }
+    detached
+}
+
+/// Removes `root` and everything under it that is on root's own mount. Missing `root` is not an error.
+pub fn remove_tree(root: &Path) -> Removal {
+    let mut removal = Removal { detached: detach_all(root), kept: Vec::new() };
     for still in mounts_under(root) {
         removal.kept.push(format!("{still} (still mounted)"));
     }

@@ -167,6 +167,12 @@ fn clean_run(record: &Record, sockets_file: &Path) -> Vec<String> {
 
 /// Records of runs that are gone, without cleaning them (for `doctor`).
 pub fn stale() -> Vec<Record> {
+    records(false).into_iter().map(|(record, _)| record).collect()
+}
+
+/// Every readable record whose run is alive (`live`) or gone, with the sockets it noted. A shared lock is refused
+/// while a live run holds its exclusive one; the probe's own lock goes with the file.
+fn records(live: bool) -> Vec<(Record, Vec<PathBuf>)> {
     let Ok(entries) = std::fs::read_dir(dir()) else { return Vec::new() };
     entries
         .flatten()
@@ -174,13 +180,18 @@ pub fn stale() -> Vec<Record> {
         .filter(|p| p.extension().is_some_and(|x| x == "run"))
         .filter_map(|path| {
             let file = std::fs::File::open(&path).ok()?;
-            // A shared lock is refused while the live run holds its exclusive one.
-            // SAFETY: flock on an fd we own; closing the file drops the lock again.
+            // SAFETY: flock on an fd we own.
             let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) == 0 };
-            if !free {
+            if free == live {
                 return None;
             }
-            serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()
+            let record: Record = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+            let sockets = std::fs::read_to_string(path.with_extension("sockets"))
+                .unwrap_or_default()
+                .lines()
+                .map(PathBuf::from)
+                .collect();
+            Some((record, sockets))
         })
         .collect()
 }
@@ -209,25 +220,5 @@ pub fn describe(cleaned: &[Cleaned]) -> Vec<String> {
 
 /// Records of runs that are alive now (their lock is held), with the shim sockets they noted.
 pub fn live() -> Vec<(Record, Vec<PathBuf>)> {
-    let Ok(entries) = std::fs::read_dir(dir()) else { return Vec::new() };
-    entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "run"))
-        .filter_map(|path| {
-            let file = std::fs::File::open(&path).ok()?;
-            // SAFETY: flock on an fd we own; a shared lock is refused while a live run holds its exclusive one.
-            let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) == 0 };
-            if free {
-                return None;
-            }
-            let record: Record = serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
-            let sockets = std::fs::read_to_string(path.with_extension("sockets"))
-                .unwrap_or_default()
-                .lines()
-                .map(PathBuf::from)
-                .collect();
-            Some((record, sockets))
-        })
-        .collect()
+    records(true)
 }

@@ -23,8 +23,7 @@ fn mock() -> PathBuf {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    shimcompat::host::is_root()
 }
 
 /// A private directory for one test, removed (never through a mount) by `Scratch::drop`.
@@ -694,11 +693,7 @@ fn stdout_closed_mid_run() -> Verdict {
 
 /// Live processes whose working directory is under `dir`.
 fn processes_in(dir: &Path) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).map(|cwd| cwd.starts_with(dir)).unwrap_or(false))
-        .collect()
+    shimcompat::shim::instance::processes_in(&[dir.to_path_buf()])
 }
 
 /// A long $TMPDIR and a long --work-dir: sockets must still fit a socket address (they go where they fit), so the
@@ -815,7 +810,7 @@ fn non_root_host_refusal() -> Verdict {
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
+    shimcompat::host::which(name)
 }
 
 /// The exit policy (issue 10): --fail-on, an empty run, --allow-empty, a --candidate that cannot run here; and
