@@ -307,6 +307,8 @@ pub struct Ctx {
     pub last_create_error: Option<crate::shim::task::RpcError>,
     /// Sockets of shims abandoned before they were usable: removed with them.
     abandoned_sockets: Vec<PathBuf>,
+    /// containerd's gRPC API at `grpc_address` (shim/api.rs), served from the case's first `start` on.
+    api: Option<crate::shim::api::ApiStub>,
     /// The runtime options sent in `start`'s stdin and in Create (the candidate's; a case may replace them
     /// before it launches, as a containerd configured differently would send).
     pub options: Option<Any>,
@@ -334,6 +336,7 @@ impl Ctx {
             probe,
             last_create_error: None,
             abandoned_sockets: Vec::new(),
+            api: None,
             options,
         }
     }
@@ -377,6 +380,21 @@ impl Ctx {
         self.probe.container_ids.push(id.to_string());
     }
 
+    /// Serves containerd's API at the case's `-address` (once per case): a shim may dial it from `start` on.
+    pub fn serve_api(&mut self) -> Result<(), CaseError> {
+        if self.api.is_none() {
+            let stub = crate::shim::api::ApiStub::serve(Path::new(&self.grpc_address))
+                .map_err(|e| fail(format!("starting containerd's API for the shim's -address: {e}")))?;
+            self.api = Some(stub);
+        }
+        Ok(())
+    }
+
+    /// The calls shims of this case made to containerd's API.
+    pub fn api_calls(&self) -> Vec<crate::shim::api::ApiCall> {
+        self.api.as_ref().map(|api| api.calls()).unwrap_or_default()
+    }
+
     pub fn launch_spec(&self, id: &str, bundle_dir: &Path, events: &Path) -> LaunchSpec {
         let candidate = &self.target.candidate;
         LaunchSpec {
@@ -414,6 +432,7 @@ impl Ctx {
         if STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(fail("the run was interrupted"));
         }
+        self.serve_api()?;
         let bundle = self.bundle(id, config)?;
         self.track(&bundle.dir, id);
         let events_path = self.env.sockets.join("e").join(format!("{}.sock", self.env.next()));
@@ -657,6 +676,15 @@ impl Ctx {
     /// Evidence for a failure: each shim's events and the tail of its log.
     pub fn evidence(&self) -> String {
         let mut out = String::new();
+        let calls = self.api_calls();
+        if !calls.is_empty() {
+            let lines: Vec<String> = calls.iter().take(30).map(|c| c.summary()).collect();
+            out.push_str(&format!(
+                "containerd API calls at -address ({}):\n{}\n",
+                calls.len(),
+                indent(&lines.join("\n"), "  ")
+            ));
+        }
         for shim in &self.shims {
             let rpcs = shim.task.transcript();
             let shown = &rpcs[rpcs.len().saturating_sub(30)..];

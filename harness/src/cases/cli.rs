@@ -253,6 +253,7 @@ async fn start_broken_bundle_fails_cleanly(ctx: &mut Ctx) -> CaseResult {
     std::fs::write(&config, format!("!{text}")).map_err(|e| fail(format!("writing {}: {e}", config.display())))?;
     let events_path = ctx.env.sockets.join("e").join(format!("{}.sock", ctx.env.next()));
     let events = EventSink::serve(&events_path).await.map_err(|e| fail(format!("starting the events server: {e}")))?;
+    ctx.serve_api()?;
     let mut spec = ctx.launch_spec(&id, &bundle.dir, &events_path);
     // The mock cannot read its faults from a config.json that does not parse: give them in the environment too.
     if let Some(faults) = &ctx.target.faults {
