@@ -46,6 +46,11 @@ pub struct Candidate {
     /// Extra environment for the shim (e.g. PATH so it finds its OCI runtime).
     #[serde(default)]
     pub env: Vec<String>,
+    /// Where a shim that is not a runc-shim keeps its runtime state, as `<state_root>/<namespace>/<container id>`
+    /// (runwasi: `/run/containerd/<engine>`): a container's entry left there after teardown is a leak. For runc
+    /// options the runtime's `root` is used instead.
+    #[serde(default)]
+    pub state_root: Option<PathBuf>,
     /// For a shim not built on the runc shim: the `ConfigPath` containerd's CRI sends it in
     /// `runtimeoptions.v1.Options` when its runtime has an `options` table (Kata: its configuration.toml).
     /// Default: an empty file the harness writes (options::runtime_options_accepted).
@@ -159,6 +164,7 @@ impl Candidate {
             timeout_scale: 1.0,
             install: String::new(),
             env: Vec::new(),
+            state_root: None,
             runtime_config_path: None,
             source: None,
         }

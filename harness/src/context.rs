@@ -321,7 +321,10 @@ impl Ctx {
         let options = target.options_any(&env);
         let probe = crate::leaks::Probe {
             marker: marker.clone(),
-            runtime_state: target.sweep(&env).map(|sweep| sweep.state_root(&env.namespace)),
+            runtime_state: target
+                .sweep(&env)
+                .map(|sweep| sweep.state_root(&env.namespace))
+                .or_else(|| target.candidate.state_root.as_ref().map(|root| root.join(&env.namespace))),
             cgroup: env.tracking.as_ref().and_then(|t| t.trial(&marker)),
             ..Default::default()
         };

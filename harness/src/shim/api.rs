@@ -109,36 +109,24 @@ pub fn answer(method: &str, namespace: Option<&str>, key: Option<&str>) -> (u32,
         return (code::FAILED_PRECONDITION, "namespace is required: failed precondition".into());
     };
     match method {
-        CONTAINERS_GET if key.is_empty() => (code::INVALID_ARGUMENT, "Container.ID: required: invalid argument".into()),
+        // An empty id is looked up like any other (no validation before the store).
         CONTAINERS_GET => (code::NOT_FOUND, format!("container \"{key}\" in namespace \"{namespace}\": not found")),
         IMAGES_GET => (code::NOT_FOUND, format!("image \"{key}\": not found")),
-        _ => match key.parse::<Digest>() {
-            Ok(_) => (code::NOT_FOUND, format!("content {key}: not found")),
-            Err(reason) => (code::INVALID_ARGUMENT, reason),
-        },
+        _ if valid_digest(key) => (code::NOT_FOUND, format!("content digest {key}: not found")),
+        _ => (code::INVALID_ARGUMENT, format!("{key:?} failed validation")),
     }
 }
 
-/// Enough of OCI digest parsing to refuse what containerd refuses before it looks anything up.
-struct Digest;
-
-impl std::str::FromStr for Digest {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Digest, String> {
-        let Some((algorithm, hex)) = text.split_once(':') else {
-            return Err("invalid checksum digest format".into());
-        };
-        let length = match algorithm {
-            "sha256" => 64,
-            "sha384" => 96,
-            "sha512" => 128,
-            _ => return Err("unsupported digest algorithm".into()),
-        };
-        if hex.len() != length || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err("invalid checksum digest length".into());
-        }
-        Ok(Digest)
-    }
+/// OCI digest syntax as containerd checks it before a content lookup (algorithm and hex length).
+fn valid_digest(text: &str) -> bool {
+    let Some((algorithm, hex)) = text.split_once(':') else { return false };
+    let length = match algorithm {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => return false,
+    };
+    hex.len() == length && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Field 1 of a protobuf message, when it is length-delimited UTF-8.
