@@ -278,6 +278,16 @@ impl Bundle {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// What containerd's bundle.Delete does after the shim's Delete and Shutdown (runtime/v2/bundle.go, 1.6-2.x):
+    /// unmount the whole stack at `<bundle>/rootfs` (umount, no flags, until nothing is mounted there), then remove
+    /// the bundle. A rootfs the shim left mounted is therefore no leak under containerd (rootfs::unmounted_by_delete
+    /// checks the shim's own Delete); what containerd cannot unmount (a busy rootfs, a mount below it or elsewhere in
+    /// the bundle) is detached here and returned, as [`Bundle::remove`] does.
+    pub fn delete_as_containerd(&mut self) -> Vec<String> {
+        unmount_rootfs_as_containerd(&self.dir);
+        self.remove()
+    }
+
     /// Stops draining and removes the directory, its work dir and its snapshot. Nothing is ever removed through a
     /// mount (see `fstree`): whatever is still mounted under them is detached first and returned (a shim that leaves
     /// its rootfs mounted after Delete leaks it), as is anything that had to be left in place.
@@ -303,6 +313,17 @@ impl Drop for Bundle {
     fn drop(&mut self) {
         if let Some(drain) = self.drain.take() {
             drain.abort();
+        }
+    }
+}
+
+/// containerd's `mount.UnmountAll(<bundle>/rootfs, 0)` in bundle.Delete: plain umount until nothing is mounted there
+/// (a busy mount, or one with mounts below it, stays, and containerd's Delete then fails).
+pub fn unmount_rootfs_as_containerd(bundle_dir: &Path) {
+    let rootfs = bundle_dir.join("rootfs");
+    for _ in 0..64 {
+        if nix::mount::umount2(&rootfs, nix::mount::MntFlags::empty()).is_err() {
+            break;
         }
     }
 }

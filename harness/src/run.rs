@@ -618,7 +618,7 @@ fn hygiene(ctx: &Ctx) -> Vec<String> {
             leaked.push(format!("containerd's `delete` action after the disconnect hung: {line}"));
         }
         for mount in &report.mounts_left {
-            leaked.push(format!("mount left under the bundle after Delete and Shutdown: {mount}"));
+            leaked.push(format!("mount left under the bundle after Delete, Shutdown and containerd's own unmount of <bundle>/rootfs: {mount}"));
         }
         if let Some(socket) = &report.socket_removed {
             leaked.push(format!("socket left after the shim exited: {}", socket.display()));

@@ -161,7 +161,7 @@ impl Shim {
         }
         self.events.stop().await;
         for bundle in self.bundles.lock().unwrap_or_else(|p| p.into_inner()).iter_mut() {
-            report.mounts_left.extend(bundle.remove());
+            report.mounts_left.extend(bundle.delete_as_containerd());
         }
     }
 }

@@ -364,7 +364,6 @@ pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
         "pause::events"
     ]),
     ("resize-noop", &["exec::resize_exec_pty", "exec::resize_zero_accepted"]),
-    ("rootfs-left-mounted", &["hygiene::nothing_left_after_shutdown"]),
     ("shutdown-ignored", &[
         "checkpoint::writes_image",
         "cli::delete_action_after_shutdown",
