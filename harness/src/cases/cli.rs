@@ -14,8 +14,10 @@ use crate::shim::instance::{kill_pid, processes_in, wait_gone, Shim};
 use crate::shim::launch::{self, LaunchError};
 use crate::{case, ensure};
 
-/// The runc shim's grouping annotation (cmd/containerd-shim-runc-v2/manager groupLabels).
-pub(super) const GROUP_ANNOTATION: &str = "io.containerd.runc.v2.group";
+/// How a pod's containers reach one shim: containerd's CRI puts the sandbox id in every container's spec under this
+/// annotation, and shims group by it (the runc shims after their own `io.containerd.runc.v2.group`, runwasi's shim
+/// layer only by this one, Kata by it too). CRI's annotation rather than runc's, so every grouping shim is tested.
+pub(super) const GROUP_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 
 pub fn cases() -> Vec<Case> {
     vec![

@@ -36,7 +36,7 @@ pub fn cases() -> Vec<Case> {
             task_intact),
         case!("reconnect::every_task_intact", Should, ["grouping", "exec"],
             breaks_with: "reconnect-forgets-tasks",
-            ref: "containerd reloads every shim after a restart (1.x from <bundle>/address, 2.x from bootstrap.json) and goes on with every task and exec it knew; CRI groups a pod's containers in one shim (the runc shim's group annotation), so one socket serves them all",
+            ref: "containerd reloads every shim after a restart (1.x from <bundle>/address, 2.x from bootstrap.json) and goes on with every task and exec it knew; CRI groups a pod's containers in one shim (the io.kubernetes.cri.sandbox-id annotation), so one socket serves them all",
             "a grouped shim with two containers and a running exec, after every connection is dropped and one made again: the first container and its exec RUNNING with their pids, the second container (which exited meanwhile) STOPPED with its status",
             every_task_intact),
         case!("reconnect::exit_while_disconnected", Must, [],
