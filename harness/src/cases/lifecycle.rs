@@ -1,7 +1,7 @@
 //! The basic lifecycle containerd drives for every container: Connect, Create, Start, Wait, State.
 use containerd_shim_protos::types::task::Status;
 
-use super::util::{created, expect_status, is_process, run_to_exit, started, status_name};
+use super::util::{created, expect_status, is_process, run_to_exit, started, status_name, stdout_of, wait_exit};
 use super::{Case, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::Ctx;
@@ -44,6 +44,11 @@ pub fn cases() -> Vec<Case> {
             ref: "runtime-v2.md: every RPC is bounded by containerd's context deadline",
             "Start replies within the deadline and the payload runs",
             start_replies),
+        case!("lifecycle::init_gets_process_env", Must, [],
+            breaks_with: "env-from-shim",
+            ref: "OCI runtime spec config.md process.env: the environment of the process; containerd's clients put the image's Env and the user's there (ctr --env, docker -e, CRI envs), and nothing of the shim's own environment belongs in it",
+            "the init's environment is config.json's process.env: a variable set there is seen with its value, and one from the shim's own environment (TTRPC_ADDRESS, which containerd gives every shim) is not",
+            init_gets_process_env),
         case!("lifecycle::wait_exit_status_0", Must, [],
             breaks_with: "wrong-exit-status",
             ref: "task.proto WaitResponse.exit_status; containerd reports it as the container's exit code",
@@ -192,6 +197,26 @@ async fn state_after_exit_is_stopped(ctx: &mut Ctx) -> CaseResult {
         "State.exited_at {:?} differs from Wait's exited_at {:?}",
         state.exited_at.as_ref().map(|t| (t.seconds, t.nanos)),
         waited.exited_at.as_ref().map(|t| (t.seconds, t.nanos))
+    );
+    Ok(())
+}
+
+async fn init_gets_process_env(ctx: &mut Ctx) -> CaseResult {
+    let mut config = ContainerConfig::new(&["env", "SHIMCOMPAT_ENV_PROBE", "env", "TTRPC_ADDRESS", "exit", "0"]);
+    config.env.push("SHIMCOMPAT_ENV_PROBE=set in process.env".into());
+    let (shim, mut task) = started(ctx, &config, IoSpec::OUT).await?;
+    let waited = wait_exit(ctx, &shim, &task.id, "").await?;
+    let output = stdout_of(ctx, &mut task).await?;
+    let expected = "env SHIMCOMPAT_ENV_PROBE=set in process.env\nenv TTRPC_ADDRESS unset\n";
+    ensure!(
+        output == expected && waited.exit_status == 0,
+        "the init printed {output:?} (exit status {}), expected {expected:?}: {}",
+        waited.exit_status,
+        if output.contains("TTRPC_ADDRESS=") {
+            "it runs with the shim's own environment, not config.json's process.env"
+        } else {
+            "its environment is not config.json's process.env"
+        }
     );
     Ok(())
 }

@@ -106,6 +106,7 @@ faults! {
     ResizeZeroRefused = "resize-zero-refused",
     CloseioTerminalFails = "closeio-terminal-fails",
     ExecNeedsEnv = "exec-needs-env",
+    EnvFromShim = "env-from-shim",
     ExecWaitCreatedReturns = "exec-wait-created-returns",
     DeleteActionFailsWhenGone = "delete-action-fails-when-gone",
     DeleteActionKillsGroup = "delete-action-kills-group",

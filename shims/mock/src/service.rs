@@ -676,6 +676,10 @@ impl TaskService {
                 return Err(e);
             }
         }
+        let mut process = process;
+        if faults.has(Fault::EnvFromShim) {
+            process.set_env(Some(std::env::vars().map(|(k, v)| format!("{k}={v}")).collect()));
+        }
         let launched =
             spawn_process(&root, &process, &io_request, None, Some(gate_read), &self.inner.namespace, &req.id);
         let (pid, io) = match launched {
