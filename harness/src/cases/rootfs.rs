@@ -135,7 +135,7 @@ async fn unmounted_by_delete(ctx: &mut Ctx) -> CaseResult {
     let left = crate::leaks::mounts_under(&dirs);
     ensure!(
         gone,
-        "after Delete, still mounted under {}: {left:?} (containerd removes the bundle next: the mount would leak)",
+        "after Delete, still mounted under {}: {left:?} (containerd's bundle.Delete unmounts it next; a mount below it or a busy one would make that fail and leak)",
         rootfs.display()
     );
     Ok(())
