@@ -209,14 +209,18 @@ async fn init_gets_process_env(ctx: &mut Ctx) -> CaseResult {
     let output = stdout_of(ctx, &mut task).await?;
     let expected = "env SHIMCOMPAT_ENV_PROBE=set in process.env\nenv TTRPC_ADDRESS unset\n";
     ensure!(
-        output == expected && waited.exit_status == 0,
-        "the init printed {output:?} (exit status {}), expected {expected:?}: {}",
-        waited.exit_status,
+        output == expected,
+        "the init printed {output:?}, expected {expected:?}: {}",
         if output.contains("TTRPC_ADDRESS=") {
             "it runs with the shim's own environment, not config.json's process.env"
         } else {
             "its environment is not config.json's process.env"
         }
+    );
+    ensure!(
+        waited.exit_status == 0,
+        "the init printed its environment as expected but Wait says exit status {}, not 0",
+        waited.exit_status
     );
     Ok(())
 }
