@@ -603,6 +603,7 @@ pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
         "kill::sigterm_gives_143",
         "kill::trapped_signal_own_status",
         "kill::unknown_exec_not_found",
+        "lifecycle::init_gets_process_env",
         "lifecycle::start_gives_running_same_pid",
         "lifecycle::state_after_exit_is_stopped",
         "lifecycle::state_after_start_gives_init_pid",
