@@ -19,37 +19,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-/// gRPC status codes used here (google.rpc.Code).
+/// gRPC status codes used here: ttrpc's `Code` (the same numbering as google.rpc.Code), as plain numbers on the wire.
 pub mod code {
-    pub const OK: u32 = 0;
-    pub const INVALID_ARGUMENT: u32 = 3;
-    pub const NOT_FOUND: u32 = 5;
-    pub const FAILED_PRECONDITION: u32 = 9;
-    pub const UNIMPLEMENTED: u32 = 12;
-    pub const INTERNAL: u32 = 13;
-    pub const UNAVAILABLE: u32 = 14;
+    use containerd_shim_protos::protobuf::Enum;
+    use containerd_shim_protos::ttrpc::Code;
 
+    pub const INVALID_ARGUMENT: u32 = Code::INVALID_ARGUMENT as u32;
+    pub const NOT_FOUND: u32 = Code::NOT_FOUND as u32;
+    pub const FAILED_PRECONDITION: u32 = Code::FAILED_PRECONDITION as u32;
+    pub const UNIMPLEMENTED: u32 = Code::UNIMPLEMENTED as u32;
+
+    /// The name containerd's errdefs print (shim::task::code_name).
     pub fn name(code: u32) -> &'static str {
-        match code {
-            OK => "OK",
-            1 => "CANCELLED",
-            2 => "UNKNOWN",
-            INVALID_ARGUMENT => "INVALID_ARGUMENT",
-            4 => "DEADLINE_EXCEEDED",
-            NOT_FOUND => "NOT_FOUND",
-            6 => "ALREADY_EXISTS",
-            7 => "PERMISSION_DENIED",
-            8 => "RESOURCE_EXHAUSTED",
-            FAILED_PRECONDITION => "FAILED_PRECONDITION",
-            10 => "ABORTED",
-            11 => "OUT_OF_RANGE",
-            UNIMPLEMENTED => "UNIMPLEMENTED",
-            INTERNAL => "INTERNAL",
-            UNAVAILABLE => "UNAVAILABLE",
-            15 => "DATA_LOSS",
-            16 => "UNAUTHENTICATED",
-            _ => "(unknown code)",
-        }
+        i32::try_from(code).ok().and_then(Code::from_i32).map(crate::shim::task::code_name).unwrap_or("(unknown code)")
     }
 }
 
