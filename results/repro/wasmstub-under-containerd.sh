@@ -6,6 +6,7 @@ set -uo pipefail
 payload=${1:-$(find "$(dirname "$0")/../../target" -path '*payload-target*' -name payload -type f -perm -u+x | head -1)}
 [ -x "$payload" ] || { echo "no payload binary (cargo build -p shimcompat first, or pass its path)"; exit 2; }
 d=$(mktemp -d /tmp/wsrepro.XXXXXX)
+sockets_before=$(ls /run/containerd/s 2>/dev/null)
 mkdir -p "$d/rootfs" && cp "$payload" "$d/rootfs/payload"
 cat >"$d/config.toml" <<EOT
 version = 2
@@ -19,20 +20,46 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [debug]
   address = "$d/debug.sock"
 EOT
-containerd --config "$d/config.toml" >"$d/containerd.log" 2>&1 &
+PATH="$d/bin:$PATH" containerd --config "$d/config.toml" >"$d/containerd.log" 2>&1 &
 cd_pid=$!
-ctr() { command ctr --address "$d/c.sock" --namespace repro "$@"; }
+CTR=(ctr --address "$d/c.sock" --namespace repro)
+ctr() { command "${CTR[@]}" "$@"; }
 for _ in $(seq 50); do [ -S "$d/c.sock" ] && break; sleep 0.1; done
+# grpc METHOD HEX: one unary call to containerd's gRPC API (curl over HTTP/2; HEX is the protobuf request), prints
+# the status and message containerd answered. Used where ctr has no command for a step (Create without Start).
+grpc() {
+  local hex=$2 t
+  t=$(mktemp -d "$d/grpc.XXXX")
+  { printf '\x00'; printf "%08x" $(( ${#hex} / 2 )) | xxd -r -p; printf "%s" "$hex" | xxd -r -p; } >"$t/req"
+  curl -s --http2-prior-knowledge --unix-socket "$d/c.sock" -H 'content-type: application/grpc' -H 'te: trailers' \
+    -H "containerd-namespace: repro" --data-binary @"$t/req" -D "$t/hdr" -o /dev/null "http://localhost$1"
+  grep -iE '^grpc-(status|message)' "$t/hdr" | tr -d '\r' | tr '\n' ' '
+}
+# pbid ID [MORE]: a request whose field 1 (container_id) is ID, followed by the hex of MORE fields.
+pbid() { printf '0a%02x%s%s' "${#1}" "$(printf %s "$1" | xxd -p | tr -d '\n')" "${2:-}"; }
+tasks=/containerd.services.tasks.v1.Tasks
+# The Go runc v2 shim under a name other than io.containerd.runc.v2, for which ctr sends runtimeoptions.v1.Options.
+mkdir -p "$d/bin" && ln -s "$(command -v containerd-shim-runc-v2)" "$d/bin/containerd-shim-runcalias-v2"
+: >"$d/empty.toml"
+printf '#!/bin/sh\necho "logger started for $CONTAINER_ID"\ncat <&3 5>&- >"%s/logger.out" &\nexec 5>&-\nwait\n' "$d" >"$d/logger"
+chmod +x "$d/logger"
 cleanup() {
   for id in $(ctr task ls -q 2>/dev/null); do ctr task kill -s KILL "$id" >/dev/null 2>&1; done
   sleep 0.5
   for id in $(ctr task ls -q 2>/dev/null); do ctr task delete -f "$id" >/dev/null 2>&1; done
   for id in $(ctr container ls -q 2>/dev/null); do ctr container delete "$id" >/dev/null 2>&1; done
   kill "$cd_pid" 2>/dev/null; wait "$cd_pid" 2>/dev/null
-  pkill -KILL -f "payload (forever|sleep)" 2>/dev/null
+  pkill -KILL -f "payload (forever|sleep|cat)" 2>/dev/null; pkill -KILL -f -- "-namespace repro " 2>/dev/null
   umount -R "$d/state" 2>/dev/null; rm -rf "$d"
+  # Sockets of shims killed here (a SIGKILLed shim cannot remove its own): new ones nobody listens on.
+  listening=$(ss -xlH 2>/dev/null | awk '{print $5}')
+  for s in $(ls /run/containerd/s 2>/dev/null); do
+    grep -qx "$s" <<<"$sockets_before" && continue
+    grep -q "/run/containerd/s/$s" <<<"$listening" || rm -f "/run/containerd/s/$s"
+  done
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 for rt in io.containerd.runc.v2 io.containerd.wasmstub.v1; do
   echo "=== $rt ($(containerd --version | awk '{print $3}'))"
   echo "--- environment (lifecycle::init_gets_process_env): ctr run --env PROBE=set"
@@ -50,6 +77,39 @@ for rt in io.containerd.runc.v2 io.containerd.wasmstub.v1; do
   echo "    /payload forever still running: $(pgrep -f '^/payload forever' | tr '\n' ' ')"
   pkill -KILL -f '^/payload forever'; sleep 0.3
   ctr task delete -f "$id" >/dev/null 2>&1; ctr container delete "$id" >/dev/null 2>&1
+  sfx=${rt//./-}
+  echo "--- Kill of an exited task (kill::exited_task_not_found): ctr run -d ... exit 0, then ctr task kill"
+  ctr run -d --runtime "$rt" --rootfs "$d/rootfs" "exited-$sfx" /payload exit 0 >/dev/null 2>&1; sleep 0.5
+  ctr task kill -s KILL "exited-$sfx" 2>&1 | sed 's/^/    /'; echo "    ctr exit status: ${PIPESTATUS[0]}"
+  ctr task delete "exited-$sfx" >/dev/null 2>&1; ctr container delete "exited-$sfx" >/dev/null 2>&1
+  echo "--- created task, pending Wait, Kill, Delete (kill::created_task, wait::created_blocks_until_killed): Tasks API"
+  id="created-$sfx"
+  ctr container create --runtime "$rt" --rootfs "$d/rootfs" "$id" /payload forever
+  echo "    Create: $(grpc $tasks/Create "$(pbid "$id")")"
+  ( echo "    Wait (pending since Create) returned: $(grpc $tasks/Wait "$(pbid "$id")")" ) &
+  waiter=$!; sleep 0.5
+  echo "    Kill SIGKILL: $(grpc $tasks/Kill "$(pbid "$id" 1809)")"; sleep 1
+  echo "    Delete: $(grpc $tasks/Delete "$(pbid "$id")")"; sleep 4; wait "$waiter"
+  echo "    shim processes 4 s after Delete: $(pgrep -f -- "-id $id " | tr '\n' ' ')"
+  pkill -KILL -f -- "-id $id "; ctr container delete "$id" >/dev/null 2>&1
+  echo "--- stdin closed (io::stdin_*: CloseIO): (sleep 1; echo hi) | ctr run ... cat (ctr attaches stdin and sends CloseIO at its EOF; 10 s limit)"
+  (sleep 1; echo hi) | timeout -s KILL 10 "${CTR[@]}" run --rm --runtime "$rt" --rootfs "$d/rootfs" "stdin-$sfx" /payload cat 2>&1 | sed 's/^/    /'
+  echo "    ctr exit status: ${PIPESTATUS[1]} (137: cat still running after 10 s, ctr killed)"
+  ctr task kill -s KILL "stdin-$sfx" >/dev/null 2>&1; sleep 0.5
+  ctr task delete -f "stdin-$sfx" >/dev/null 2>&1; ctr container delete "stdin-$sfx" >/dev/null 2>&1
+  echo "--- log URIs (io::binary_logger, io::file_uri_output): ctr run --log-uri binary://... and file://..."
+  rm -f "$d/logger.out" "$d/file.out"
+  timeout -s KILL 15 "${CTR[@]}" run --rm --runtime "$rt" --log-uri "binary://$d/logger" --rootfs "$d/rootfs" "blog-$sfx" /payload echo via-logger 2>&1 | sed 's/^/    /'
+  echo "    ctr exit status: ${PIPESTATUS[0]}; logger got: $(cat "$d/logger.out" 2>/dev/null || echo '(nothing: no logger.out)')"
+  timeout -s KILL 15 "${CTR[@]}" run --rm --runtime "$rt" --log-uri "file://$d/file.out" --rootfs "$d/rootfs" "flog-$sfx" /payload echo via-file 2>&1 | sed 's/^/    /'
+  echo "    ctr exit status: ${PIPESTATUS[0]}; file got: $(cat "$d/file.out" 2>/dev/null || echo '(no such file)')"
+done
+echo "--- runtimeoptions.v1.Options with an empty config file (options::runtime_options_accepted): ctr --runtime-config-path"
+for rt in io.containerd.runcalias.v2 io.containerd.wasmstub.v1; do
+  echo "    $rt:"
+  timeout -s KILL 15 "${CTR[@]}" run --rm --runtime "$rt" --runtime-config-path "$d/empty.toml" --rootfs "$d/rootfs" "opts-${rt//./-}" /payload echo ok 2>&1 | sed 's/^/      /'
+  echo "      ctr exit status: ${PIPESTATUS[0]}"
+  ctr container delete "opts-${rt//./-}" >/dev/null 2>&1
 done
 echo "--- state left under /run/containerd/wasmstub/repro: $(ls /run/containerd/wasmstub/repro 2>/dev/null | tr '\n' ' ')"
 rm -rf /run/containerd/wasmstub/repro
