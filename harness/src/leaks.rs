@@ -182,7 +182,9 @@ impl Probe {
             if let Some(state) = &self.runtime_state {
                 let dir = state.join(id);
                 if dir.exists() {
+                    // Listed, then removed (its processes went above): nothing of the case outlives the run.
                     found.push(format!("runtime state {}", dir.display()));
+                    let _ = std::fs::remove_dir_all(&dir);
                 }
             }
         }

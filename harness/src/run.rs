@@ -320,6 +320,7 @@ pub fn run(
         }
     }
     killed.extend(env.cleanup());
+    remove_state_namespaces(&plans, &env.namespace);
     killed.extend(host_watch.appeared(&[env.workdir.clone(), env.sockets.clone()]));
     crate::shim::instance::reap_orphans();
     crate::leaks::remove_cgroup_parents();
@@ -586,6 +587,18 @@ static FINISH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(RU
 const RUNNING: u8 = 0;
 const MAIN_FINISHES: u8 = 1;
 const SIGNAL_FINISHES: u8 = 2;
+
+/// A candidate's `state_root` gets a directory for the run's namespace from the shim (runwasi: `<root>/<ns>/<id>`);
+/// once the run's containers are gone it goes too, if nothing else is in it (runs may share the namespace).
+fn remove_state_namespaces(plans: &[Planned], namespace: &str) {
+    for plan in plans {
+        if let Planned::Ready(target) = plan {
+            if let Some(root) = &target.candidate.state_root {
+                let _ = std::fs::remove_dir(root.join(namespace));
+            }
+        }
+    }
+}
 
 /// Kills every process of the run until none is left (or 5 s have passed).
 fn kill_run_processes(env: &RunEnv) {

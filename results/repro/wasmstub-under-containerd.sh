@@ -5,6 +5,7 @@
 set -uo pipefail
 payload=${1:-$(find "$(dirname "$0")/../../target" -path '*payload-target*' -name payload -type f -perm -u+x | head -1)}
 [ -x "$payload" ] || { echo "no payload binary (cargo build -p shimcompat first, or pass its path)"; exit 2; }
+for tool in containerd ctr curl xxd ss; do command -v "$tool" >/dev/null || { echo "needs $tool"; exit 2; }; done
 d=$(mktemp -d /tmp/wsrepro.XXXXXX)
 sockets_before=$(ls /run/containerd/s 2>/dev/null)
 mkdir -p "$d/rootfs" && cp "$payload" "$d/rootfs/payload"

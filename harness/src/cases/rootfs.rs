@@ -32,8 +32,8 @@ pub fn cases() -> Vec<Case> {
             bind_mount),
         case!("rootfs::failed_mount_fails_cleanly", Must, ["rootfs"],
             breaks_with: "rootfs-partial-left",
-            ref: "runc shim NewContainer: a failed rootfs mount fails Create (\"failed to mount rootfs component\") and the deferred UnmountAll removes the mounts done so far; containerd then Deletes and removes the bundle",
-            "a Create whose second rootfs mount cannot be done (its lowerdir is missing) fails with an error, and leaves nothing mounted at <bundle>/rootfs and no container process",
+            ref: "runc shim NewContainer: a failed rootfs mount fails Create (\"failed to mount rootfs component\") and the deferred UnmountAll removes the mounts done so far; containerd then Deletes and removes the bundle (bundle.Delete: UnmountAll of <bundle>/rootfs, which cannot remove a mount with submounts)",
+            "a Create whose second rootfs mount cannot be done (its lowerdir is missing) fails with an error, and leaves no container process and nothing mounted at <bundle>/rootfs that containerd's own unmount of it cannot remove",
             failed_mount_fails_cleanly),
     ]
 }
@@ -172,6 +172,9 @@ async fn failed_mount_fails_cleanly(ctx: &mut Ctx) -> CaseResult {
     let bad = overlay_mount(&snapshot.join("no-such-layer"), &snapshot);
     let created =
         ctx.create_with_rootfs(&shim, &id, &shim.bundle_dir(), IoSpec::NULL, Some(vec![bind(&good), bad])).await;
+    // containerd removes the bundle after a failed Create (runtime v2 bundle.Delete: umount <bundle>/rootfs until
+    // nothing is left, then remove the directory): only what survives that is the shim's leak.
+    crate::bundle::unmount_rootfs_as_containerd(&shim.bundle_dir());
     let rootfs = shim.bundle_dir().join("rootfs");
     let left = crate::leaks::mounts_under(std::slice::from_ref(&rootfs));
     // The shim itself stays (it serves until Shutdown); anything else of this case is the container's.
@@ -190,7 +193,7 @@ async fn failed_mount_fails_cleanly(ctx: &mut Ctx) -> CaseResult {
     );
     ensure!(
         left.is_empty(),
-        "after the failed Create (and containerd's Delete), still mounted under {}: {left:?}",
+        "after the failed Create and containerd's unmount of {} (until nothing was left), still mounted there: {left:?}",
         rootfs.display()
     );
     ensure!(running.is_empty(), "after the failed Create (and containerd's Delete), still running: {running:?}");

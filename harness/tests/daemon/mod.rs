@@ -694,6 +694,16 @@ impl Lab {
         self.runc_cleanup();
         let _ = fs::remove_dir_all(self.runc_root());
         let _ = fs::remove_dir(PathBuf::from("/run/containerd/runc").join(format!("{}-moby", self.namespace)));
+        // Shims keep per-namespace state under /run/containerd/<runtime>/<namespace> (runc's root above, runwasi's
+        // /run/containerd/<shim name>/): the lab's namespaces are its own, so whatever is left there goes.
+        for runtime in fs::read_dir("/run/containerd").into_iter().flatten().flatten() {
+            for namespace in [self.namespace.clone(), format!("{}-moby", self.namespace)] {
+                let dir = runtime.path().join(namespace);
+                if dir.is_dir() {
+                    let _ = fs::remove_dir_all(&dir);
+                }
+            }
+        }
         let mut mounts = mounts_under(&self.root);
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for mount in mounts {

@@ -809,7 +809,9 @@ fn mount_rootfs(bundle: &Path, mounts: &[api::Mount], faults: Faults) -> R<()> {
             ),
         };
         if let Err(e) = mounted {
-            if !faults.has(Fault::RootfsPartialLeft) {
+            if faults.has(Fault::RootfsPartialLeft) {
+                leave_submount(&target);
+            } else {
                 unmount_rootfs(bundle);
             }
             return Err(rpc_err(
@@ -869,6 +871,19 @@ pub fn remove_runtime_state(bundle: &Path) {
 }
 
 /// Unmounts everything at or under `<bundle>/rootfs` (lazily: a process being killed may still hold it).
+/// The `rootfs-partial-left` fault: what was mounted stays, with a tmpfs on its `/tmp` as a shim preparing the
+/// rootfs' own mounts in the host's namespace would leave. containerd's cleanup (umount of `<bundle>/rootfs` until
+/// nothing is left) cannot remove a mount that has another below it, so this outlives the bundle.
+fn leave_submount(rootfs: &Path) {
+    let tmp = rootfs.join("tmp");
+    if let Err(e) = fs::create_dir_all(&tmp).and_then(|_| {
+        nix::mount::mount(Some("tmpfs"), &tmp, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>)
+            .map_err(std::io::Error::from)
+    }) {
+        warn!("fault rootfs-partial-left: mounting tmpfs at {}: {e}", tmp.display());
+    }
+}
+
 pub fn unmount_rootfs(bundle: &Path) {
     let target = bundle.join("rootfs");
     let Some(target) = target.to_str() else { return };
