@@ -157,7 +157,7 @@ impl RunEnv {
     /// still mounted there (detached now) or had to leave, one line each.
     pub fn cleanup(&self) -> Vec<String> {
         for socket in self.shim_sockets.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = crate::shim::launch::remove_socket(&socket);
+            let _ = crate::shim::launch::remove_socket(socket);
         }
         let mut found: Vec<String> = match &self.tracking {
             Some(tracking) => {

@@ -87,6 +87,8 @@ impl TestArgs {
 }
 
 /// A candidate under one containerd line, ready to run, or the reason it cannot run here.
+// One per candidate and line, made once: not worth a box for the candidate record.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Planned {
     Ready(Arc<Target>),

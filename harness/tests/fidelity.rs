@@ -23,6 +23,7 @@
 //!      split at anchors (Create, Delete, Shutdown, the actions) with the calls between two anchors compared as a
 //!      multiset, because ctr's Wait goroutine races Start; and an exec's calls around its Start (what comes
 //!      between Exec and Start, duplicates collapsed, and the call right after Start), its Wait left out (it races).
+//!
 //!    Deliberate differences are listed in `deliberate` and PRESENCE_BY_CASE, with the reason, and printed. Anything
 //!    else that differs fails the test, with a table of containerd's shape against the harness's.
 //!

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use daemon::Verdict;
+use daemon::{NamedTest, Verdict};
 
 const SHIMCOMPAT: &str = env!("CARGO_BIN_EXE_shimcompat");
 /// One lifecycle case: enough to get a shim through start, Connect, Create, Start, Wait, Delete, Shutdown.
@@ -1322,7 +1322,7 @@ fn absurd_test_threads() -> Verdict {
 fn main() {
     // One at a time: a run reports mounts and files that appear on the host while it runs, which another test's
     // hostile shim would make.
-    let tests: &[(&'static str, fn() -> Verdict)] = &[
+    let tests: &[NamedTest] = &[
         ("hostile::bind_mount_left_in_the_bundle", bind_mount_left_in_the_bundle),
         ("hostile::shims_start_with_no_blocked_signals", shims_start_with_no_blocked_signals),
         ("hostile::huge_start_output", huge_start_output),

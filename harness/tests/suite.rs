@@ -472,7 +472,7 @@ fn main() {
                 let messages: Vec<String> = report
                     .results
                     .iter()
-                    .filter(|r| extra.iter().any(|e| *e == r.case))
+                    .filter(|r| extra.contains(&r.case))
                     .filter_map(|r| match &r.outcome {
                         Outcome::Fail { message } => Some(format!("{}: {}", r.case, first_lines(message, 3))),
                         _ => None,

@@ -109,7 +109,7 @@ fn print_result(result: &TrialResult, format: Format, printed: &mut usize, total
             };
             crate::console::check(write!(out, "{mark}"));
             *printed += 1;
-            if *printed % 88 == 0 {
+            if (*printed).is_multiple_of(88) {
                 let _ = writeln!(out);
             }
         }

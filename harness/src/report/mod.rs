@@ -355,9 +355,10 @@ pub fn merge(reports: Vec<Report>) -> (Report, Vec<Option<crate::doctor::HostFin
 /// 150 MB, and the self-test makes hundreds of reports).
 fn binary_facts(path: &std::path::Path) -> (Option<String>, Option<String>) {
     type Facts = (Option<String>, Option<String>);
-    static CACHE: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<(std::path::PathBuf, u64, std::time::SystemTime), Facts>>,
-    > = std::sync::OnceLock::new();
+    /// A binary as seen on disk: path, size, modification time.
+    type Seen = (std::path::PathBuf, u64, std::time::SystemTime);
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<Seen, Facts>>> =
+        std::sync::OnceLock::new();
     let Ok(meta) = std::fs::metadata(path) else { return (None, None) };
     let key = (path.to_path_buf(), meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
     let cache = CACHE.get_or_init(Default::default);

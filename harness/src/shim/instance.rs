@@ -126,12 +126,9 @@ impl Shim {
             .collect();
         for (id, dir) in bundles {
             let spec = LaunchSpec { id: id.clone(), bundle: dir, ..self.launch.clone() };
-            match launch::delete_action(&spec).await {
-                Err(error @ launch::LaunchError::DeleteTimeout { .. }) => {
-                    report.delete_action_hung.push(format!("{id}: {error}"))
-                }
-                // containerd only logs what the action answers, or that it failed.
-                Ok(_) | Err(_) => {}
+            // containerd only logs what the action answers, or that it failed; a hang is what counts.
+            if let Err(error @ launch::LaunchError::DeleteTimeout { .. }) = launch::delete_action(&spec).await {
+                report.delete_action_hung.push(format!("{id}: {error}"))
             }
         }
     }
@@ -191,8 +188,7 @@ pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
 /// Whether `pid` is a live process running in one of `dirs` (a shim runs in its bundle); a pid Connect misreported
 /// is not ours to kill.
 fn is_shim_of(pid: u32, dirs: &[PathBuf]) -> bool {
-    pid_alive(pid)
-        && std::fs::read_link(format!("/proc/{pid}/cwd")).map(|cwd| dirs.iter().any(|d| cwd == *d)).unwrap_or(false)
+    pid_alive(pid) && std::fs::read_link(format!("/proc/{pid}/cwd")).map(|cwd| dirs.contains(&cwd)).unwrap_or(false)
 }
 
 pub fn cmdline(pid: u32) -> String {

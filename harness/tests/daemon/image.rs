@@ -50,11 +50,11 @@ impl Tar {
         self.bytes.extend_from_slice(&header);
         self.bytes.extend_from_slice(data);
         let pad = (512 - data.len() % 512) % 512;
-        self.bytes.extend(std::iter::repeat(0u8).take(pad));
+        self.bytes.extend(std::iter::repeat_n(0u8, pad));
     }
 
     pub fn finish(mut self) -> Vec<u8> {
-        self.bytes.extend(std::iter::repeat(0u8).take(1024));
+        self.bytes.extend(std::iter::repeat_n(0u8, 1024));
         self.bytes
     }
 }

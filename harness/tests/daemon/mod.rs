@@ -1020,10 +1020,13 @@ pub enum Verdict {
     Fail(String),
 }
 
+/// A test of a `harness = false` binary: its name and body.
+pub type NamedTest = (&'static str, fn() -> Verdict);
+
 /// The main of a `harness = false` test binary: runs `tests` in parallel (filtered by the non-flag arguments, as
 /// libtest does; `--exact` and `--list` understood), prints libtest-style lines with skips and their reasons, and
 /// exits 1 when a test failed (a panic counts as a failure).
-pub fn run_tests(tests: &[(&'static str, fn() -> Verdict)]) -> ! {
+pub fn run_tests(tests: &[NamedTest]) -> ! {
     let tests = tests.iter().map(|(name, test)| (name.to_string(), Box::new(*test) as DynTest)).collect();
     run_dyn_tests(tests, usize::MAX)
 }

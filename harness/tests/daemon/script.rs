@@ -208,10 +208,9 @@ pub fn pause_resume_ps_metrics(run: &mut Run) -> Result<String, String> {
         run.lab.wait_status(&id, "RUNNING", SETTLE)?;
         Ok(format!("PAUSED, ps [{}], metrics, RUNNING", pids.join(" ")))
     })();
-    result.and_then(|note| run.finish(&id).map(|_| note)).or_else(|error| {
+    result.and_then(|note| run.finish(&id).map(|_| note)).inspect_err(|_error| {
         let _ = run.lab.ctr(&["task", "resume", &id]);
         let _ = run.finish(&id);
-        Err(error)
     })
 }
 

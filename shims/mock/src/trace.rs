@@ -239,7 +239,7 @@ pub fn shape(message: &dyn MessageDyn) -> Value {
 fn scalar_shape(message: &str, field: &str, value: ReflectValueRef) -> Value {
     let is_mount = message == "containerd.types.Mount";
     match value {
-        ReflectValueRef::String(s) if s.is_empty() => Value::Null,
+        ReflectValueRef::String("") => Value::Null,
         ReflectValueRef::String(s) if is_mount && field == "type" => json!(s),
         // Mount options: the key only (`lowerdir` of `lowerdir=/a:/b`, `ro`).
         ReflectValueRef::String(s) if is_mount && field == "options" => {
@@ -247,7 +247,7 @@ fn scalar_shape(message: &str, field: &str, value: ReflectValueRef) -> Value {
         }
         ReflectValueRef::String(s) if PATH_FIELDS.contains(&field) => json!(path_form(s)),
         ReflectValueRef::String(_) => json!("set"),
-        ReflectValueRef::Bytes(b) if b.is_empty() => Value::Null,
+        ReflectValueRef::Bytes([]) => Value::Null,
         ReflectValueRef::Bytes(b) => json!({"bytes": b.len()}),
         ReflectValueRef::Bool(false) => Value::Null,
         ReflectValueRef::Bool(true) => json!(true),
@@ -265,8 +265,8 @@ fn scalar_shape(message: &str, field: &str, value: ReflectValueRef) -> Value {
             Value::Null
         }
         ReflectValueRef::U32(n) if field == "signal" => json!(n),
-        ReflectValueRef::F32(f) if f == 0.0 => Value::Null,
-        ReflectValueRef::F64(f) if f == 0.0 => Value::Null,
+        ReflectValueRef::F32(0.0) => Value::Null,
+        ReflectValueRef::F64(0.0) => Value::Null,
         _ => json!("set"),
     }
 }
