@@ -5,7 +5,7 @@
 set -uo pipefail
 payload=${1:-$(find "$(dirname "$0")/../../target" -path '*payload-target*' -name payload -type f -perm -u+x | head -1)}
 [ -x "$payload" ] || { echo "no payload binary (cargo build -p shimcompat first, or pass its path)"; exit 2; }
-for tool in containerd ctr curl xxd ss; do command -v "$tool" >/dev/null || { echo "needs $tool"; exit 2; }; done
+for tool in containerd ctr curl xxd ss tar sha256sum; do command -v "$tool" >/dev/null || { echo "needs $tool"; exit 2; }; done
 d=$(mktemp -d /tmp/wsrepro.XXXXXX)
 sockets_before=$(ls /run/containerd/s 2>/dev/null)
 mkdir -p "$d/rootfs" && cp "$payload" "$d/rootfs/payload"
@@ -44,6 +44,23 @@ mkdir -p "$d/bin" && ln -s "$(command -v containerd-shim-runc-v2)" "$d/bin/conta
 : >"$d/empty.toml"
 printf '#!/bin/sh\necho "logger started for $CONTAINER_ID"\ncat <&3 5>&- >"%s/logger.out" &\nexec 5>&-\nwait\n' "$d" >"$d/logger"
 chmod +x "$d/logger"
+# An OCI image holding /payload (one uncompressed layer), for the step that needs a snapshot (an overlay rootfs).
+img() {
+  local o=$d/oci l c m
+  mkdir -p "$o/blobs/sha256"
+  tar -C "$d/rootfs" --owner=0 --group=0 -cf "$d/layer.tar" payload
+  l=$(sha256sum "$d/layer.tar" | cut -d' ' -f1); mv "$d/layer.tar" "$o/blobs/sha256/$l"
+  printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$l" >"$d/c.json"
+  c=$(sha256sum "$d/c.json" | cut -d' ' -f1); mv "$d/c.json" "$o/blobs/sha256/$c"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%d}]}' \
+    "$c" "$(stat -c %s "$o/blobs/sha256/$c")" "$l" "$(stat -c %s "$o/blobs/sha256/$l")" >"$d/m.json"
+  m=$(sha256sum "$d/m.json" | cut -d' ' -f1); mv "$d/m.json" "$o/blobs/sha256/$m"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%d,"annotations":{"io.containerd.image.name":"docker.io/shimcompat/repro:1"}}]}' \
+    "$m" "$(stat -c %s "$o/blobs/sha256/$m")" >"$o/index.json"
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$o/oci-layout"
+  tar -C "$o" -cf "$d/image.tar" oci-layout index.json blobs
+  ctr image import "$d/image.tar" >/dev/null
+}
 cleanup() {
   for id in $(ctr task ls -q 2>/dev/null); do ctr task kill -s KILL "$id" >/dev/null 2>&1; done
   sleep 0.5
@@ -61,6 +78,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap "exit 130" INT TERM
+img
 for rt in io.containerd.runc.v2 io.containerd.wasmstub.v1; do
   echo "=== $rt ($(containerd --version | awk '{print $3}'))"
   echo "--- environment (lifecycle::init_gets_process_env): ctr run --env PROBE=set"
@@ -87,6 +105,7 @@ for rt in io.containerd.runc.v2 io.containerd.wasmstub.v1; do
   id="created-$sfx"
   ctr container create --runtime "$rt" --rootfs "$d/rootfs" "$id" /payload forever
   echo "    Create: $(grpc $tasks/Create "$(pbid "$id")")"
+  echo "    ctr task ls: $(ctr task ls | grep "$id" | tr -s ' ')   (running process of the created container: $(pgrep -f -- '^/payload forever' | tr '\n' ' ')$(pgrep -P "$(pgrep -f -- "-id $id " | head -1)" 2>/dev/null | tr '\n' ' '))"
   ( echo "    Wait (pending since Create) returned: $(grpc $tasks/Wait "$(pbid "$id")")" ) &
   waiter=$!; sleep 0.5
   echo "    Kill SIGKILL: $(grpc $tasks/Kill "$(pbid "$id" 1809)")"; sleep 1
@@ -98,6 +117,13 @@ for rt in io.containerd.runc.v2 io.containerd.wasmstub.v1; do
   echo "    ctr exit status: ${PIPESTATUS[1]} (137: cat still running after 10 s, ctr killed)"
   ctr task kill -s KILL "stdin-$sfx" >/dev/null 2>&1; sleep 0.5
   ctr task delete -f "stdin-$sfx" >/dev/null 2>&1; ctr container delete "stdin-$sfx" >/dev/null 2>&1
+  echo "--- overlay rootfs from an image snapshot (rootfs::unmounted_by_delete): mounts under the task's bundle"
+  ctr run -d --runtime "$rt" docker.io/shimcompat/repro:1 "img-$sfx" /payload forever >/dev/null 2>&1; sleep 0.5
+  echo "    while running: $(grep -c "$d/state/.*/img-$sfx/rootfs" /proc/self/mountinfo) mount(s) at the bundle's rootfs"
+  ctr task kill -s KILL "img-$sfx" >/dev/null 2>&1; sleep 0.5
+  ctr task delete "img-$sfx" 2>&1 | sed 's/^/    task delete: /'
+  echo "    after ctr task delete: $(grep -c "$d/state/.*/img-$sfx/rootfs" /proc/self/mountinfo) mount(s); bundle dir: $(ls -d "$d"/state/*/repro/img-"$sfx" 2>/dev/null || echo gone)"
+  ctr container delete "img-$sfx" >/dev/null 2>&1
   echo "--- log URIs (io::binary_logger, io::file_uri_output): ctr run --log-uri binary://... and file://..."
   rm -f "$d/logger.out" "$d/file.out"
   timeout -s KILL 15 "${CTR[@]}" run --rm --runtime "$rt" --log-uri "binary://$d/logger" --rootfs "$d/rootfs" "blog-$sfx" /payload echo via-logger 2>&1 | sed 's/^/    /'
@@ -114,3 +140,4 @@ for rt in io.containerd.runcalias.v2 io.containerd.wasmstub.v1; do
 done
 echo "--- state left under /run/containerd/wasmstub/repro: $(ls /run/containerd/wasmstub/repro 2>/dev/null | tr '\n' ' ')"
 rm -rf /run/containerd/wasmstub/repro
+rmdir /run/containerd/runc/repro 2>/dev/null
