@@ -1,7 +1,7 @@
 //! Pause and Resume (`ctr task pause`, `docker pause`): the task freezes, thaws, and says so in State and events.
 use containerd_shim_protos::types::task::Status;
 
-use super::util::{expect_status, read_until, started, HOLD};
+use super::util::{expect_status, hold, read_until, started};
 use super::{expect_refused, fail, Case, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::{deadline, Ctx, Task};
@@ -49,13 +49,14 @@ async fn pause_and_resume_cat(ctx: &Ctx, shim: &Shim, task: &mut Task) -> CaseRe
     stdin.write(b"before the pause\n", write_timeout).await.map_err(fail)?;
     read_until(ctx, &mut task.io, "before the pause\n", "cat echoing its input before Pause").await?;
 
+    let hold = hold(shim, &task.id).await;
     shim.task.pause(&task.id).await?;
     let state = shim.task.state(&task.id, "").await?;
     expect_status(&state, Status::PAUSED, "after Pause")?;
     let stdin = task.io.stdin.as_mut().ok_or_else(|| fail("harness bug: no stdin fifo"))?;
     stdin.write(b"while paused\n", write_timeout).await.map_err(fail)?;
     let stdout = task.io.stdout.as_mut().ok_or_else(|| fail("harness bug: no stdout fifo"))?;
-    let (seen, echoed) = stdout.read_until(b"while paused\n", HOLD).await;
+    let (seen, echoed) = stdout.read_until(b"while paused\n", hold).await;
     ensure!(
         !echoed,
         "the task echoed input while PAUSED: a paused task must not run (stdout {:?})",

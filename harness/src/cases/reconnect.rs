@@ -3,7 +3,7 @@ use containerd_shim_protos::types::task::Status;
 
 use super::cli::{join_group, GROUP_ANNOTATION};
 use super::util::{
-    drop_connections, exec_started, expect_status, is_process, poll_until, read_until, stamp, started, HOLD,
+    drop_connections, exec_started, expect_status, hold, is_process, poll_until, read_until, stamp, started,
 };
 use super::{fail, Case, CaseError, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
@@ -78,18 +78,33 @@ async fn address_file_names_the_socket(ctx: &mut Ctx) -> CaseResult {
 }
 
 /// Drops the harness's connection to the shim (as a restarting containerd does).
-fn disconnect(shim: &Shim) -> CaseResult {
+/// Drops every connection to the shim; returns how long `reconnect` then watches for the shim exiting (see
+/// util::hold, measured while still connected).
+async fn disconnect(shim: &Shim) -> Result<std::time::Duration, CaseError> {
+    let hold = hold(shim, shim.id()).await;
     let dropped = drop_connections(&shim.reply.address);
     ensure!(dropped > 0, "harness: found no connection to {} to drop", shim.reply.address);
+    Ok(hold)
+}
+
+/// Opens the payload's `line` gate (a line on its stdin, which the shim copies with no client connected) so that it
+/// exits now, and waits for its stdout to close, which the shim does once the process is gone. A shim that never
+/// closes it costs the exit deadline, no more: the caller then polls State for the exit as before.
+async fn exit_now(ctx: &Ctx, io: &mut crate::bundle::ProcessIo) -> CaseResult {
+    let stdin = io.stdin.as_mut().ok_or_else(|| fail("harness bug: no stdin fifo"))?;
+    stdin.write(b"go\n", ctx.timeout(deadline::RPC)).await.map_err(fail)?;
+    if let Some(stdout) = io.stdout.as_mut() {
+        stdout.read_to_eof(ctx.timeout(deadline::EXIT)).await;
+    }
     Ok(())
 }
 
 /// After `disconnect`: checks the shim stays up, and connects again the way the profile's containerd reloads a shim
 /// after a restart: from `<bundle>/address`, which the shim wrote (1.x), or from what containerd recorded at start
 /// (2.x `bootstrap.json`); then Connect within the load timeout, and (1.7+) Pids.
-async fn reconnect(ctx: &Ctx, shim: &Shim) -> Result<TaskClient, CaseError> {
+async fn reconnect(ctx: &Ctx, shim: &Shim, hold: std::time::Duration) -> Result<TaskClient, CaseError> {
     let pid = shim.shim_pid();
-    let died = poll_until(HOLD, || !is_process(pid)).await;
+    let died = poll_until(hold, || !is_process(pid)).await;
     ensure!(
         !died,
         "the shim (pid {pid}) exited when its client disconnected; containerd could not reconnect after a restart"
@@ -157,8 +172,8 @@ async fn finish(ctx: &Ctx, shim: &Shim, client: &TaskClient, task: &Task) -> Cas
 async fn task_intact(ctx: &mut Ctx) -> CaseResult {
     let (shim, mut task) = started(ctx, &ContainerConfig::new(&["ready", "forever"]), IoSpec::OUT).await?;
     read_until(ctx, &mut task.io, "ready\n", "the payload starting").await?;
-    disconnect(&shim)?;
-    let client = reconnect(ctx, &shim).await?;
+    let hold = disconnect(&shim).await?;
+    let client = reconnect(ctx, &shim, hold).await?;
     pids_after_reload(ctx, &client, &task).await?;
     let connect = client.connect_rpc(&task.id).await?;
     ensure!(
@@ -177,12 +192,12 @@ async fn task_intact(ctx: &mut Ctx) -> CaseResult {
 async fn exit_while_disconnected(ctx: &mut Ctx) -> CaseResult {
     // The container ends on its own while nobody listens (its exit event goes to a containerd that is gone). It
     // is not signalled from outside: that would need its pid to be a host process, which it is not under gVisor.
-    let config = ContainerConfig::new(&["ready", "sleep", "1", "exit", "9"]);
-    let (shim, mut task) = started(ctx, &config, IoSpec::OUT).await?;
+    let config = ContainerConfig::new(&["ready", "line", "exit", "9"]);
+    let (shim, mut task) = started(ctx, &config, IoSpec::ALL).await?;
     read_until(ctx, &mut task.io, "ready\n", "the payload starting").await?;
-    disconnect(&shim)?;
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    let client = reconnect(ctx, &shim).await?;
+    let hold = disconnect(&shim).await?;
+    exit_now(ctx, &mut task.io).await?;
+    let client = reconnect(ctx, &shim, hold).await?;
     let deadline = tokio::time::Instant::now() + ctx.timeout(deadline::EXIT);
     let state = loop {
         let state = client.state(&task.id, "").await?;
@@ -223,14 +238,14 @@ async fn every_task_intact(ctx: &mut Ctx) -> CaseResult {
     let (exec_pid, mut exec_io) =
         exec_started(ctx, &shim, &first.id, "kept", &["ready", "forever"], IoSpec::OUT).await?;
     read_until(ctx, &mut exec_io, "ready\n", "the exec starting").await?;
-    let (second_id, second_dir) = join_group(ctx, &shim, &group, &["ready", "sleep", "1", "exit", "9"]).await?;
-    let mut second = ctx.create_in(&shim, &second_id, &second_dir, IoSpec::OUT).await?;
+    let (second_id, second_dir) = join_group(ctx, &shim, &group, &["ready", "line", "exit", "9"]).await?;
+    let mut second = ctx.create_in(&shim, &second_id, &second_dir, IoSpec::ALL).await?;
     ctx.start_process(&shim, &second.id, "").await?;
     read_until(ctx, &mut second.io, "ready\n", "the second container starting").await?;
-    disconnect(&shim)?;
+    let hold = disconnect(&shim).await?;
     // The second container exits while nobody is connected.
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    let client = reconnect(ctx, &shim).await?;
+    exit_now(ctx, &mut second.io).await?;
+    let client = reconnect(ctx, &shim, hold).await?;
     let checked = async {
         pids_after_reload(ctx, &client, &first).await?;
         let state = client.state(&first.id, "").await?;

@@ -1,7 +1,7 @@
 //! Shutdown: the shim exits once it has no tasks left.
 use containerd_shim_protos::types::task::Status;
 
-use super::util::{expect_status, is_process, poll_until, run_to_exit, started, HOLD};
+use super::util::{expect_status, hold, is_process, poll_until, run_to_exit, started};
 use super::{Case, CaseError, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::{deadline, Ctx};
@@ -43,10 +43,11 @@ async fn after_delete_exits(ctx: &mut Ctx) -> CaseResult {
 
 async fn live_task_keeps_serving(ctx: &mut Ctx) -> CaseResult {
     let (shim, task) = started(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
+    let hold = hold(&shim, &task.id).await;
     // An error reply is acceptable (the shim may refuse); exiting is not.
     let reply = shim.task.shutdown(&task.id, false).await;
     let pid = shim.shim_pid();
-    let exited = poll_until(HOLD, || !is_process(pid)).await;
+    let exited = poll_until(hold, || !is_process(pid)).await;
     let reply = match &reply {
         Ok(empty) => format!("answered {}", super::brief(empty)),
         Err(e) => format!("answered {e}"),

@@ -176,8 +176,19 @@ pub async fn poll_until(timeout: std::time::Duration, mut check: impl FnMut() ->
 }
 
 /// How long a "does not return early" check watches: long enough to catch a premature reply, short enough to keep
-/// cases fast.
+/// cases fast. The most [`hold`] gives.
 pub const HOLD: std::time::Duration = std::time::Duration::from_millis(400);
+/// The least [`hold`] gives.
+pub const MIN_HOLD: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long to watch for something that must NOT happen (a Wait returning early, output while paused, the shim
+/// exiting): 20 times what a State round trip to this shim takes right now, between MIN_HOLD and HOLD. A shim
+/// that does the wrong thing at once does it well within that; a slow shim (gVisor, a VM) gets the longer window.
+pub async fn hold(shim: &crate::shim::instance::Shim, id: &str) -> std::time::Duration {
+    let asked = std::time::Instant::now();
+    let _ = shim.task.state(id, "").await;
+    (asked.elapsed() * 20).clamp(MIN_HOLD, HOLD)
+}
 
 /// Closes, from the harness side, every connection this process has to the unix socket at `address` (a client
 /// going away, as containerd does when it restarts). Returns how many connections were shut down.

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use containerd_shim_protos::types::task::Status;
 
-use super::util::{created, exec_started, poll_until, read_until, stamp, started, HOLD};
+use super::util::{created, exec_started, hold, poll_until, read_until, stamp, started, HOLD};
 use super::{fail, Case, CaseError, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::{deadline, Ctx};
@@ -65,8 +65,9 @@ async fn concurrent_waiters_same_status(ctx: &mut Ctx) -> CaseResult {
     let (shim, mut task) = started(ctx, &ContainerConfig::new(&["ready", "forever"]), IoSpec::OUT).await?;
     read_until(ctx, &mut task.io, "ready\n", "the payload starting").await?;
     let timeout = ctx.timeout(deadline::EXIT) + HOLD;
+    let hold = hold(&shim, &task.id).await;
     let waiters: Vec<_> = (0..4).map(|_| spawn_wait(&shim.task, &task.id, "", timeout)).collect();
-    tokio::time::sleep(HOLD).await;
+    tokio::time::sleep(hold).await;
     let early = waiters.iter().filter(|w| w.is_finished()).count();
     ensure!(early == 0, "{early} of 4 Waits returned while the task was still running");
     shim.task.kill(&task.id, "", libc::SIGKILL as u32, false).await?;
@@ -126,8 +127,9 @@ async fn after_exit_returns_at_once(ctx: &mut Ctx) -> CaseResult {
 
 async fn created_blocks_until_killed(ctx: &mut Ctx) -> CaseResult {
     let (shim, task) = created(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
+    let hold = hold(&shim, &task.id).await;
     let waiter = spawn_wait(&shim.task, &task.id, "", ctx.timeout(deadline::EXIT) + HOLD);
-    let finished_early = poll_until(HOLD, || waiter.is_finished()).await;
+    let finished_early = poll_until(hold, || waiter.is_finished()).await;
     if finished_early {
         let reply = waiter.await.map_err(|e| fail(e.to_string()))?;
         return Err(fail(format!(

@@ -825,7 +825,7 @@ pub const ALSO_BREAKS: &[(&str, &[&str])] = &[
 
 pub const MAY_BREAK: &[(&str, &[&str])] = &[
     ("connect-wrong-pid", &["shutdown::socket_removed"]),
-    ("create-wrong-pid", &["delete::running_refused", "exec::runs_with_own_exit_status"]),
+    ("create-wrong-pid", &["delete::running_refused", "exec::runs_with_own_exit_status", "exec::state_of_exec"]),
     ("drop-stdout", &["exec::resize_exec_pty", "exec::resize_zero_accepted"]),
     ("exec-drop-stdout", &["exec::resize_exec_pty", "exec::resize_zero_accepted"]),
     ("exec-exit-status-zero", &["wait::exec_wait_before_start_gets_status"]),
