@@ -705,6 +705,11 @@ pub fn judge(target: &Arc<Target>, env: &Arc<RunEnv>) -> Verdict {
         };
         ctx.teardown().await;
         let _ = ctx.probe.check();
+        // The probe runs alone (before any trial, one candidate at a time; `doctor` too): the namespace directory
+        // its shim made under the candidate's state_root can go if it is empty.
+        if let Some(state) = &ctx.probe.runtime_state {
+            let _ = std::fs::remove_dir(state);
+        }
         verdict
     });
     runtime.shutdown_timeout(Duration::from_millis(200));
