@@ -245,6 +245,14 @@ impl Target {
         Some(RuntimeSweep { binary, root })
     }
 
+    /// Where the candidate's runtime keeps per-container state for `namespace`: the runc root's namespace directory
+    /// for a runc-family candidate, else `<state_root>/<namespace>` if the candidate file names one.
+    pub fn runtime_state(&self, env: &RunEnv) -> Option<PathBuf> {
+        self.sweep(env)
+            .map(|sweep| sweep.state_root(&env.namespace))
+            .or_else(|| self.candidate.state_root.as_ref().map(|root| root.join(&env.namespace)))
+    }
+
     /// The runtime options Any sent with Create and at start.
     pub fn options_any(&self, env: &RunEnv) -> Option<Any> {
         let options = self.candidate.runc_options.as_ref()?;
@@ -321,10 +329,7 @@ impl Ctx {
         let options = target.options_any(&env);
         let probe = crate::leaks::Probe {
             marker: marker.clone(),
-            runtime_state: target
-                .sweep(&env)
-                .map(|sweep| sweep.state_root(&env.namespace))
-                .or_else(|| target.candidate.state_root.as_ref().map(|root| root.join(&env.namespace))),
+            runtime_state: target.runtime_state(&env),
             cgroup: env.tracking.as_ref().and_then(|t| t.trial(&marker)),
             ..Default::default()
         };

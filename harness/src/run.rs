@@ -322,7 +322,7 @@ pub fn run(
         }
     }
     killed.extend(env.cleanup());
-    remove_state_namespaces(&plans, &env.namespace);
+    remove_state_namespaces(&plans, &env);
     killed.extend(host_watch.appeared(&[env.workdir.clone(), env.sockets.clone()]));
     crate::shim::instance::reap_orphans();
     crate::leaks::remove_cgroup_parents();
@@ -590,13 +590,13 @@ const RUNNING: u8 = 0;
 const MAIN_FINISHES: u8 = 1;
 const SIGNAL_FINISHES: u8 = 2;
 
-/// A candidate's `state_root` gets a directory for the run's namespace from the shim (runwasi: `<root>/<ns>/<id>`);
-/// once the run's containers are gone it goes too, if nothing else is in it (runs may share the namespace).
-fn remove_state_namespaces(plans: &[Planned], namespace: &str) {
+/// The runtime makes a directory for the run's namespace (runc's root, runwasi's `<state_root>/<ns>`); once the
+/// run's containers are gone it goes too, if nothing else is in it (runs may share the namespace).
+fn remove_state_namespaces(plans: &[Planned], env: &RunEnv) {
     for plan in plans {
         if let Planned::Ready(target) = plan {
-            if let Some(root) = &target.candidate.state_root {
-                let _ = std::fs::remove_dir(root.join(namespace));
+            if let Some(state) = target.runtime_state(env) {
+                let _ = std::fs::remove_dir(state);
             }
         }
     }

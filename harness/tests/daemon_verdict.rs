@@ -49,8 +49,12 @@ const CTR_RUNC_OPTIONS_NAME: &str = "io.containerd.runc.v2";
 const PARALLEL: usize = 4;
 
 /// What a usable candidate must get through.
-const USABLE_STEPS: &[(&str, Step)] =
-    &[("run_rm_echo", run_rm_echo), ("detached_exec", detached_exec), ("received_options", received_options)];
+/// Each with the candidate-file feature it needs (a candidate declaring that feature unsupported skips the step).
+const USABLE_STEPS: &[(&str, Option<&str>, Step)] = &[
+    ("run_rm_echo", None, run_rm_echo),
+    ("detached_exec", Some("exec"), detached_exec),
+    ("received_options", None, received_options),
+];
 
 fn line_of(daemon: Daemon) -> Line {
     match daemon {
@@ -366,18 +370,15 @@ fn agree(file: PathBuf, daemon: Daemon) -> Verdict {
         EXPECT_BINARY_NAME.with(|e| *e.borrow_mut() = form.expect_binary_name.clone());
         // A step needing a feature the candidate declares unsupported is not run (and says so): "usable" claims
         // the lifecycle, not features the candidate file rules out (runwasi has no Exec).
-        let steps: Vec<(&str, Step)> = USABLE_STEPS
-            .iter()
-            .copied()
-            .filter(|(name, _)| {
-                let needs_exec = *name == "detached_exec";
-                if needs_exec && candidate.unsupported.contains("exec") {
-                    report.push_str(&format!("  {name:<18} not run: the candidate declares `exec` unsupported\n"));
-                    return false;
+        let mut steps: Vec<(&str, Step)> = Vec::new();
+        for (name, feature, step) in USABLE_STEPS {
+            match feature.filter(|f| candidate.unsupported.contains(*f)) {
+                Some(feature) => {
+                    report.push_str(&format!("  {name:<18} not run: the candidate declares `{feature}` unsupported\n"))
                 }
-                true
-            })
-            .collect();
+                None => steps.push((name, *step)),
+            }
+        }
         let outcomes = run_steps(&mut lab, &steps, &form.runtime, &form.flags, image, &tag);
         report.push_str(&steps_report(&steps, &outcomes));
         // A failed step is run once more: one success shows that this containerd can use the shim (what the verdict
