@@ -289,6 +289,9 @@ pub struct Task {
     /// The pid Connect returned right after Create: the one containerd reports for the task.
     pub connect_pid: u32,
     pub io: ProcessIo,
+    /// How long the Create call took, and the Connect right after it (for `shimcompat bench`).
+    pub create_rpc: Duration,
+    pub connect_rpc: Duration,
 }
 
 /// The pids containerd learns when it starts a process: Start's reply, and State's (the one it reports).
@@ -452,6 +455,7 @@ impl Ctx {
         for socket in launch::predicted_sockets(&spec) {
             self.env.note_shim_socket(&socket);
         }
+        let began = std::time::Instant::now();
         let reply = match launch::start(&spec).await {
             Ok(reply) => reply,
             Err(error) => {
@@ -467,11 +471,13 @@ impl Ctx {
                 return Err(fail(format!("shim start failed: {error}\nshim log:\n{tail}")));
             }
         };
+        let started = began.elapsed();
         // From here the shim has a socket, whatever happens next.
         if let Some(socket) = launch::socket_path(&reply.address) {
             self.env.note_shim_socket(&socket);
             self.probe.sockets.push(socket);
         }
+        let began = std::time::Instant::now();
         let task = match TaskClient::connect(
             &reply.address,
             reply.api,
@@ -494,6 +500,7 @@ impl Ctx {
                 )));
             }
         };
+        let dial = began.elapsed();
         let shim = Arc::new(Shim {
             launch: spec,
             reply,
@@ -502,6 +509,7 @@ impl Ctx {
             bundles: std::sync::Mutex::new(vec![bundle]),
             connect: Default::default(),
             live_ids: Default::default(),
+            timings: crate::shim::instance::LaunchTimings { start: started, dial },
         });
         self.shims.push(shim.clone());
         Ok(shim)
@@ -601,6 +609,7 @@ impl Ctx {
             options: self.options.clone().into(),
             ..Default::default()
         };
+        let began = std::time::Instant::now();
         let reply = match shim.task.create(&request).await {
             Ok(reply) => reply,
             Err(error) => {
@@ -611,19 +620,29 @@ impl Ctx {
                 return Err(fail(format!("{error}\nshim log:\n{}", shim.log_tail(20))));
             }
         };
+        let create_rpc = began.elapsed();
         shim.note_created(id);
         if io.stdout || io.stderr {
             process_io.seal();
         }
         // services/tasks Create: the pid it reports is PID(), i.e. Connect's task_pid, asked right after Create.
+        let began = std::time::Instant::now();
         let connect = shim.task.connect_rpc(id).await.map_err(|e| {
             fail(format!(
                 "Connect right after Create failed (containerd {} asks Connect for the task pid it reports: services/tasks Create -> PID): {e}",
                 self.target.profile.line
             ))
         })?;
+        let connect_rpc = began.elapsed();
         shim.record_connect(&connect);
-        Ok(Task { id: id.into(), pid: reply.pid, connect_pid: connect.task_pid, io: process_io })
+        Ok(Task {
+            id: id.into(),
+            pid: reply.pid,
+            connect_pid: connect.task_pid,
+            io: process_io,
+            create_rpc,
+            connect_rpc,
+        })
     }
 
     /// Start as containerd's tasks service does it: Start, then State for the pid it reports (local.go Start).

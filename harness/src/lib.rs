@@ -1,6 +1,7 @@
 //! shimcompat: a conformance suite for containerd shims, driven at the shim boundary.
 //!
 //! The path a run takes: candidate -> resolve -> host -> bundle -> shim -> cases -> report (see shared/design.md).
+pub mod bench;
 pub mod bundle;
 pub mod candidate;
 pub mod cases;

@@ -45,13 +45,25 @@ enum Command {
         #[command(flatten)]
         test: TestArgs,
     },
-    /// Compare a run's JSON report (from `run --report-json`) with committed baselines, by outcome
+    /// Compare a run's JSON report (from `run --report-json`) with committed baselines, by outcome; or two bench
+    /// reports (from `bench --json`), by percentile, throughput and memory. Exit 1 on a regression
     Compare {
-        /// A baseline file or a directory of them
+        /// A baseline file or a directory of them (for a bench report: the earlier bench report)
         baseline: PathBuf,
-        /// A report written by `shimcompat run --report-json`
+        /// A report written by `shimcompat run --report-json` or `shimcompat bench --json`
         report: PathBuf,
+        /// Bench reports only: how much a figure may move before it counts, in percent
+        #[arg(long, value_name = "PCT", default_value_t = 25.0)]
+        threshold: f64,
+        /// Bench reports only: latencies below this many microseconds on both sides are not compared
+        #[arg(long, value_name = "US", default_value_t = 1000)]
+        floor_us: u64,
     },
+    /// Measure a shim at the shim boundary: per-operation latency (p50/p90/p99/max), throughput at rising
+    /// concurrency, memory per container held, and a soak for leaks; side by side with the bare OCI runtime and a
+    /// private containerd's `ctr run --rm` where they are installed. Numbers are reported, not judged: exit 1 only
+    /// when a lifecycle failed or left something behind
+    Bench(BenchArgs),
     /// Render one or more JSON reports (from `run --report-json`) as Markdown, JUnit or merged JSON; reports from
     /// different hosts keep each host apart
     Report {
@@ -165,6 +177,49 @@ struct RunArgs {
     test: TestArgs,
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// A runtime name, resolved as containerd does (default: the bundled mock shim)
+    #[arg(long, value_name = "NAME", conflicts_with = "candidate")]
+    runtime: Option<String>,
+    /// A candidate file (repeatable)
+    #[arg(long, value_name = "FILE")]
+    candidate: Vec<PathBuf>,
+    /// Behave as this containerd line (default: the installed containerd's line, else the newest)
+    #[arg(long, value_name = "LINE")]
+    containerd: Option<String>,
+    /// Small counts (10 lifecycles, concurrency 1 and 2, density 1 and 5, soak 50): every phase in a minute or less
+    #[arg(long)]
+    quick: bool,
+    /// Lifecycles for the latency distributions (default 100; --quick 10)
+    #[arg(long, value_name = "N")]
+    samples: Option<usize>,
+    /// Concurrency levels for throughput (default 1,2,4,8; --quick 1,2)
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    concurrency: Option<Vec<usize>>,
+    /// Lifecycles per concurrent worker at each level (default 10; --quick 3)
+    #[arg(long, value_name = "N")]
+    per_worker: Option<usize>,
+    /// Container counts held for density (default 1,10,50,100; --quick 1,5)
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    density: Option<Vec<usize>>,
+    /// Lifecycles in the soak, 0 for none (default 1000; --quick 50)
+    #[arg(long, value_name = "N")]
+    soak: Option<usize>,
+    /// Do not run the references (bare OCI runtime, ctr run --rm through a private containerd)
+    #[arg(long)]
+    no_references: bool,
+    /// Write the results as JSON (schema shimcompat.bench/v1)
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the results as Markdown (appended to, as $GITHUB_STEP_SUMMARY expects)
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+    /// Base directory for bundles, logs and sockets (default: $TMPDIR or /tmp)
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+}
+
 /// `--containerd` to lines: `all`, a list, or the default (installed containerd's line, else the newest).
 fn lines(arg: Option<&str>) -> Result<Vec<Line>, String> {
     let Some(arg) = arg else {
@@ -228,7 +283,14 @@ fn main() -> ExitCode {
             Ok(lines) => baseline(&candidates, &results, matrix_only, &test, &lines),
             Err(e) => usage_error(e),
         },
-        Command::Compare { baseline, report } => compare(&baseline, &report),
+        Command::Compare { baseline, report, threshold, floor_us } => {
+            if is_bench_report(&report) {
+                compare_bench(&baseline, &report, threshold, floor_us)
+            } else {
+                compare(&baseline, &report)
+            }
+        }
+        Command::Bench(args) => bench(args),
         Command::Report { reports, format, output } => render_reports(&reports, format, output.as_deref()),
     }
 }
@@ -607,4 +669,132 @@ fn render_reports(paths: &[PathBuf], format: ReportFormat, output: Option<&std::
         None => shimcompat::outln!("{text}"),
     }
     ExitCode::SUCCESS
+}
+
+fn bench(args: BenchArgs) -> ExitCode {
+    let candidates = if let Some(name) = &args.runtime {
+        if let Err(e) = select::check_runtime_name(name) {
+            return usage_error(e);
+        }
+        vec![Candidate::for_runtime(name)]
+    } else if !args.candidate.is_empty() {
+        let mut found = Vec::new();
+        for file in &args.candidate {
+            match Candidate::load(file) {
+                Ok(candidate) => found.push(candidate),
+                Err(e) => return usage_error(e),
+            }
+        }
+        found
+    } else {
+        vec![Candidate::mock()]
+    };
+    if let Err(e) = select::check_candidates(&candidates) {
+        return usage_error(e);
+    }
+    let lines = match lines(args.containerd.as_deref()) {
+        Ok(lines) => lines,
+        Err(e) => return usage_error(e),
+    };
+    let mut plans = Vec::new();
+    for candidate in candidates {
+        for line in &lines {
+            let plan = select::plan(candidate.clone(), None, *line);
+            // A bench of a shim that cannot run here is no result: say why and stop.
+            if let Planned::Unavailable { reason, .. } = &plan {
+                return usage_error(format!("{}: {reason}", plan.label()));
+            }
+            plans.push(plan);
+        }
+    }
+    let mut config =
+        if args.quick { shimcompat::bench::BenchConfig::quick() } else { shimcompat::bench::BenchConfig::full() };
+    config.samples = args.samples.unwrap_or(config.samples);
+    config.concurrency = args.concurrency.clone().unwrap_or(config.concurrency);
+    config.per_worker = args.per_worker.unwrap_or(config.per_worker);
+    config.density = args.density.clone().unwrap_or(config.density);
+    config.soak = args.soak.unwrap_or(config.soak);
+    config.references = !args.no_references;
+    config.work_base = args.work_dir.clone();
+    if config.samples == 0 || config.concurrency.contains(&0) || config.per_worker == 0 || config.density.contains(&0) {
+        return usage_error("--samples, --per-worker, --concurrency and --density take counts of 1 or more");
+    }
+    for path in [&args.json, &args.markdown].into_iter().flatten() {
+        if let Err(e) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            return usage_error(format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    let report = match shimcompat::bench::bench(plans, &config) {
+        Ok(report) => report,
+        Err(e) => return usage_error(e),
+    };
+    shimcompat::outln!("{}", shimcompat::bench::render::console(&report));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            return usage_error(format!("writing {}: {e}", path.display()));
+        }
+    }
+    if let Some(path) = &args.markdown {
+        use std::io::Write;
+        let written = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(shimcompat::bench::render::markdown(&report).as_bytes()));
+        if let Err(e) = written {
+            return usage_error(format!("writing {}: {e}", path.display()));
+        }
+    }
+    let failed = report.candidates.iter().any(|c| !c.errors.is_empty() || !c.leftovers.is_empty());
+    if shimcompat::context::STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+        return ExitCode::from(130);
+    }
+    ExitCode::from(u8::from(failed))
+}
+
+fn is_bench_report(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get("schema").and_then(|s| s.as_str()) == Some(shimcompat::bench::SCHEMA))
+}
+
+fn read_bench(path: &std::path::Path) -> Result<shimcompat::bench::BenchReport, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    if value.get("schema").and_then(|s| s.as_str()) != Some(shimcompat::bench::SCHEMA) {
+        return Err(format!("{}: not a bench report (schema {})", path.display(), shimcompat::bench::SCHEMA));
+    }
+    serde_json::from_value(value).map_err(|e| format!("{}: a bench report that does not parse: {e}", path.display()))
+}
+
+fn compare_bench(before: &std::path::Path, after: &std::path::Path, threshold: f64, floor_us: u64) -> ExitCode {
+    if !(0.0..=1000.0).contains(&threshold) {
+        return usage_error("--threshold is a percentage between 0 and 1000");
+    }
+    let (before, after) = match (read_bench(before), read_bench(after)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return usage_error(e),
+    };
+    let (changes, notes) = shimcompat::bench::render::compare(&before, &after, threshold / 100.0, floor_us);
+    for note in &notes {
+        shimcompat::outln!("{note}");
+    }
+    if changes.is_empty() {
+        shimcompat::outln!("no figure moved by more than {threshold}%");
+    }
+    for change in &changes {
+        shimcompat::outln!(
+            "{}: {} {}: {} -> {} ({:+.0}%)",
+            change.label,
+            if change.regression { "REGRESSION" } else { "improved" },
+            change.what,
+            change.before,
+            change.after,
+            (change.after / change.before.max(1e-9) - 1.0) * 100.0
+        );
+    }
+    let regressed = changes.iter().any(|c| c.regression) || notes.iter().any(|n| n.contains("REGRESSION"));
+    ExitCode::from(u8::from(regressed))
 }

@@ -133,6 +133,57 @@ pub struct RunConfig {
     pub shim_debug: bool,
 }
 
+/// What a run (or a bench) holds while it uses the host: its work and socket directories, registered so that a
+/// later run can clean up after a killed one; the harness as subreaper with its reaper thread; the interrupt
+/// handler; and a snapshot of the host to tell what the run left.
+pub struct Session {
+    pub env: Arc<RunEnv>,
+    host_watch: crate::leaks::HostWatch,
+}
+
+impl Session {
+    pub fn open(
+        work_base: Option<&std::path::Path>,
+        keep: bool,
+        shim_debug: bool,
+    ) -> Result<Session, crate::context::EnvError> {
+        // What earlier runs that were killed left: found by their records, removed now, said.
+        for line in crate::registry::describe(&crate::registry::clean_stale()) {
+            eprintln!("note: {line}");
+        }
+        let host_watch = crate::leaks::HostWatch::capture();
+        let mut env = RunEnv::create(work_base, keep)?;
+        env.shim_debug = shim_debug;
+        let env = Arc::new(env);
+        // Shims daemonize (their `start` exits and the server is orphaned); as a subreaper the harness inherits and
+        // reaps them, as init would under containerd, so a run leaves no zombies behind.
+        // First, before any thread exists: the signals must be blocked in every thread but the one that waits.
+        install_interrupt_cleanup(env.clone());
+        crate::shim::instance::become_subreaper();
+        crate::reaper::start();
+        Ok(Session { env, host_watch })
+    }
+
+    /// Ends the session: whatever is still running from its bundles is killed (a teardown hole), its directories
+    /// and the namespaces' runtime state are removed; returns what had to be killed or appeared on the host.
+    pub fn close(&self, plans: &[Planned]) -> Vec<String> {
+        let env = &self.env;
+        let stragglers = crate::shim::instance::processes_naming(std::slice::from_ref(&env.workdir));
+        let mut killed = Vec::new();
+        for pid in stragglers {
+            if let Some(line) = crate::shim::instance::kill_pid(pid) {
+                killed.push(line);
+            }
+        }
+        killed.extend(env.cleanup());
+        remove_state_namespaces(plans, env);
+        killed.extend(self.host_watch.appeared(&[env.workdir.clone(), env.sockets.clone()]));
+        crate::shim::instance::reap_orphans();
+        crate::leaks::remove_cgroup_parents();
+        killed
+    }
+}
+
 /// Runs (or lists) the trials; returns the report. Every reporter gets the run's events as they happen (the
 /// console prints them, file writers render the finished report); with none the run is silent (library callers
 /// such as the self-test read the report instead). What a reporter could not do is in `report.output_errors`.
@@ -175,20 +226,8 @@ pub fn run(
         }
         return Ok(report);
     }
-    // What earlier runs that were killed left: found by their records, removed now, said.
-    for line in crate::registry::describe(&crate::registry::clean_stale()) {
-        eprintln!("note: {line}");
-    }
-    let host_watch = crate::leaks::HostWatch::capture();
-    let mut env = RunEnv::create(work_base.as_deref(), keep)?;
-    env.shim_debug = config.shim_debug;
-    let env = Arc::new(env);
-    // Shims daemonize (their `start` exits and the server is orphaned); as a subreaper the harness inherits and
-    // reaps them, as init would under containerd, so a run leaves no zombies behind.
-    // First, before any thread exists: the signals must be blocked in every thread but the one that waits.
-    install_interrupt_cleanup(env.clone());
-    crate::shim::instance::become_subreaper();
-    crate::reaper::start();
+    let session = Session::open(work_base.as_deref(), keep, config.shim_debug)?;
+    let env = session.env.clone();
     // What each containerd line makes of each candidate: decided once, before any case runs.
     for plan in plans.iter() {
         if let Planned::Ready(target) = plan {
@@ -313,19 +352,7 @@ pub fn run(
         // usual teardown below removes its files.
         kill_run_processes(&env);
     }
-    // Whatever is still running from this run's bundles is a teardown hole: end it and say so.
-    let stragglers = crate::shim::instance::processes_naming(std::slice::from_ref(&env.workdir));
-    let mut killed = Vec::new();
-    for pid in stragglers {
-        if let Some(line) = crate::shim::instance::kill_pid(pid) {
-            killed.push(line);
-        }
-    }
-    killed.extend(env.cleanup());
-    remove_state_namespaces(&plans, &env);
-    killed.extend(host_watch.appeared(&[env.workdir.clone(), env.sockets.clone()]));
-    crate::shim::instance::reap_orphans();
-    crate::leaks::remove_cgroup_parents();
+    let killed = session.close(&plans);
     let mut report = Report::new(&plans);
     let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
     results.sort_by(|a, b| a.name.cmp(&b.name));
@@ -618,7 +645,7 @@ fn kill_run_processes(env: &RunEnv) {
 }
 
 /// What teardown had to force, and what is still there after it.
-fn hygiene(ctx: &Ctx) -> Vec<String> {
+pub(crate) fn hygiene(ctx: &Ctx) -> Vec<String> {
     let mut leaked = Vec::new();
     for report in &ctx.reports {
         for line in &report.killed {

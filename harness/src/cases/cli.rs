@@ -17,7 +17,7 @@ use crate::{case, ensure};
 /// How a pod's containers reach one shim: containerd's CRI puts the sandbox id in every container's spec under this
 /// annotation, and shims group by it (the runc shims after their own `io.containerd.runc.v2.group`, runwasi's shim
 /// layer only by this one, Kata by it too). CRI's annotation rather than runc's, so every grouping shim is tested.
-pub(super) const GROUP_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+pub(crate) const GROUP_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 
 pub fn cases() -> Vec<Case> {
     vec![
@@ -92,7 +92,7 @@ async fn start_same_group_same_address(ctx: &mut Ctx) -> CaseResult {
 /// Runs `start` for a new container of `group` (as CRI does for a pod's next container) and requires the group's
 /// running shim to answer; returns the new container's id and bundle (owned by `shim` from here).
 /// Starts the shim for one more bundle in `group`; the group's shim must answer with its own address.
-pub(super) async fn join_group(
+pub(crate) async fn join_group(
     ctx: &mut Ctx,
     shim: &Shim,
     group: &str,

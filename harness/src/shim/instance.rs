@@ -22,6 +22,17 @@ pub struct Shim {
     pub connect: Mutex<Option<ConnectResponse>>,
     /// Ids created through this shim and not yet deleted by the case; teardown deletes them.
     pub live_ids: Mutex<Vec<String>>,
+    /// How long `start` and the dial to its address took (for `shimcompat bench`).
+    pub timings: LaunchTimings,
+}
+
+/// The two halves of bringing a shim up, as the harness measured them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LaunchTimings {
+    /// From spawning `<shim> start` to its address read from stdout (the process exited).
+    pub start: Duration,
+    /// Dialling that address as the containerd line does (ttrpc connection ready).
+    pub dial: Duration,
 }
 
 /// What teardown did, for the hygiene report.
