@@ -9,6 +9,7 @@ pub mod context;
 pub mod doctor;
 pub mod fstree;
 pub mod host;
+pub mod lab;
 pub mod leaks;
 pub mod profile;
 pub mod reaper;

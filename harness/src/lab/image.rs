@@ -124,9 +124,9 @@ pub fn archive(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
     tar.finish()
 }
 
-/// The payload image ([`IMAGE`]): `/payload` is `shimcompat::bundle::PAYLOAD`.
+/// The payload image ([`IMAGE`]): `/payload` is [`crate::bundle::PAYLOAD`].
 pub fn payload_archive() -> Vec<u8> {
-    archive(&[("payload", 0o755, shimcompat::bundle::PAYLOAD)])
+    archive(&[("payload", 0o755, crate::bundle::PAYLOAD)])
 }
 
 /// Writes the payload image archive to `path`.
