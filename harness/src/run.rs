@@ -161,7 +161,25 @@ impl Session {
         install_interrupt_cleanup(env.clone());
         crate::shim::instance::become_subreaper();
         crate::reaper::start();
+        FINISH.store(RUNNING, std::sync::atomic::Ordering::SeqCst);
         Ok(Session { env, host_watch })
+    }
+
+    /// The main thread finishes the run, unless the signal thread already gave up waiting and took over (then
+    /// this parks until that thread exits the process). Another run of this process that finished first left
+    /// MAIN_FINISHES: that is no reason to stop.
+    pub fn main_finishes(&self) {
+        let taken = FINISH.compare_exchange(
+            RUNNING,
+            MAIN_FINISHES,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        if taken == Err(SIGNAL_FINISHES) {
+            loop {
+                std::thread::park();
+            }
+        }
     }
 
     /// Ends the session: whatever is still running from its bundles is killed (a teardown hole), its directories
@@ -248,7 +266,6 @@ pub fn run(
     emit(&RunEvent::Started { plans: &plans, trials: trials.len() });
     let started = Instant::now();
     let started_at = crate::report::unix_now();
-    FINISH.store(RUNNING, std::sync::atomic::Ordering::SeqCst);
     let threads = args
         .test_threads
         .map(usize::from)
@@ -333,19 +350,7 @@ pub fn run(
         }
     });
     let stopped_after = max_fail.filter(|max| failures.load(std::sync::atomic::Ordering::SeqCst) >= *max);
-    // The main thread finishes the run, unless the signal thread already gave up waiting and took over.
-    // (Another run of this process that finished first left MAIN_FINISHES: that is no reason to stop.)
-    let taken = FINISH.compare_exchange(
-        RUNNING,
-        MAIN_FINISHES,
-        std::sync::atomic::Ordering::SeqCst,
-        std::sync::atomic::Ordering::SeqCst,
-    );
-    if taken == Err(SIGNAL_FINISHES) {
-        loop {
-            std::thread::park();
-        }
-    }
+    session.main_finishes();
     let interrupted = interrupted_by();
     if interrupted.is_some() {
         // Every trial thread has returned: nothing new can start now. Kill what is left of the run before the

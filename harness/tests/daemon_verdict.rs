@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use daemon::script::{detached_exec, run_rm_echo, run_steps, Outcome, Run, Step};
-use daemon::{run_dyn_tests, Daemon, DynTest, Lab, NotStarted, Verdict};
+use daemon::{ctr_form, run_dyn_tests, Daemon, DynTest, Lab, NotStarted, Verdict};
 use shimcompat::candidate::{Candidate, MOCK_RUNTIME};
 use shimcompat::context::Verdict as LineVerdict;
 use shimcompat::profile::Line;
@@ -44,7 +44,6 @@ const JUDGE_CHILD: &str = "--judge-child";
 const VERDICT_MARK: &str = "VERDICT ";
 const NOTE_MARK: &str = "NOTE ";
 /// The only runtime name for which ctr sends runc options.
-const CTR_RUNC_OPTIONS_NAME: &str = "io.containerd.runc.v2";
 /// Labs at a time (each is a containerd with its own shims and containers).
 const PARALLEL: usize = 4;
 
@@ -136,98 +135,6 @@ fn judge(file: &Path, line: Line) -> Result<(LineVerdict, Vec<String>), String> 
     let notes = out.stdout.lines().filter_map(|l| l.strip_prefix(NOTE_MARK)).map(str::to_owned).collect();
     let verdict = serde_json::from_str(json).map_err(|e| format!("verdict {json:?}: {e}"))?;
     Ok((verdict, notes))
-}
-
-/// How ctr is told about the candidate: the `--runtime` value, the lab link (file name, target) if any, the flags for
-/// the runc options and what the shim receives; or why ctr cannot reproduce the candidate.
-struct CtrForm {
-    runtime: String,
-    link: Option<(String, PathBuf)>,
-    flags: Vec<String>,
-    /// The runc options the shim receives through ctr, in words.
-    receives: String,
-    /// The BinaryName that `options.json` must show (None: not checked).
-    expect_binary_name: Option<String>,
-}
-
-fn ctr_form(candidate: &Candidate, binary: &Path, daemon: Daemon) -> Result<CtrForm, String> {
-    let (runtime, link) = match (&candidate.runtime, &candidate.runtime_binary) {
-        (Some(name), _) => {
-            let version = match daemon {
-                Daemon::V1_6 => shimcompat::resolve::containerd::Version::V1_6,
-                Daemon::V1_7 => shimcompat::resolve::containerd::Version::V1_7,
-            };
-            let file = shimcompat::resolve::containerd::binary_name(name, version)
-                .map_err(|e| format!("runtime {name:?}: {e}"))?;
-            (name.clone(), Some((file, binary.to_path_buf())))
-        }
-        (None, Some(path)) => (path.display().to_string(), None),
-        (None, None) => return Err("no runtime name or binary".into()),
-    };
-    let Some(options) = &candidate.runc_options else {
-        return Ok(CtrForm {
-            runtime,
-            link,
-            flags: Vec::new(),
-            receives: "no runc options (none in the candidate)".into(),
-            expect_binary_name: None,
-        });
-    };
-    let mut unsendable = Vec::new();
-    if options.no_pivot_root {
-        unsendable.push("no_pivot_root");
-    }
-    if options.no_new_keyring {
-        unsendable.push("no_new_keyring");
-    }
-    if !options.shim_cgroup.is_empty() {
-        unsendable.push("shim_cgroup");
-    }
-    if !unsendable.is_empty() {
-        return Err(format!("ctr has no flag for runc options {unsendable:?}: not reproducible with ctr"));
-    }
-    if runtime == CTR_RUNC_OPTIONS_NAME {
-        let mut flags = Vec::new();
-        let mut words = Vec::new();
-        if !options.binary_name.is_empty() {
-            flags.extend(["--runc-binary".to_owned(), options.binary_name.clone()]);
-            words.push(format!("BinaryName {:?}", options.binary_name));
-        }
-        if !options.root.is_empty() {
-            flags.extend(["--runc-root".to_owned(), options.root.clone()]);
-            words.push(format!("Root {:?}", options.root));
-        }
-        if options.systemd_cgroup {
-            flags.push("--runc-systemd-cgroup".to_owned());
-            words.push("SystemdCgroup".to_owned());
-        }
-        let receives = format!(
-            "runc options {{{}}} (ctr {}); the harness sends the same with a private Root",
-            words.join(", "),
-            if flags.is_empty() { "sends the default options".to_owned() } else { flags.join(" ") }
-        );
-        let expect = Some(options.binary_name.clone());
-        return Ok(CtrForm { runtime, link, flags, receives, expect_binary_name: expect });
-    }
-    // ctr: "specifying runc-binary and runc-systemd-cgroup is only supported for "io.containerd.runc.v2" runtime".
-    let default_runtime = options.binary_name.is_empty() || options.binary_name == "runc";
-    if !default_runtime || options.systemd_cgroup || !options.root.is_empty() {
-        return Err(format!(
-            "ctr sends runc options only for {CTR_RUNC_OPTIONS_NAME} and refuses --runc-binary/--runc-root/--runc-systemd-cgroup \
-             for {runtime}: the candidate's options ({options:?}) are not reproducible with ctr"
-        ));
-    }
-    Ok(CtrForm {
-        runtime: runtime.clone(),
-        link,
-        flags: Vec::new(),
-        receives: format!(
-            "no runc options: ctr sends them only for {CTR_RUNC_OPTIONS_NAME} (it refuses --runc-binary for {runtime}), so the \
-             shim runs its default runc, which is what the candidate's binary_name {:?} asks for; the harness sends the options",
-            options.binary_name
-        ),
-        expect_binary_name: Some(String::new()),
-    })
 }
 
 thread_local! {

@@ -33,6 +33,7 @@ pub mod op {
     pub const DELETE: &str = "delete";
     pub const SHUTDOWN: &str = "shutdown_to_exit";
     pub const LIFECYCLE: &str = "lifecycle";
+    pub const RUN_TO_EXIT: &str = "run_to_exit";
     /// What each measures, for the report's legend.
     pub const LEGEND: &[(&str, &str)] = &[
         (START, "`<shim> start` spawned until its address was read (the process exited)"),
@@ -48,6 +49,11 @@ pub mod op {
         (DELETE, "Delete RPC of the init"),
         (SHUTDOWN, "Shutdown sent until the shim process was gone"),
         (LIFECYCLE, "the whole lifecycle, from `start` to the shim gone (grouped: to Delete)"),
+        (
+            RUN_TO_EXIT,
+            "what `ctr run --rm` asks of a shim, from `start` to the shim gone: Create, Start with a Wait, Delete, \
+             Shutdown; the payload exits at once (the references' ratio is against this)",
+        ),
     ];
 }
 
@@ -155,5 +161,24 @@ async fn run_container(
     shim.task.delete(&id, "").await?;
     recorder.record(op::DELETE, began.elapsed());
     shim.note_deleted(&id);
+    Ok(())
+}
+
+/// `ctr run --rm`'s sequence straight at the shim: launch, Create (+ Connect), Start raced by the Wait, Delete,
+/// Shutdown, the shim gone; the payload exits 0 at once.
+pub async fn run_to_exit(ctx: &mut Ctx, recorder: &mut Recorder) -> Result<(), CaseError> {
+    let whole = Instant::now();
+    let (shim, task, waited) = crate::cases::util::run_to_exit(ctx, &["exit", "0"]).await?;
+    if waited.exit_status != 0 {
+        return Err(fail(format!("the payload exited {}, expected 0", waited.exit_status)));
+    }
+    shim.task.delete(&task.id, "").await?;
+    shim.note_deleted(&task.id);
+    shim.task.shutdown_after_delete(shim.id()).await?;
+    let pid = shim.shim_pid();
+    if pid > 0 && !crate::shim::instance::wait_gone(pid, ctx.timeout(deadline::TEARDOWN)).await {
+        return Err(fail(format!("the shim (pid {pid}) was still running {:?} after Shutdown", deadline::TEARDOWN)));
+    }
+    recorder.record(op::RUN_TO_EXIT, whole.elapsed());
     Ok(())
 }

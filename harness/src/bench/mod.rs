@@ -125,7 +125,7 @@ pub struct ReferenceDist {
     pub what: String,
     #[serde(flatten)]
     pub dist: Dist,
-    /// The candidate's lifecycle p50 over this reference's p50.
+    /// The candidate's `run_to_exit` p50 (ctr run --rm's sequence straight at the shim) over this reference's p50.
     pub lifecycle_ratio: f64,
 }
 
@@ -214,6 +214,13 @@ pub fn bench(plans: Vec<Planned>, config: &BenchConfig) -> Result<BenchReport, S
             break;
         }
     }
+    session.main_finishes();
+    if stopping() {
+        // As an interrupted run does: every process of the session goes before its files do.
+        for pid in crate::leaks::run_processes(&env.nonce) {
+            crate::shim::instance::kill_pid(pid);
+        }
+    }
     let leftovers = session.close(&plans);
     if let Some(last) = candidates.last_mut() {
         last.leftovers.extend(leftovers.into_iter().map(|l| format!("at the end of the bench: {l}")));
@@ -296,6 +303,17 @@ fn bench_target(target: &Arc<Target>, env: &Arc<RunEnv>, config: &BenchConfig) -
             errors += 1;
             out.errors.push(format!("latency lifecycle {}: {}", i + 1, first_line(&e)));
         }
+        let result = rt.block_on(async {
+            let mut ctx = Ctx::new(env.clone(), target.clone(), "bench::run_to_exit");
+            let result = lifecycle::run_to_exit(&mut ctx, &mut recorder).await;
+            ctx.teardown().await;
+            check(&ctx, &mut out.leftovers);
+            result
+        });
+        if let Err(e) = result {
+            errors += 1;
+            out.errors.push(format!("run-to-exit lifecycle {}: {}", i + 1, first_line(&e)));
+        }
         for (reference, recorded) in references.iter_mut() {
             match reference.once() {
                 Ok(took) => recorded.record("run", took),
@@ -310,7 +328,7 @@ fn bench_target(target: &Arc<Target>, env: &Arc<RunEnv>, config: &BenchConfig) -
         }
     }
     out.ops = op_dists(&recorder);
-    let lifecycle_p50 = out.ops.iter().find(|o| o.op == lifecycle::op::LIFECYCLE).map(|o| o.dist.p50_us);
+    let lifecycle_p50 = out.ops.iter().find(|o| o.op == lifecycle::op::RUN_TO_EXIT).map(|o| o.dist.p50_us);
     for (reference, recorded) in references.iter_mut() {
         if let Some((_, dist)) = recorded.dists().into_iter().next() {
             let ratio = lifecycle_p50.map(|l| l as f64 / dist.p50_us.max(1) as f64).unwrap_or(0.0);

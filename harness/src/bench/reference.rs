@@ -12,12 +12,15 @@ use crate::context::{RunEnv, Target};
 pub enum Reference {
     /// `<runtime> --root R run --bundle B <id>` of `/payload exit 0`.
     Floor { runtime: PathBuf, shown: String, root: PathBuf, bundles: PathBuf, rootfs: PathBuf, next: usize },
+    /// `ctr run --rm --runtime <the candidate>` through a private containerd of the target's line.
+    Ctr { lab: Box<crate::lab::Lab>, flags: Vec<String>, image: String, what: String },
 }
 
 impl Reference {
     pub fn what(&self) -> String {
         match self {
             Reference::Floor { shown, .. } => format!("bare `{shown} run` (no shim)"),
+            Reference::Ctr { what, .. } => what.clone(),
         }
     }
 
@@ -76,13 +79,17 @@ impl Reference {
                 }
                 Ok(took)
             }
+            Reference::Ctr { lab, flags, image, .. } => {
+                let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+                lab.run_rm_timed(&flags, image, &["/payload", "exit", "0"], Duration::from_secs(30))
+            }
         }
     }
 }
 
 /// The references this host has for `target`; an Err says why one is not there.
 pub fn available(target: &Arc<Target>, env: &Arc<RunEnv>) -> Vec<Result<Reference, String>> {
-    vec![floor(target, env)]
+    vec![floor(target, env), ctr(target)]
 }
 
 fn floor(target: &Arc<Target>, env: &Arc<RunEnv>) -> Result<Reference, String> {
@@ -106,4 +113,38 @@ fn floor(target: &Arc<Target>, env: &Arc<RunEnv>) -> Result<Reference, String> {
         rootfs: env.rootfs.clone(),
         next: 0,
     })
+}
+
+/// The candidate through a private containerd of the target's line, told about the candidate as the daemon
+/// tests tell it (lab::ctr_form: linked by the file name the line looks up, the runc options ctr can send); one
+/// warm-up run (a fresh daemon's first container costs 2-4 times the next) is not counted.
+fn ctr(target: &Arc<Target>) -> Result<Reference, String> {
+    let line = target.profile.line;
+    let daemon = crate::lab::Daemon::for_line(line)
+        .ok_or_else(|| format!("ctr run --rm: the bench starts containerd 1.6 and 1.7 only, not {line}"))?;
+    let form = crate::lab::ctr_form(&target.candidate, &target.binary, daemon)
+        .map_err(|e| format!("ctr run --rm ({}): {e}", daemon.label()))?;
+    let env: Vec<(&str, &str)> = target.candidate.env.iter().filter_map(|kv| kv.split_once('=')).collect();
+    let lab =
+        crate::lab::Lab::start_with(daemon, &env).map_err(|e| format!("ctr run --rm ({}): {e}", daemon.label()))?;
+    if let Some((file_name, binary)) = &form.link {
+        lab.install_shim(file_name, binary).map_err(|e| format!("ctr run --rm: linking {file_name}: {e}"))?;
+    }
+    let image = lab.import_payload_image().map_err(|e| format!("ctr run --rm: importing the payload image: {e}"))?;
+    let mut flags = form.flags.clone();
+    flags.extend(["--runtime".to_string(), form.runtime.clone()]);
+    // `containerd github.com/containerd/containerd 1.6.20~ds1 <revision>`: the version is the third word.
+    let version = lab
+        .containerd_version()
+        .ok()
+        .and_then(|v| v.split_whitespace().nth(2).map(|w| format!("containerd {w}")))
+        .unwrap_or_else(|| daemon.label().to_string());
+    let mut reference = Reference::Ctr {
+        what: format!("ctr run --rm ({version})"),
+        flags,
+        image: image.to_string(),
+        lab: Box::new(lab),
+    };
+    reference.once().map_err(|e| format!("ctr run --rm: the warm-up run failed: {e}"))?;
+    Ok(reference)
 }

@@ -95,7 +95,7 @@ fn sections(c: &CandidateBench) -> (Vec<(String, Table)>, Vec<String>) {
     }
     if !c.references.is_empty() {
         let mut table =
-            Table::new(&["reference (same run, interleaved)", "n", "p50", "p90", "p99", "lifecycle p50 / this"]);
+            Table::new(&["reference (same run, interleaved)", "n", "p50", "p90", "p99", "run_to_exit p50 / this"]);
         for r in &c.references {
             table.row(vec![
                 r.what.clone(),

@@ -70,6 +70,15 @@ impl Daemon {
     pub const ALL: [Daemon; 2] = [Daemon::V1_6, Daemon::V1_7];
 
     /// The releases whose binaries are installed here (see [`Daemon::binaries`]), oldest first.
+    /// The daemon that is this containerd line, if the lab can run one.
+    pub fn for_line(line: crate::profile::Line) -> Option<Daemon> {
+        match line {
+            crate::profile::Line::V1_6 => Some(Daemon::V1_6),
+            crate::profile::Line::V1_7 => Some(Daemon::V1_7),
+            _ => None,
+        }
+    }
+
     pub fn available() -> Vec<Daemon> {
         Daemon::ALL.into_iter().filter(|daemon| daemon.binaries().is_ok()).collect()
     }
@@ -462,12 +471,20 @@ impl Lab {
         run_command(command, self.render(args), stdin, deadline)
     }
 
-    /// The wall time of one `ctr run --rm IMAGE <fresh id> ARGS...` (the default runtime, stdin /dev/null), from
+    /// The wall time of one `ctr run --rm FLAGS IMAGE <fresh id> ARGS...` (stdin /dev/null; FLAGS such as `--runtime`), from
     /// spawning ctr to its exit, for benchmarks. The id comes from [`Lab::new_id`], so the lab's clean-up finds what
     /// a failed run leaves. Err, with ctr's output, when ctr does not exit 0 within `deadline`.
-    pub fn run_rm_timed(&self, image: &str, args: &[&str], deadline: Duration) -> Result<Duration, String> {
+    pub fn run_rm_timed(
+        &self,
+        flags: &[&str],
+        image: &str,
+        args: &[&str],
+        deadline: Duration,
+    ) -> Result<Duration, String> {
         let id = self.new_id("bench");
-        let mut all = vec!["run", "--rm", image, &id];
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(flags);
+        all.extend([image, id.as_str()]);
         all.extend_from_slice(args);
         let command = self.ctr_command(&all);
         let started = Instant::now();
@@ -1103,4 +1120,99 @@ pub fn mock_binary() -> Result<PathBuf, String> {
     }
     let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
     Err(format!("the mock shim is not built ({} missing; `cargo build -p containerd-shim-mock`?)", looked.join(", ")))
+}
+
+/// The only runtime name ctr sends runc options for (`--runc-binary`, `--runc-root`, `--runc-systemd-cgroup`).
+pub const CTR_RUNC_OPTIONS_NAME: &str = "io.containerd.runc.v2";
+
+/// How ctr is told about the candidate: the `--runtime` value, the lab link (file name, target) if any, the flags for
+/// the runc options and what the shim receives; or why ctr cannot reproduce the candidate.
+pub struct CtrForm {
+    pub runtime: String,
+    pub link: Option<(String, PathBuf)>,
+    pub flags: Vec<String>,
+    /// The runc options the shim receives through ctr, in words.
+    pub receives: String,
+    /// The BinaryName that `options.json` must show (None: not checked).
+    pub expect_binary_name: Option<String>,
+}
+
+pub fn ctr_form(candidate: &crate::candidate::Candidate, binary: &Path, daemon: Daemon) -> Result<CtrForm, String> {
+    let (runtime, link) = match (&candidate.runtime, &candidate.runtime_binary) {
+        (Some(name), _) => {
+            let version = match daemon {
+                Daemon::V1_6 => crate::resolve::containerd::Version::V1_6,
+                Daemon::V1_7 => crate::resolve::containerd::Version::V1_7,
+            };
+            let file =
+                crate::resolve::containerd::binary_name(name, version).map_err(|e| format!("runtime {name:?}: {e}"))?;
+            (name.clone(), Some((file, binary.to_path_buf())))
+        }
+        (None, Some(path)) => (path.display().to_string(), None),
+        (None, None) => return Err("no runtime name or binary".into()),
+    };
+    let Some(options) = &candidate.runc_options else {
+        return Ok(CtrForm {
+            runtime,
+            link,
+            flags: Vec::new(),
+            receives: "no runc options (none in the candidate)".into(),
+            expect_binary_name: None,
+        });
+    };
+    let mut unsendable = Vec::new();
+    if options.no_pivot_root {
+        unsendable.push("no_pivot_root");
+    }
+    if options.no_new_keyring {
+        unsendable.push("no_new_keyring");
+    }
+    if !options.shim_cgroup.is_empty() {
+        unsendable.push("shim_cgroup");
+    }
+    if !unsendable.is_empty() {
+        return Err(format!("ctr has no flag for runc options {unsendable:?}: not reproducible with ctr"));
+    }
+    if runtime == CTR_RUNC_OPTIONS_NAME {
+        let mut flags = Vec::new();
+        let mut words = Vec::new();
+        if !options.binary_name.is_empty() {
+            flags.extend(["--runc-binary".to_owned(), options.binary_name.clone()]);
+            words.push(format!("BinaryName {:?}", options.binary_name));
+        }
+        if !options.root.is_empty() {
+            flags.extend(["--runc-root".to_owned(), options.root.clone()]);
+            words.push(format!("Root {:?}", options.root));
+        }
+        if options.systemd_cgroup {
+            flags.push("--runc-systemd-cgroup".to_owned());
+            words.push("SystemdCgroup".to_owned());
+        }
+        let receives = format!(
+            "runc options {{{}}} (ctr {}); the harness sends the same with a private Root",
+            words.join(", "),
+            if flags.is_empty() { "sends the default options".to_owned() } else { flags.join(" ") }
+        );
+        let expect = Some(options.binary_name.clone());
+        return Ok(CtrForm { runtime, link, flags, receives, expect_binary_name: expect });
+    }
+    // ctr: "specifying runc-binary and runc-systemd-cgroup is only supported for "io.containerd.runc.v2" runtime".
+    let default_runtime = options.binary_name.is_empty() || options.binary_name == "runc";
+    if !default_runtime || options.systemd_cgroup || !options.root.is_empty() {
+        return Err(format!(
+            "ctr sends runc options only for {CTR_RUNC_OPTIONS_NAME} and refuses --runc-binary/--runc-root/--runc-systemd-cgroup \
+             for {runtime}: the candidate's options ({options:?}) are not reproducible with ctr"
+        ));
+    }
+    Ok(CtrForm {
+        runtime: runtime.clone(),
+        link,
+        flags: Vec::new(),
+        receives: format!(
+            "no runc options: ctr sends them only for {CTR_RUNC_OPTIONS_NAME} (it refuses --runc-binary for {runtime}), so the \
+             shim runs its default runc, which is what the candidate's binary_name {:?} asks for; the harness sends the options",
+            options.binary_name
+        ),
+        expect_binary_name: Some(String::new()),
+    })
 }
