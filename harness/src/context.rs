@@ -323,6 +323,8 @@ pub struct Ctx {
     /// The runtime options sent in `start`'s stdin and in Create (the candidate's; a case may replace them
     /// before it launches, as a containerd configured differently would send).
     pub options: Option<Any>,
+    /// Time the case spent waiting on its shims: their `start`, and every Task API call (see `waited_on_shims`).
+    shim_time: Duration,
 }
 
 impl Ctx {
@@ -349,7 +351,15 @@ impl Ctx {
             abandoned_sockets: Vec::new(),
             api: None,
             options,
+            shim_time: Duration::ZERO,
         }
+    }
+
+    /// Time spent waiting on the case's shims so far: each `start` (to the address) and every Task API call,
+    /// teardown's included once it has run (overlapping calls each count). The rest of a case's time is the
+    /// harness's own (bundles, fifos, reading output, sleeps, teardown's process checks) or the runtime's.
+    pub fn waited_on_shims(&self) -> Duration {
+        self.shim_time + self.shims.iter().map(|s| s.timings.start + s.task.busy()).sum::<Duration>()
     }
 
     pub fn timeout(&self, base: Duration) -> Duration {
@@ -756,6 +766,7 @@ impl Ctx {
         for shim in &shims {
             gone.push(shim.stop(grace).await);
         }
+        self.shim_time += shims.iter().map(|s| s.timings.start + s.task.busy()).sum::<Duration>();
         let mut report = TeardownReport::default();
         if self.target.profile.delete_action_on_disconnect && gone.iter().any(|g| *g) {
             // Processes killed just before (a SIGKILLed container still exiting) get a moment to finish dying.

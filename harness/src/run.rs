@@ -440,9 +440,9 @@ const MESSAGE_CAP: usize = 16 * 1024;
 
 fn run_trial(name: &str, case: &Case, plan: &Planned, env: &Arc<RunEnv>) -> TrialResult {
     let started = Instant::now();
-    let (candidate, (outcome, evidence)) = match plan {
+    let (candidate, (outcome, evidence, shim_time)) = match plan {
         Planned::Unavailable { candidate, reason, .. } => {
-            (candidate.name.clone(), (Outcome::Skip { reason: reason.clone() }, String::new()))
+            (candidate.name.clone(), (Outcome::Skip { reason: reason.clone() }, String::new(), Duration::ZERO))
         }
         // A line that cannot use the shim still runs every case: each then fails where containerd would, in its words.
         Planned::Ready(target) => (target.candidate.name.clone(), run_ready(case, target, env)),
@@ -464,6 +464,7 @@ fn run_trial(name: &str, case: &Case, plan: &Planned, env: &Arc<RunEnv>) -> Tria
         level: case.level_for(plan.line()),
         outcome,
         duration: started.elapsed(),
+        shim_time,
         summary: case.summary.to_string(),
         reference: case
             .per_line
@@ -481,18 +482,24 @@ fn run_trial(name: &str, case: &Case, plan: &Planned, env: &Arc<RunEnv>) -> Tria
 /// The longest a case may take before the harness gives up on it (teardown still runs).
 const CASE_LIMIT: Duration = Duration::from_secs(60);
 
-/// Runs a case on a ready target: its outcome, and for a failure the evidence (events, shim log tail).
-fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> (Outcome, String) {
+/// Runs a case on a ready target: its outcome, for a failure the evidence (events, shim log tail), and the time
+/// it spent waiting on shims.
+fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> (Outcome, String, Duration) {
     if let Some(feature) = case.features.iter().find(|f| !target.supports(f)) {
         return (
             Outcome::Skip { reason: format!("candidate declares feature `{feature}` unsupported") },
             String::new(),
+            Duration::ZERO,
         );
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            return (Outcome::Fail { message: format!("harness: cannot start a tokio runtime: {e}") }, String::new())
+            return (
+                Outcome::Fail { message: format!("harness: cannot start a tokio runtime: {e}") },
+                String::new(),
+                Duration::ZERO,
+            )
         }
     };
     let outcome = runtime.block_on(async {
@@ -504,6 +511,7 @@ fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> (Outcome, 
         };
         let evidence = if matches!(result, Err(CaseError::Fail(_))) { ctx.evidence() } else { String::new() };
         ctx.teardown().await;
+        let waited = ctx.waited_on_shims();
         let leaked = hygiene(&ctx);
         let result = match (result, leaked.is_empty()) {
             (result, true) => result,
@@ -515,7 +523,7 @@ fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> (Outcome, 
                 Err(CaseError::Fail(format!("{message}\nand after teardown, left behind:\n  {}", leaked.join("\n  "))))
             }
         };
-        match result {
+        let (outcome, evidence) = match result {
             Ok(()) => (Outcome::Pass, String::new()),
             Err(CaseError::Skip(reason)) => (Outcome::Skip { reason }, String::new()),
             // Whatever a shim made a case quote (its output, its errors, its log) stays readable.
@@ -523,13 +531,14 @@ fn run_ready(case: &Case, target: &Arc<Target>, env: &Arc<RunEnv>) -> (Outcome, 
                 Outcome::Fail { message: crate::shim::launch::clip(&message, MESSAGE_CAP) },
                 crate::shim::launch::clip(&evidence, EVIDENCE_CAP),
             ),
-        }
+        };
+        (outcome, evidence, waited)
     });
     // Drop the runtime so tasks it owns (drains, servers) end before the next trial on this thread.
     runtime.shutdown_timeout(Duration::from_millis(200));
     match (outcome, target.candidate.waiver(case.id)) {
-        ((Outcome::Fail { message }, evidence), Some(waiver)) => {
-            (Outcome::Waived { reason: waiver.reason.clone(), message }, evidence)
+        ((Outcome::Fail { message }, evidence, waited), Some(waiver)) => {
+            (Outcome::Waived { reason: waiver.reason.clone(), message }, evidence, waited)
         }
         (outcome, _) => outcome,
     }

@@ -202,6 +202,7 @@ fn print_summary(report: &Report) {
             crate::outln!("certification: {statement}");
         }
     }
+    print_time(report);
     if let Some(signal) = &report.interrupted {
         crate::outln!(
             "\ninterrupted by {signal}: trials in flight are skipped as interrupted, trials not started are not listed"
@@ -221,4 +222,41 @@ fn print_summary(report: &Report) {
         report.filtered_out,
         report.duration.as_secs_f64()
     );
+}
+
+/// Where the run's time went: trial time against wall time, how much of it was spent waiting on shims, and the
+/// slowest trials with their share.
+fn print_time(report: &Report) {
+    let ran: Vec<&TrialResult> = report.results.iter().filter(|r| !matches!(r.outcome, Outcome::Skip { .. })).collect();
+    if ran.len() < 2 {
+        return;
+    }
+    let total: std::time::Duration = ran.iter().map(|r| r.duration).sum();
+    let shim: std::time::Duration = ran.iter().map(|r| r.shim_time.min(r.duration)).sum();
+    let share = |part: std::time::Duration, of: std::time::Duration| {
+        (part.as_secs_f64() / of.as_secs_f64().max(1e-9) * 100.0).round()
+    };
+    crate::outln!(
+        "\ntime: {} trials took {:.2}s together ({:.2}s wall); {:.2}s of it ({}%) waiting on shims (`start` and Task API calls, overlapping ones each counted), the rest the harness's and the runtimes'",
+        ran.len(),
+        total.as_secs_f64(),
+        report.duration.as_secs_f64(),
+        shim.as_secs_f64(),
+        share(shim, total)
+    );
+    let mut slowest = ran.clone();
+    slowest.sort_by(|a, b| b.duration.cmp(&a.duration));
+    let lines: Vec<String> = slowest
+        .iter()
+        .take(5)
+        .map(|r| {
+            format!(
+                "{} {}ms (shims {}%)",
+                r.name,
+                r.duration.as_millis(),
+                share(r.shim_time.min(r.duration), r.duration)
+            )
+        })
+        .collect();
+    crate::outln!("slowest: {}", lines.join(", "));
 }

@@ -54,6 +54,10 @@ pub struct TrialResult {
     pub outcome: Outcome,
     #[serde(with = "millis")]
     pub duration: Duration,
+    /// How much of `duration` the trial spent waiting on the shim: its `start` and every Task API call (overlapping
+    /// calls each count). The rest is the harness's (and the runtime's) own.
+    #[serde(default, with = "millis", rename = "shim_ms")]
+    pub shim_time: Duration,
     /// What the case checks, and where containerd relies on it (for this line).
     #[serde(default)]
     pub summary: String,

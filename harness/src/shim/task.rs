@@ -103,6 +103,8 @@ pub struct TaskClient {
     profile: &'static Profile,
     /// Every call made on this connection (shared by its clones), for a failure's evidence.
     transcript: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    /// Time spent in calls on this connection, in nanoseconds (shared by its clones; overlapping calls each count).
+    busy: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub type RpcResult<T> = Result<T, RpcError>;
@@ -129,6 +131,7 @@ impl TaskClient {
             timeout,
             profile,
             transcript: Default::default(),
+            busy: Default::default(),
         })
     }
 
@@ -184,14 +187,20 @@ impl TaskClient {
             Err(RpcError::Status { code, message, .. }) => format!("{code:?}: {}", short(message)),
             Err(error) => short(&error.to_string()),
         };
-        let line =
-            format!("{method}({}) -> {outcome} [{} ms]", short(&format!("{request:?}")), started.elapsed().as_millis());
+        let took = started.elapsed();
+        self.busy.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), std::sync::atomic::Ordering::Relaxed);
+        let line = format!("{method}({}) -> {outcome} [{} ms]", short(&format!("{request:?}")), took.as_millis());
         let mut transcript = self.transcript.lock().unwrap_or_else(|p| p.into_inner());
         if transcript.len() == TRANSCRIPT_CAP {
             transcript.pop_front();
         }
         transcript.push_back(line);
         result
+    }
+
+    /// Time spent waiting on calls on this connection so far (overlapping calls each count).
+    pub fn busy(&self) -> Duration {
+        Duration::from_nanos(self.busy.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The calls made on this connection so far, one line each (method, short request, reply or status, time).
