@@ -215,6 +215,9 @@ struct BenchArgs {
     /// Write the results as Markdown (appended to, as $GITHUB_STEP_SUMMARY expects)
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
+    /// Write a self-contained HTML page (latency charts per operation, every table)
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Base directory for bundles, logs and sockets (default: $TMPDIR or /tmp)
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
@@ -719,7 +722,7 @@ fn bench(args: BenchArgs) -> ExitCode {
     if config.samples == 0 || config.concurrency.contains(&0) || config.per_worker == 0 || config.density.contains(&0) {
         return usage_error("--samples, --per-worker, --concurrency and --density take counts of 1 or more");
     }
-    for path in [&args.json, &args.markdown].into_iter().flatten() {
+    for path in [&args.json, &args.markdown, &args.html].into_iter().flatten() {
         if let Err(e) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
             return usage_error(format!("cannot write {}: {e}", path.display()));
         }
@@ -732,6 +735,11 @@ fn bench(args: BenchArgs) -> ExitCode {
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).unwrap_or_default();
         if let Err(e) = std::fs::write(path, text + "\n") {
+            return usage_error(format!("writing {}: {e}", path.display()));
+        }
+    }
+    if let Some(path) = &args.html {
+        if let Err(e) = std::fs::write(path, shimcompat::bench::render::html(&report)) {
             return usage_error(format!("writing {}: {e}", path.display()));
         }
     }

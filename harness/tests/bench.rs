@@ -33,11 +33,14 @@ fn quick_bench_on_the_mock_is_plausible() {
     let dir = scratch("quick");
     let json = dir.join("bench.json");
     let markdown = dir.join("bench.md");
+    let html = dir.join("bench.html");
     let out = shimcompat()
         .args(["bench", "--quick", "--containerd", "1.6", "--json"])
         .arg(&json)
         .arg("--markdown")
         .arg(&markdown)
+        .arg("--html")
+        .arg(&html)
         .output()
         .expect("running shimcompat bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -131,8 +134,34 @@ fn quick_bench_on_the_mock_is_plausible() {
     let md = std::fs::read_to_string(&markdown).expect("bench.md");
     assert!(md.contains("| start | 10 |") && md.contains("`run_to_exit`"), "{md}");
 
+    html_renders_in_chromium(&dir, &html);
     compare_tells_slower_from_same(&dir, &json, &report);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The HTML page in a real browser: both latency charts with a bar group per operation. Without chromium (.ci/run
+/// installs Debian's) this part says so and checks the file's text only.
+fn html_renders_in_chromium(dir: &Path, html: &Path) {
+    let page = std::fs::read_to_string(html).expect("bench.html");
+    // Self-contained: charts inline, nothing fetched.
+    assert!(page.contains("<svg class=\"latency\""), "{page:.2000}");
+    assert!(!page.contains("src=\"http") && !page.contains("href=\"http"), "{page:.2000}");
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| Path::new(p).exists());
+    let Some(chromium) = chromium else {
+        eprintln!("note: no chromium: the bench HTML was not opened in a browser");
+        return;
+    };
+    let profile = format!("--user-data-dir={}", dir.join("chromium").display());
+    let dom = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", &profile, "--dump-dom"])
+        .arg(format!("file://{}", html.display()))
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("running chromium");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert_eq!(dom.matches("<svg class=\"latency\"").count(), 2, "two charts (per shim, grouped):\n{dom:.2000}");
+    assert_eq!(dom.matches("data-op=\"lifecycle\"").count(), 2, "{dom:.2000}");
+    assert!(dom.contains("<h3>soak, 50 lifecycles grouped"), "{dom:.3000}");
 }
 
 /// `compare` of a report with itself finds nothing; with a copy whose create is three times slower, a regression.

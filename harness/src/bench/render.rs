@@ -257,6 +257,140 @@ pub fn markdown(report: &BenchReport) -> String {
     out
 }
 
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+impl Table {
+    fn html(&self) -> String {
+        let mut out = String::from("<table><tr>");
+        for h in &self.head {
+            let _ = write!(out, "<th>{}</th>", esc(h));
+        }
+        out.push_str("</tr>");
+        for row in &self.rows {
+            out.push_str("<tr>");
+            for cell in row {
+                let _ = write!(out, "<td>{}</td>", esc(cell));
+            }
+            out.push_str("</tr>");
+        }
+        out.push_str("</table>\n");
+        out
+    }
+}
+
+/// Latency per operation as an SVG on a log scale: a bar to p50, a lighter one on to p90, a tick at p99, a dot at
+/// the maximum.
+fn latency_svg(ops: &[OpDist], title: &str) -> String {
+    let (label_w, plot_w, row_h, top) = (130.0, 560.0, 22.0, 28.0);
+    let height = top + row_h * ops.len() as f64 + 30.0;
+    let min = 10f64.log10();
+    let max_us = ops.iter().map(|o| o.dist.max_us).max().unwrap_or(1).max(1000) as f64;
+    let max = (max_us.log10()).ceil();
+    let x = |us: u64| label_w + ((us.max(10) as f64).log10() - min) / (max - min) * plot_w;
+    let mut svg = format!(
+        "<svg class=\"latency\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" role=\"img\"><title>{}</title>",
+        label_w + plot_w + 50.0,
+        esc(title)
+    );
+    let _ = write!(svg, "<text x=\"0\" y=\"16\" class=\"t\">{}</text>", esc(title));
+    let mut decade = 10u64;
+    while (decade as f64).log10() <= max {
+        let at = x(decade);
+        let _ = write!(
+            svg,
+            "<line x1=\"{at:.1}\" x2=\"{at:.1}\" y1=\"{top}\" y2=\"{:.1}\" class=\"grid\"/><text x=\"{at:.1}\" y=\"{:.1}\" class=\"axis\">{}</text>",
+            height - 24.0,
+            height - 8.0,
+            human(decade)
+        );
+        decade *= 10;
+    }
+    for (i, op) in ops.iter().enumerate() {
+        let y = top + row_h * i as f64;
+        let d = &op.dist;
+        let _ = write!(
+            svg,
+            "<g class=\"op\" data-op=\"{}\"><text x=\"{:.1}\" y=\"{:.1}\" class=\"label\">{}</text>\
+             <rect class=\"p90\" x=\"{label_w}\" y=\"{:.1}\" width=\"{:.1}\" height=\"12\"/>\
+             <rect class=\"p50\" x=\"{label_w}\" y=\"{:.1}\" width=\"{:.1}\" height=\"12\"/>\
+             <line class=\"p99\" x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/>\
+             <circle class=\"max\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\"/>\
+             <title>{}: p50 {} p90 {} p99 {} max {} (n={})</title></g>",
+            esc(&op.op),
+            label_w - 6.0,
+            y + 11.0,
+            esc(&op.op),
+            y + 2.0,
+            (x(d.p90_us) - label_w).max(1.0),
+            y + 2.0,
+            (x(d.p50_us) - label_w).max(1.0),
+            x(d.p99_us),
+            x(d.p99_us),
+            y,
+            y + 16.0,
+            x(d.max_us),
+            y + 8.0,
+            esc(&op.op),
+            human(d.p50_us),
+            human(d.p90_us),
+            human(d.p99_us),
+            human(d.max_us),
+            d.samples
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// A self-contained page (no network): per candidate the latency charts, then every table.
+pub fn html(report: &BenchReport) -> String {
+    let mut body = String::new();
+    for c in &report.candidates {
+        let _ = write!(body, "<section class=\"candidate\"><h2>{}</h2>", esc(&title(c)));
+        if !c.ops.is_empty() {
+            body.push_str(&latency_svg(&c.ops, "latency, one shim per lifecycle"));
+        }
+        if !c.grouped_ops.is_empty() {
+            body.push_str(&latency_svg(&c.grouped_ops, "latency, one grouped shim"));
+        }
+        let (tables, notes) = sections(c);
+        for (name, table) in tables {
+            let _ = write!(body, "<h3>{}</h3>{}", esc(&name), table.html());
+        }
+        if !notes.is_empty() {
+            body.push_str("<ul class=\"notes\">");
+            for note in notes {
+                let _ = write!(body, "<li>{}</li>", esc(&note));
+            }
+            body.push_str("</ul>");
+        }
+        body.push_str("</section>\n");
+    }
+    let mut legend = String::from("<ul class=\"legend\">");
+    for (op, what) in super::lifecycle::op::LEGEND {
+        let _ = write!(legend, "<li><code>{}</code>: {}</li>", esc(op), esc(what));
+    }
+    legend.push_str("</ul>");
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>shimcompat bench</title><style>\
+         body{{font:14px system-ui,sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse;margin:.5em 0 1em}}\
+         td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}} td:first-child,th:first-child{{text-align:left}}\
+         svg .p50{{fill:#2b6cb0}} svg .p90{{fill:#90cdf4}} svg .p99{{stroke:#c53030;stroke-width:2}} svg .max{{fill:#c53030}}\
+         svg .grid{{stroke:#e2e8f0}} svg .axis{{font-size:11px;text-anchor:middle;fill:#555}} svg .label{{font-size:12px;text-anchor:end}}\
+         svg .t{{font-weight:600}} .notes li{{color:#744210}}</style></head><body>\
+         <h1>shimcompat bench</h1><p id=\"host\">shimcompat {} ({}); host {} {} ({}{})</p>\
+         <p>Bars: p50 dark, p90 light, p99 red tick, maximum red dot; log scale.</p>{body}<h2>Operations</h2>{legend}</body></html>\n",
+        esc(&report.tool_version),
+        esc(&report.git_revision),
+        esc(&report.host.os),
+        esc(&report.host.kernel),
+        esc(&report.host.cgroup),
+        if report.host.kvm { ", KVM" } else { "" }
+    )
+}
+
 /// One figure that moved between two bench reports.
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -429,5 +563,7 @@ mod tests {
         assert!(text.contains("create") && text.contains("1.5ms"), "{text}");
         let md = markdown(&report(1_500, 10.0));
         assert!(md.contains("| create | 10 | 1.5ms |"), "{md}");
+        let page = html(&report(1_500, 10.0));
+        assert!(page.contains("<g class=\"op\" data-op=\"create\">") && page.contains("<td>1.5ms</td>"), "{page}");
     }
 }

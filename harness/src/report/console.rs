@@ -245,7 +245,7 @@ fn print_time(report: &Report) {
         share(shim, total)
     );
     let mut slowest = ran.clone();
-    slowest.sort_by(|a, b| b.duration.cmp(&a.duration));
+    slowest.sort_by_key(|r| std::cmp::Reverse(r.duration));
     let lines: Vec<String> = slowest
         .iter()
         .take(5)
