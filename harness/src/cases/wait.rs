@@ -160,16 +160,36 @@ async fn exec_after_exit_returns_at_once(ctx: &mut Ctx) -> CaseResult {
     Ok(())
 }
 
-async fn init_wait_before_start_gets_status(ctx: &mut Ctx) -> CaseResult {
-    let (shim, task) = created(ctx, &ContainerConfig::new(&["sleep", "0.2", "exit", "5"]), IoSpec::NULL).await?;
-    let start_later = async {
-        // The Wait is in flight first, as containerd's client issues it.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        ctx.start_process(&shim, &task.id, "").await
+/// containerd's order for a process it starts (ctr run, CRI, docker exec): the lookup its Wait makes (Connect for
+/// the init, State for an exec), then the Wait, in flight before the Start is sent. "In flight" is what the shim
+/// itself reports, not a timer: a State sent on the same connection after the Wait was written answers only once
+/// the shim has read the Wait, and only then does the Start go out.
+async fn wait_issued_before_start(
+    ctx: &Ctx,
+    shim: &crate::shim::instance::Shim,
+    id: &str,
+    exec_id: &str,
+) -> Result<containerd_shim_protos::api::WaitResponse, CaseError> {
+    if exec_id.is_empty() {
+        let connect = shim.task.connect_rpc(id).await?;
+        shim.record_connect(&connect);
+    } else {
+        shim.task.state(id, exec_id).await?;
+    }
+    // join! polls the Wait first, so its request is queued on the connection before the State's.
+    let wait = shim.task.wait(id, exec_id, ctx.timeout(deadline::EXIT));
+    let start_after = async {
+        shim.task.state(id, exec_id).await?;
+        ctx.start_process(shim, id, exec_id).await
     };
-    let (waited, started) = tokio::join!(super::util::wait_exit(ctx, &shim, &task.id, ""), start_later);
+    let (waited, started) = tokio::join!(wait, start_after);
     started?;
-    let waited = waited?;
+    Ok(waited?)
+}
+
+async fn init_wait_before_start_gets_status(ctx: &mut Ctx) -> CaseResult {
+    let (shim, task) = created(ctx, &ContainerConfig::new(&["exit", "5"]), IoSpec::NULL).await?;
+    let waited = wait_issued_before_start(ctx, &shim, &task.id, "").await?;
     ensure!(
         waited.exit_status == 5,
         "Wait issued before Start returned exit_status {}; the init exited 5",
@@ -181,15 +201,9 @@ async fn init_wait_before_start_gets_status(ctx: &mut Ctx) -> CaseResult {
 async fn exec_wait_before_start_gets_status(ctx: &mut Ctx) -> CaseResult {
     let (shim, task) = started(ctx, &ContainerConfig::new(&["forever"]), IoSpec::NULL).await?;
     let io = super::util::exec_io(&shim, "early", IoSpec::NULL)?;
-    let request = ctx.exec_request(&task.id, "early", &["sleep", "0.2", "exit", "7"], false, &io);
+    let request = ctx.exec_request(&task.id, "early", &["exit", "7"], false, &io);
     shim.task.exec(&request).await?;
-    let start_later = async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        ctx.start_process(&shim, &task.id, "early").await
-    };
-    let (waited, started) = tokio::join!(super::util::wait_exit(ctx, &shim, &task.id, "early"), start_later);
-    started?;
-    let waited = waited?;
+    let waited = wait_issued_before_start(ctx, &shim, &task.id, "early").await?;
     ensure!(
         waited.exit_status == 7,
         "Wait on the exec issued before its Start returned exit_status {}; the exec exited 7",
