@@ -7,6 +7,11 @@ use std::collections::BTreeSet;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+/// The harness's own children (the reaper leaves them to their waiter); spawners insert under this lock.
+pub(crate) fn registry() -> &'static Mutex<BTreeSet<u32>> {
+    owned()
+}
+
 fn owned() -> &'static Mutex<BTreeSet<u32>> {
     static OWNED: OnceLock<Mutex<BTreeSet<u32>>> = OnceLock::new();
     OWNED.get_or_init(Default::default)

@@ -14,6 +14,7 @@ use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult, Ex
 use containerd_shim_protos::protobuf::{well_known_types::any::Any, Message};
 use tokio::io::AsyncReadExt;
 
+use super::cgspawn;
 use super::task::TaskApi;
 use crate::profile::{EnvVar, Profile, StartOutput, StartStdin, CONTAINERD_ENV};
 
@@ -155,9 +156,13 @@ impl LaunchSpec {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(procs) =
-            self.cgroup.as_ref().and_then(|c| CString::new(c.join("cgroup.procs").as_os_str().as_bytes()).ok())
-        {
+        command
+    }
+
+    /// The migration fallback for hosts where clone3 cannot start a child into the cgroup: the child writes itself
+    /// into the trial's cgroup between fork and exec (a cgroup migration, several ms of waiting).
+    fn move_into_cgroup(command: &mut tokio::process::Command, cgroup: &Path) {
+        if let Ok(procs) = CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes()) {
             // SAFETY: open/write/close only, all async-signal-safe, on a path built before the fork.
             unsafe {
                 command.pre_exec(move || {
@@ -171,7 +176,6 @@ impl LaunchSpec {
                 });
             }
         }
-        command
     }
 
     /// What goes on the shim's stdin for `start`.
@@ -326,11 +330,24 @@ enum Capture {
 
 async fn run_with_deadline(
     mut command: tokio::process::Command,
+    cgroup: Option<&Path>,
     stdin: Vec<u8>,
     timeout: Duration,
     binary: &Path,
     capture: Capture,
 ) -> Result<RunOutcome, LaunchError> {
+    let spawn_error = |source| LaunchError::Spawn { binary: binary.display().to_string(), source };
+    if let Some(cgroup) = cgroup {
+        let output = match capture {
+            Capture::Combined => cgspawn::Output::Combined,
+            Capture::Separate => cgspawn::Output::Separate,
+        };
+        match cgspawn::spawn(&command, cgroup, output) {
+            Ok(child) => return finish_run(Spawned::IntoCgroup(child), stdin, timeout, binary).await,
+            Err(cgspawn::SpawnError::Failed(source)) => return Err(spawn_error(source)),
+            Err(cgspawn::SpawnError::Unsupported(_)) => LaunchSpec::move_into_cgroup(&mut command, cgroup),
+        }
+    }
     let mut combined_reader = None;
     if capture == Capture::Combined {
         let io_error = |source: std::io::Error| LaunchError::Io { context: "creating the output pipe".into(), source };
@@ -339,23 +356,77 @@ async fn run_with_deadline(
         command.stdout(Stdio::from(write)).stderr(Stdio::from(write_again));
         combined_reader = Some(tokio::net::unix::pipe::Receiver::from_owned_fd(read).map_err(io_error)?);
     }
-    let mut child = crate::reaper::spawn_tokio(&mut command)
-        .map_err(|source| LaunchError::Spawn { binary: binary.display().to_string(), source })?;
+    let child = crate::reaper::spawn_tokio(&mut command).map_err(spawn_error)?;
     // The command holds our copies of the pipe's write end: drop it so the pipe reaches EOF with the child.
     drop(command);
-    let pid = child.id();
+    finish_run(Spawned::Tokio(child, combined_reader), stdin, timeout, binary).await
+}
+
+/// A helper started by [`run_with_deadline`]: by tokio, or straight into the trial's cgroup.
+enum Spawned {
+    /// With the combined output pipe, when stdout and stderr share one.
+    Tokio(tokio::process::Child, Option<tokio::net::unix::pipe::Receiver>),
+    IntoCgroup(cgspawn::CgroupChild),
+}
+
+impl Spawned {
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Spawned::Tokio(child, _) => child.wait().await,
+            Spawned::IntoCgroup(child) => child.wait().await,
+        }
+    }
+
+    async fn kill(&mut self) {
+        match self {
+            Spawned::Tokio(child, _) => {
+                let _ = child.kill().await;
+            }
+            Spawned::IntoCgroup(child) => {
+                child.kill();
+                let _ = child.wait().await;
+            }
+        }
+    }
+}
+
+/// Feeds stdin, collects the output and waits for the helper within `timeout`.
+async fn finish_run(
+    mut child: Spawned,
+    stdin: Vec<u8>,
+    timeout: Duration,
+    binary: &Path,
+) -> Result<RunOutcome, LaunchError> {
+    let pid = match &child {
+        Spawned::Tokio(child, _) => child.id(),
+        Spawned::IntoCgroup(child) => Some(child.id()),
+    };
     let _release = Release(pid);
-    if let Some(mut pipe) = child.stdin.take() {
+    let feed = |pipe: Box<dyn tokio::io::AsyncWrite + Unpin + Send>| {
         tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
+            let mut pipe = pipe;
             // A shim may not read stdin at all; a broken pipe is not an error.
             let _ = pipe.write_all(&stdin).await;
             let _ = pipe.shutdown().await;
-        });
-    }
-    let (stdout, stderr) = match combined_reader {
-        Some(reader) => (collect(Some(reader)), collect(None::<tokio::process::ChildStderr>)),
-        None => (collect(child.stdout.take()), collect(child.stderr.take())),
+        })
+    };
+    let (stdout, stderr) = match &mut child {
+        Spawned::Tokio(process, combined) => {
+            if let Some(pipe) = process.stdin.take() {
+                feed(Box::new(pipe));
+            }
+            match combined.take() {
+                Some(reader) => (collect(Some(reader)), collect(None::<tokio::process::ChildStderr>)),
+                None => (collect(process.stdout.take()), collect(process.stderr.take())),
+            }
+        }
+        Spawned::IntoCgroup(process) => {
+            if let Some(pipe) = process.stdin.take() {
+                feed(Box::new(pipe));
+            }
+            (collect(process.stdout.take()), collect(process.stderr.take()))
+        }
     };
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => {
@@ -370,7 +441,7 @@ async fn run_with_deadline(
                 let _ =
                     nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
             }
-            let _ = child.kill().await;
+            child.kill().await;
             let (err, out) = (take(&stderr.0), take(&stdout.0));
             let mut seen = quoted(&err.bytes, err.total);
             if out.total > 0 {
@@ -386,7 +457,7 @@ pub async fn start(spec: &LaunchSpec) -> Result<StartReply, LaunchError> {
     let binary = spec.binary.display().to_string();
     let capture = if spec.profile.combined_output { Capture::Combined } else { Capture::Separate };
     let outcome =
-        run_with_deadline(spec.command("start"), spec.start_stdin()?, spec.timeout, &spec.binary, capture).await?;
+        run_with_deadline(spec.command("start"), spec.cgroup.as_deref(), spec.start_stdin()?, spec.timeout, &spec.binary, capture).await?;
     let finished = match outcome {
         RunOutcome::Finished(finished) => finished,
         RunOutcome::TimedOut { stderr } => {
@@ -585,7 +656,7 @@ pub fn remove_socket(path: &Path) -> bool {
 pub async fn delete_action(spec: &LaunchSpec) -> Result<DeleteResponse, LaunchError> {
     let binary = spec.binary.display().to_string();
     let timeout = spec.profile.cleanup_timeout;
-    match run_with_deadline(spec.command("delete"), Vec::new(), timeout, &spec.binary, Capture::Separate).await? {
+    match run_with_deadline(spec.command("delete"), spec.cgroup.as_deref(), Vec::new(), timeout, &spec.binary, Capture::Separate).await? {
         RunOutcome::TimedOut { .. } => Err(LaunchError::DeleteTimeout { binary, timeout }),
         RunOutcome::Finished(finished) if !finished.status.success() => Err(LaunchError::DeleteFailed {
             binary,

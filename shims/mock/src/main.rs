@@ -281,12 +281,28 @@ fn action_of(flags: Option<&Flags>) -> &str {
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
-    record_invocation(&args);
     let flags = containerd_shim::parse(args.get(1..).unwrap_or_default()).ok();
     let action = action_of(flags.as_ref()).to_string();
+    // Only the server serves many calls at once; `start`, `delete` and `version` are one short step each, and a
+    // multi-threaded runtime (a worker per core) would cost each of them more than the step itself.
+    let runtime = if action == "server" {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(act(args, flags, action)),
+        Err(e) => {
+            eprintln!("{RUNTIME_ID}: cannot start a tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn act(args: Vec<String>, flags: Option<Flags>, action: String) {
+    record_invocation(&args);
     if action != "start" {
         // `start` records itself once it has read its stdin.
         let stdin = if trace::enabled() && action != "info" { trace::peek_stdin() } else { None };
