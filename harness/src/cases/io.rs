@@ -82,7 +82,7 @@ async fn poll_file(ctx: &Ctx, path: &std::path::Path, check: impl Fn(&str) -> bo
 /// What the `file://` case writes: stdout ends (the process closes it) before the last stderr line, as a process
 /// may close one stream and go on with the other; each stream must still land whole in the shared file.
 const FILE_STEPS: [&str; 11] =
-    ["echo", "out one", "err", "err one", "echo", "out two", "close-stdout", "sleep", "0.2", "err", "err two"];
+    ["echo", "out one", "err", "err one", "echo", "out two", "close-stdout", "sleep", "0.05", "err", "err two"];
 
 async fn file_uri_output(ctx: &mut Ctx) -> CaseResult {
     let shim = ctx.launch(&ContainerConfig::new(&FILE_STEPS)).await?;

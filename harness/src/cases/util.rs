@@ -179,7 +179,7 @@ pub async fn poll_until(timeout: std::time::Duration, mut check: impl FnMut() ->
 /// cases fast. The most [`hold`] gives.
 pub const HOLD: std::time::Duration = std::time::Duration::from_millis(400);
 /// The least [`hold`] gives.
-pub const MIN_HOLD: std::time::Duration = std::time::Duration::from_millis(100);
+pub const MIN_HOLD: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How long to watch for something that must NOT happen (a Wait returning early, output while paused, the shim
 /// exiting): 20 times what a State round trip to this shim takes right now, between MIN_HOLD and HOLD. A shim
