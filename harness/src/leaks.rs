@@ -23,7 +23,8 @@ pub struct Probe {
 /// Tracking what shims start by a cgroup, which a process cannot shed by clearing its environment, changing
 /// directory, calling setsid or double-forking (the marker and the cwd check miss such a process). As root, every
 /// run gets `<cgroup2 mount>/shimcompat-run-<nonce>` and every trial a child of it; a shim's `start` (and `delete`)
-/// is moved into the trial's before it execs. It holds no controllers and limits nothing: it only lists processes.
+/// starts in the trial's (shim::cgspawn; where clone3 cannot, it moves itself in before it execs). It holds no
+/// controllers and limits nothing: it only lists processes.
 /// A runtime that puts its container in a cgroup of its own moves the container out, which is fine: containers are
 /// tracked by their cgroupsPath and the marker. Without root, or without a cgroup2 mount, there is no tracking.
 #[derive(Debug)]

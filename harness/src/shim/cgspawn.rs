@@ -193,9 +193,7 @@ pub fn spawn(command: &tokio::process::Command, cgroup: &Path, output: Output) -
     let mut owned = registry.lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: clone3 without CLONE_VM is a fork; the child branch below only makes async-signal-safe system calls
     // on memory prepared before the call, then execs or exits.
-    let pid = unsafe {
-        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
-    };
+    let pid = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
     if pid == 0 {
         // SAFETY: the child: raw system calls only, no allocation, no locks; never returns.
         unsafe { child_exec(&child_fds, cwd_ptr, &program, &argv_ptrs, &envp_ptrs, exec_write_fd) }

@@ -194,7 +194,9 @@ pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
     if let Some(pidfd) = PidFd::open(pid) {
         // Readable once the process has exited; a zombie counts as gone (pid_alive), so check after each wake-up.
         // SAFETY: the AsyncFd owns the pidfd and is the only user of it until it is dropped.
-        if let Ok(watch) = unsafe { tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
+        if let Ok(watch) =
+            unsafe { tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        {
             loop {
                 if !pid_alive(pid) {
                     reap(pid);

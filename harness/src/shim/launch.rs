@@ -456,8 +456,15 @@ async fn finish_run(
 pub async fn start(spec: &LaunchSpec) -> Result<StartReply, LaunchError> {
     let binary = spec.binary.display().to_string();
     let capture = if spec.profile.combined_output { Capture::Combined } else { Capture::Separate };
-    let outcome =
-        run_with_deadline(spec.command("start"), spec.cgroup.as_deref(), spec.start_stdin()?, spec.timeout, &spec.binary, capture).await?;
+    let outcome = run_with_deadline(
+        spec.command("start"),
+        spec.cgroup.as_deref(),
+        spec.start_stdin()?,
+        spec.timeout,
+        &spec.binary,
+        capture,
+    )
+    .await?;
     let finished = match outcome {
         RunOutcome::Finished(finished) => finished,
         RunOutcome::TimedOut { stderr } => {
@@ -656,7 +663,16 @@ pub fn remove_socket(path: &Path) -> bool {
 pub async fn delete_action(spec: &LaunchSpec) -> Result<DeleteResponse, LaunchError> {
     let binary = spec.binary.display().to_string();
     let timeout = spec.profile.cleanup_timeout;
-    match run_with_deadline(spec.command("delete"), spec.cgroup.as_deref(), Vec::new(), timeout, &spec.binary, Capture::Separate).await? {
+    match run_with_deadline(
+        spec.command("delete"),
+        spec.cgroup.as_deref(),
+        Vec::new(),
+        timeout,
+        &spec.binary,
+        Capture::Separate,
+    )
+    .await?
+    {
         RunOutcome::TimedOut { .. } => Err(LaunchError::DeleteTimeout { binary, timeout }),
         RunOutcome::Finished(finished) if !finished.status.success() => Err(LaunchError::DeleteFailed {
             binary,
