@@ -277,7 +277,7 @@ fn bench_target(target: &Arc<Target>, env: &Arc<RunEnv>, config: &BenchConfig) -
     if config.references {
         for found in reference::available(target, env) {
             match found {
-                Ok(reference) => references.push((reference, Recorder::default())),
+                Ok(reference) => references.push((reference, Recorder::default(), (0usize, String::new()))),
                 Err(why) => out.skipped.push(why),
             }
         }
@@ -314,13 +314,15 @@ fn bench_target(target: &Arc<Target>, env: &Arc<RunEnv>, config: &BenchConfig) -
             errors += 1;
             out.errors.push(format!("run-to-exit lifecycle {}: {}", i + 1, first_line(&e)));
         }
-        for (reference, recorded) in references.iter_mut() {
+        for (reference, recorded, failed) in references.iter_mut() {
             match reference.once() {
                 Ok(took) => recorded.record("run", took),
-                Err(e) if recorded.dists().is_empty() => {
-                    out.errors.push(format!("reference {}: {e}", reference.what()));
+                Err(e) => {
+                    failed.0 += 1;
+                    if failed.1.is_empty() {
+                        failed.1 = e;
+                    }
                 }
-                Err(_) => {}
             }
         }
         if (i + 1) % 25 == 0 {
@@ -329,7 +331,17 @@ fn bench_target(target: &Arc<Target>, env: &Arc<RunEnv>, config: &BenchConfig) -
     }
     out.ops = op_dists(&recorder);
     let lifecycle_p50 = out.ops.iter().find(|o| o.op == lifecycle::op::RUN_TO_EXIT).map(|o| o.dist.p50_us);
-    for (reference, recorded) in references.iter_mut() {
+    for (reference, recorded, failed) in references.iter_mut() {
+        // A reference run that failed is not the candidate's failure: it is named, with how often, not counted.
+        if failed.0 > 0 {
+            out.skipped.push(format!(
+                "reference {}: {} of {} runs failed (not in its distribution); the first: {}",
+                reference.what(),
+                failed.0,
+                config.samples,
+                failed.1.lines().next().unwrap_or_default()
+            ));
+        }
         if let Some((_, dist)) = recorded.dists().into_iter().next() {
             let ratio = lifecycle_p50.map(|l| l as f64 / dist.p50_us.max(1) as f64).unwrap_or(0.0);
             out.references.push(ReferenceDist { what: reference.what(), dist, lifecycle_ratio: round2(ratio) });

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use crate::bundle::{ContainerConfig, RootfsForm};
 use crate::context::{RunEnv, Target};
 
+/// The longest a bare runtime `run` of `/payload exit 0` may take.
+const FLOOR_LIMIT: Duration = Duration::from_secs(30);
+
 pub enum Reference {
     /// `<runtime> --root R run --bundle B <id>` of `/payload exit 0`.
     Floor { runtime: PathBuf, shown: String, root: PathBuf, bundles: PathBuf, rootfs: PathBuf, next: usize },
@@ -39,6 +42,8 @@ impl Reference {
                     &format!("/shimcompat/{id}"),
                 );
                 spec.save(dir.join("config.json")).map_err(|e| format!("writing config.json: {e}"))?;
+                let stderr_path = dir.join("stderr");
+                let stderr = std::fs::File::create(&stderr_path).map_err(|e| format!("{}: {e}", stderr_path.display()))?;
                 let mut command = std::process::Command::new(&*runtime);
                 command
                     .arg("--root")
@@ -48,17 +53,44 @@ impl Reference {
                     .arg(&id)
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
-                    .stderr(Stdio::piped());
+                    .stderr(stderr);
                 let began = Instant::now();
-                let output = crate::reaper::spawn_std(&mut command)
-                    .and_then(|child| {
-                        let pid = child.id();
-                        let output = child.wait_with_output();
-                        crate::reaper::release(pid);
-                        output
-                    })
-                    .map_err(|e| format!("{}: {e}", runtime.display()))?;
+                let mut child =
+                    crate::reaper::spawn_std(&mut command).map_err(|e| format!("{}: {e}", runtime.display()))?;
+                let pid = child.id();
+                // Bounded, and given up on an interrupt, so that the bench always gets to clean up after itself.
+                let exited = crate::shim::instance::wait_exit_blocking(pid, began + FLOOR_LIMIT, || {
+                    crate::context::STOPPING.load(std::sync::atomic::Ordering::SeqCst)
+                });
                 let took = began.elapsed();
+                if !exited {
+                    let _ = child.kill();
+                }
+                let status = child.wait();
+                crate::reaper::release(pid);
+                let status = status.map_err(|e| format!("{}: {e}", runtime.display()))?;
+                let stderr_text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                let output = std::process::Output { status, stdout: Vec::new(), stderr: stderr_text.into_bytes() };
+                if !exited {
+                    let _ = crate::reaper::status(
+                        std::process::Command::new(&*runtime)
+                            .arg("--root")
+                            .arg(&*root)
+                            .args(["delete", "-f", &id])
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null()),
+                    );
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(format!(
+                        "`{} run` of a payload that exits at once did not finish within {FLOOR_LIMIT:?}{}",
+                        runtime.display(),
+                        if crate::context::STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+                            " (interrupted)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
                 let _ = std::fs::remove_dir_all(&dir);
                 if !output.status.success() {
                     // Whatever it left is swept: a failed run may leave its state.

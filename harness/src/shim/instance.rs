@@ -227,6 +227,32 @@ pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
     }
 }
 
+/// Blocking form of [`wait_gone`] for threads without a runtime: waits until `pid` has exited (seen at once through
+/// a pidfd, else polled every 2 ms), `deadline` passes or `stop()` says so (checked at least every 100 ms). Returns
+/// whether it exited; does not reap.
+pub fn wait_exit_blocking(pid: u32, deadline: Instant, stop: impl Fn() -> bool) -> bool {
+    let pidfd = PidFd::open(pid);
+    loop {
+        if !pid_alive(pid) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline || stop() {
+            return false;
+        }
+        let slice = (deadline - now).min(Duration::from_millis(100));
+        match &pidfd {
+            Some(fd) => {
+                use std::os::fd::AsRawFd;
+                let mut poll = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: poll on one descriptor we own, with a local pollfd.
+                unsafe { libc::poll(&mut poll, 1, slice.as_millis().max(1) as libc::c_int) };
+            }
+            None => std::thread::sleep(slice.min(Duration::from_millis(2))),
+        }
+    }
+}
+
 /// A pidfd (pidfd_open(2)): becomes readable when the process exits.
 struct PidFd(std::os::fd::OwnedFd);
 
