@@ -43,7 +43,8 @@ impl Reference {
                 );
                 spec.save(dir.join("config.json")).map_err(|e| format!("writing config.json: {e}"))?;
                 let stderr_path = dir.join("stderr");
-                let stderr = std::fs::File::create(&stderr_path).map_err(|e| format!("{}: {e}", stderr_path.display()))?;
+                let stderr =
+                    std::fs::File::create(&stderr_path).map_err(|e| format!("{}: {e}", stderr_path.display()))?;
                 let mut command = std::process::Command::new(&*runtime);
                 command
                     .arg("--root")
