@@ -70,45 +70,22 @@ impl Reference {
                 let status = child.wait();
                 crate::reaper::release(pid);
                 let status = status.map_err(|e| format!("{}: {e}", runtime.display()))?;
-                let stderr_text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                let output = std::process::Output { status, stdout: Vec::new(), stderr: stderr_text.into_bytes() };
+                let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                let _ = std::fs::remove_dir_all(&dir);
+                if !exited || !status.success() {
+                    // Whatever it left is swept: a killed or failed run may leave its state.
+                    force_delete(runtime, root, &id);
+                }
                 if !exited {
-                    let _ = crate::reaper::status(
-                        std::process::Command::new(&*runtime)
-                            .arg("--root")
-                            .arg(&*root)
-                            .args(["delete", "-f", &id])
-                            .stdout(Stdio::null())
-                            .stderr(Stdio::null()),
-                    );
-                    let _ = std::fs::remove_dir_all(&dir);
+                    let stopped = crate::context::STOPPING.load(std::sync::atomic::Ordering::SeqCst);
                     return Err(format!(
                         "`{} run` of a payload that exits at once did not finish within {FLOOR_LIMIT:?}{}",
                         runtime.display(),
-                        if crate::context::STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
-                            " (interrupted)"
-                        } else {
-                            ""
-                        }
+                        if stopped { " (interrupted)" } else { "" }
                     ));
                 }
-                let _ = std::fs::remove_dir_all(&dir);
-                if !output.status.success() {
-                    // Whatever it left is swept: a failed run may leave its state.
-                    let _ = crate::reaper::status(
-                        std::process::Command::new(&*runtime)
-                            .arg("--root")
-                            .arg(&*root)
-                            .args(["delete", "-f", &id])
-                            .stdout(Stdio::null())
-                            .stderr(Stdio::null()),
-                    );
-                    return Err(format!(
-                        "`{} run` failed ({}): {}",
-                        runtime.display(),
-                        output.status,
-                        String::from_utf8_lossy(&output.stderr).trim()
-                    ));
+                if !status.success() {
+                    return Err(format!("`{} run` failed ({status}): {}", runtime.display(), stderr.trim()));
                 }
                 Ok(took)
             }
@@ -118,6 +95,18 @@ impl Reference {
             }
         }
     }
+}
+
+/// `<runtime> --root R delete -f <id>`, output discarded.
+fn force_delete(runtime: &std::path::Path, root: &std::path::Path, id: &str) {
+    let _ = crate::reaper::status(
+        std::process::Command::new(runtime)
+            .arg("--root")
+            .arg(root)
+            .args(["delete", "-f", id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
 }
 
 /// The references this host has for `target`; an Err says why one is not there.
