@@ -84,10 +84,54 @@ fn socket_base(work_base: &Path) -> Option<PathBuf> {
     [absolute(work_base), std::env::temp_dir(), PathBuf::from("/tmp")].into_iter().find(|dir| fits(dir) && dir.is_dir())
 }
 
+/// Free space a memory-backed work dir must have to be chosen by default (a run's bundles, overlay upper dirs and
+/// logs take a few MiB; a container's 64 MiB /dev/shm is passed over).
+const TMPFS_MIN_FREE: u64 = 512 << 20;
+
+/// Where the work directory goes by default: `$TMPDIR` if set, else a memory-backed file system (containerd keeps
+/// its bundles in its state dir, `/run/containerd`, a tmpfs on most hosts): `$XDG_RUNTIME_DIR`, `/run` (root) or
+/// `/dev/shm` when it is a writable tmpfs that allows exec and has room; else `/tmp`. On a disk, creating and
+/// removing every trial's bundle cost about 0.3 s of a 2.5 s mock catalogue here.
+pub fn default_work_base() -> PathBuf {
+    if std::env::var_os("TMPDIR").is_some_and(|d| !d.is_empty()) {
+        return std::env::temp_dir();
+    }
+    let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()).map(PathBuf::from);
+    let root_run = crate::host::is_root().then(|| PathBuf::from("/run"));
+    runtime_dir
+        .into_iter()
+        .chain(root_run)
+        .chain(std::iter::once(PathBuf::from("/dev/shm")))
+        .find(|dir| usable_tmpfs(dir))
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// A directory on a tmpfs this process can write to, that allows exec (the payload runs from the rootfs when
+/// there is no overlay) and has `TMPFS_MIN_FREE` free.
+fn usable_tmpfs(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    // SAFETY: statfs/statvfs write into the zeroed structs given, from a NUL-terminated path.
+    let (fs, vfs) = unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        let mut vfs: libc::statvfs = std::mem::zeroed();
+        if libc::statfs(path.as_ptr(), &mut fs) != 0 || libc::statvfs(path.as_ptr(), &mut vfs) != 0 {
+            return false;
+        }
+        (fs, vfs)
+    };
+    let writable = nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK).is_ok();
+    fs.f_type == libc::TMPFS_MAGIC
+        && writable
+        && vfs.f_flag & libc::ST_NOEXEC == 0
+        && vfs.f_flag & libc::ST_RDONLY == 0
+        && (vfs.f_bavail as u64).saturating_mul(vfs.f_frsize as u64) >= TMPFS_MIN_FREE
+}
+
 impl RunEnv {
     /// Creates a private work directory (short: socket paths must stay under ~108 bytes) and the shared rootfs.
     pub fn create(base: Option<&Path>, keep: bool) -> Result<RunEnv, EnvError> {
-        let base = base.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+        let base = base.map(Path::to_path_buf).unwrap_or_else(default_work_base);
         // Shims run in their bundle: every path handed to them must be absolute.
         let base = if base.is_absolute() { base } else { std::env::current_dir().unwrap_or_default().join(base) };
         let nonce = format!("{:x}", (std::process::id() as u64) << 16 ^ now_nanos() & 0xffff_ffff);

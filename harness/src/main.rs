@@ -136,7 +136,8 @@ struct RunArgs {
     #[arg(long, value_name = "LIST")]
     faults: Option<String>,
     /// Base directory for the run's bundles, logs and (when the path is short enough for a socket address) sockets;
-    /// default: $TMPDIR or /tmp. Sockets go under $TMPDIR or /tmp when DIR is too long for them
+    /// default: $TMPDIR if set, else a tmpfs with room ($XDG_RUNTIME_DIR, /run as root, /dev/shm), else /tmp.
+    /// Sockets go under $TMPDIR or /tmp when DIR is too long for them
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
     /// Keep the work directory (bundles, shim logs) after the run
@@ -218,7 +219,7 @@ struct BenchArgs {
     /// Write a self-contained HTML page (latency charts per operation, every table)
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
-    /// Base directory for bundles, logs and sockets (default: $TMPDIR or /tmp)
+    /// Base directory for bundles, logs and sockets (default: as for `run`: $TMPDIR, else a tmpfs, else /tmp)
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
 }
