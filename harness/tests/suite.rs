@@ -266,7 +266,8 @@ fn leftovers(base: &Path) -> Vec<String> {
 
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let base = std::env::temp_dir().join(format!("shimcompat-selftest-{}", std::process::id()));
+    // Where `run` puts its work dir by default (a tmpfs where there is one), so the self-test measures what users get.
+    let base = shimcompat::context::default_work_base().join(format!("shimcompat-selftest-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&base) {
         eprintln!("cannot create {}: {e}", base.display());
         std::process::exit(1);
