@@ -598,6 +598,10 @@ fn current_run() -> &'static Mutex<Option<Arc<RunEnv>>> {
 /// After an interruption: kill every process of the run until none is left, remove its files, exit 130.
 fn finish_interrupted(env: &RunEnv) -> ! {
     kill_run_processes(env);
+    // Labs held by the threads that did not return (the bench's private containerd) are never dropped.
+    for line in crate::lab::sweep_live_labs() {
+        eprintln!("left after teardown: {line}");
+    }
     for line in env.cleanup() {
         eprintln!("left after teardown: {line}");
     }

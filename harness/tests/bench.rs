@@ -77,6 +77,8 @@ fn quick_bench_on_the_mock_is_plausible() {
     );
     let grouped = ops(candidate, "grouped_ops");
     assert!(grouped.iter().any(|(n, _)| *n == "lifecycle"), "the mock groups: {candidate}");
+    // Each grouped container is released as containerd does it (Shutdown, `delete` action, bundle removed).
+    assert!(grouped.iter().any(|(n, _)| *n == "release"), "grouped containers released: {candidate}");
     let mut part_sum = 0;
     for (name, op) in per_shim.iter().chain(grouped.iter()) {
         assert_eq!(u(op, "samples"), 10, "{name}");
@@ -198,4 +200,78 @@ fn bad_input_is_refused_before_anything_runs() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+/// Every process whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if line.contains(needle) {
+            found.push(format!("{pid}: {line}"));
+        }
+    }
+    found
+}
+
+/// SIGINT while a `ctr run --rm` reference is in flight: the bench exits 130 at once, and its private containerd,
+/// the shims and containers it started, the lab's mounts and directory are all gone.
+#[test]
+fn interrupt_during_the_ctr_reference_leaves_nothing() {
+    if !nix::unistd::geteuid().is_root() || !Path::new("/usr/bin/containerd").exists() {
+        println!("skipped: needs root and containerd 1.6 (/usr/bin/containerd) for the `ctr run --rm` reference");
+        return;
+    }
+    let dir = scratch("interrupt");
+    let err = std::fs::File::create(dir.join("stderr")).expect("stderr file");
+    let mut child = shimcompat()
+        .args(["bench", "--quick", "--containerd", "1.6", "--samples", "200", "--work-dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("running shimcompat bench");
+    // The lab is named after the bench's pid: shimcompat-e2e-16-<pid>-<n>.
+    let lab = format!("shimcompat-e2e-16-{}-", child.id());
+    let started = std::time::Instant::now();
+    let mut seen = false;
+    while started.elapsed() < std::time::Duration::from_secs(60) && child.try_wait().ok().flatten().is_none() {
+        if processes_mentioning(&lab).iter().any(|p| p.contains(" --rm ")) {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT);
+    let interrupted = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if interrupted.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("bench still running 20 s after SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    assert!(seen, "no `ctr run --rm` of the lab {lab}* was seen within 60 s:\n{stderr}");
+    assert_eq!(status.code(), Some(130), "exit after SIGINT:\n{stderr}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let left = processes_mentioning(&lab);
+    assert!(left.is_empty(), "still running after the interrupted bench: {left:?}\n{stderr}");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounts: Vec<&str> = mountinfo.lines().filter(|l| l.contains(&lab)).collect();
+    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+    let dirs: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&lab))
+        .collect();
+    assert!(dirs.is_empty(), "lab directories left: {dirs:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

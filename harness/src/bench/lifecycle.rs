@@ -34,6 +34,7 @@ pub mod op {
     pub const SHUTDOWN: &str = "shutdown_to_exit";
     pub const LIFECYCLE: &str = "lifecycle";
     pub const RUN_TO_EXIT: &str = "run_to_exit";
+    pub const RELEASE: &str = "release";
     /// What each measures, for the report's legend.
     pub const LEGEND: &[(&str, &str)] = &[
         (START, "`<shim> start` spawned until its address was read (the process exited)"),
@@ -49,6 +50,11 @@ pub mod op {
         (DELETE, "Delete RPC of the init"),
         (SHUTDOWN, "Shutdown sent until the shim process was gone"),
         (LIFECYCLE, "the whole lifecycle, from `start` to the shim gone (grouped: to Delete)"),
+        (
+            RELEASE,
+            "grouped only, after Delete: Shutdown (the shim stays), the `delete` action for the bundle where the \
+             profile runs it, the rootfs unmounted and the bundle removed, as containerd's shimTask.delete",
+        ),
         (
             RUN_TO_EXIT,
             "what `ctr run --rm` asks of a shim, from `start` to the shim gone: Create, Start with a Wait, Delete, \
@@ -119,6 +125,15 @@ pub async fn grouped(ctx: &mut Ctx, group: &Group, recorder: &mut Recorder, exec
     let task = ctx.create_in(&group.shim, &id, &dir, IoSpec::OUT).await?;
     run_container(ctx, &group.shim, task, recorder, exec).await?;
     recorder.record(op::LIFECYCLE, whole.elapsed());
+    let began = Instant::now();
+    let left = group.shim.release_task(&id, ctx.target.profile.delete_action_on_disconnect).await;
+    recorder.record(op::RELEASE, began.elapsed());
+    if !left.is_empty() {
+        return Err(fail(format!(
+            "after the grouped container's Delete, containerd could not clean up: {}",
+            left.join("; ")
+        )));
+    }
     Ok(())
 }
 

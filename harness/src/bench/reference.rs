@@ -111,7 +111,7 @@ fn force_delete(runtime: &std::path::Path, root: &std::path::Path, id: &str) {
 
 /// The references this host has for `target`; an Err says why one is not there.
 pub fn available(target: &Arc<Target>, env: &Arc<RunEnv>) -> Vec<Result<Reference, String>> {
-    vec![floor(target, env), ctr(target)]
+    vec![floor(target, env), ctr(target, env)]
 }
 
 fn floor(target: &Arc<Target>, env: &Arc<RunEnv>) -> Result<Reference, String> {
@@ -140,13 +140,19 @@ fn floor(target: &Arc<Target>, env: &Arc<RunEnv>) -> Result<Reference, String> {
 /// The candidate through a private containerd of the target's line, told about the candidate as the daemon
 /// tests tell it (lab::ctr_form: linked by the file name the line looks up, the runc options ctr can send); one
 /// warm-up run (a fresh daemon's first container costs 2-4 times the next) is not counted.
-fn ctr(target: &Arc<Target>) -> Result<Reference, String> {
+///
+/// containerd, ctr and the container carry the run's marker (`<nonce>-ctr`): an interrupt kills them with the
+/// run's other processes, so a hung `ctr run` cannot hold the bench past it (the lab's clean-up then removes the
+/// rest, or `lab::sweep_live_labs` does when the bench thread does not return in time).
+fn ctr(target: &Arc<Target>, run: &RunEnv) -> Result<Reference, String> {
     let line = target.profile.line;
     let daemon = crate::lab::Daemon::for_line(line)
         .ok_or_else(|| format!("ctr run --rm: the bench starts containerd 1.6 and 1.7 only, not {line}"))?;
     let form = crate::lab::ctr_form(&target.candidate, &target.binary, daemon)
         .map_err(|e| format!("ctr run --rm ({}): {e}", daemon.label()))?;
-    let env: Vec<(&str, &str)> = target.candidate.env.iter().filter_map(|kv| kv.split_once('=')).collect();
+    let marker = format!("{}-ctr", run.nonce);
+    let mut env: Vec<(&str, &str)> = target.candidate.env.iter().filter_map(|kv| kv.split_once('=')).collect();
+    env.push((crate::leaks::MARKER_VAR, &marker));
     let lab =
         crate::lab::Lab::start_with(daemon, &env).map_err(|e| format!("ctr run --rm ({}): {e}", daemon.label()))?;
     if let Some((file_name, binary)) = &form.link {
@@ -155,6 +161,7 @@ fn ctr(target: &Arc<Target>) -> Result<Reference, String> {
     let image = lab.import_payload_image().map_err(|e| format!("ctr run --rm: importing the payload image: {e}"))?;
     let mut flags = form.flags.clone();
     flags.extend(["--runtime".to_string(), form.runtime.clone()]);
+    flags.extend(["--env".to_string(), format!("{}={marker}", crate::leaks::MARKER_VAR)]);
     // `containerd github.com/containerd/containerd 1.6.20~ds1 <revision>`: the version is the third word.
     let version = lab
         .containerd_version()

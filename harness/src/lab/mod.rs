@@ -43,6 +43,8 @@ const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 
 /// Labs alive in this process: only the last one removes shared, empty directories such as /run/containerd/s.
 static LIVE_LABS: AtomicUsize = AtomicUsize::new(0);
+/// The roots of the labs alive in this process, for [`sweep_live_labs`].
+static LIVE_ROOTS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 static SEQUENCE: AtomicUsize = AtomicUsize::new(0);
 
 /// A containerd release this host can run.
@@ -242,6 +244,7 @@ impl Lab {
             .filter(|dir| !dir.exists())
             .collect();
         LIVE_LABS.fetch_add(1, Ordering::SeqCst);
+        LIVE_ROOTS.lock().unwrap_or_else(|p| p.into_inner()).insert(root.clone());
         let mut lab = Lab {
             daemon,
             binaries,
@@ -372,8 +375,8 @@ impl Lab {
             .stderr(log_err);
         // Its own process group: a Ctrl-C aimed at the test does not reach it first.
         command.process_group(0);
-        let child =
-            command.spawn().map_err(|error| format!("starting {}: {error}", self.binaries.containerd.display()))?;
+        let child = spawn_owned(&mut command)
+            .map_err(|error| format!("starting {}: {error}", self.binaries.containerd.display()))?;
         self.containerd = Some(child);
         let started = Instant::now();
         loop {
@@ -382,6 +385,7 @@ impl Lab {
             }
             if let Some(child) = self.containerd.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
+                    crate::reaper::release(child.id());
                     self.containerd = None;
                     return Err(format!("containerd exited early: {status}"));
                 }
@@ -411,12 +415,14 @@ impl Lab {
         let started = Instant::now();
         while started.elapsed() < grace {
             if let Ok(Some(_)) = child.try_wait() {
+                crate::reaper::release(child.id());
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = child.kill();
         let _ = child.wait();
+        crate::reaper::release(child.id());
         Err(format!("containerd did not exit within {grace:?} of {signal}; killed"))
     }
 
@@ -453,6 +459,11 @@ impl Lab {
             }
         }
         command.env("TMPDIR", self.path("tmp"));
+        // A lab started with the run's marker (the bench's `ctr run --rm` reference) marks its clients too, so that
+        // an interrupted run finds and kills a hung ctr with everything else of the run.
+        if let Some((key, value)) = self.env.iter().find(|(key, _)| key == crate::leaks::MARKER_VAR) {
+            command.env(key, value);
+        }
         command
     }
 
@@ -757,21 +768,7 @@ impl Lab {
         let _ = self.stop_containerd(Signal::SIGKILL, Duration::from_secs(5));
         // runc first: a paused container ignores SIGKILL until thawed.
         self.runc_cleanup();
-        for _ in 0..5 {
-            let mut pids: Vec<i32> = processes_mentioning(&self.root);
-            pids.extend(processes_rooted_under(&self.root));
-            pids.retain(|pid| *pid != std::process::id() as i32);
-            pids.sort();
-            pids.dedup();
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                notes.push(format!("process {pid} ({}) killed", cmdline(pid).join(" ")));
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        notes.extend(kill_processes_of(&self.root));
         self.runc_cleanup();
         let _ = fs::remove_dir_all(self.runc_root());
         let _ = fs::remove_dir(PathBuf::from("/run/containerd/runc").join(format!("{}-moby", self.namespace)));
@@ -785,12 +782,7 @@ impl Lab {
                 }
             }
         }
-        let mut mounts = mounts_under(&self.root);
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for mount in mounts {
-            notes.push(format!("mount {mount} unmounted"));
-            let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
+        notes.extend(unmount_under(&self.root));
         for socket in self.leftover_sockets() {
             notes.push(format!("socket {} removed", socket.display()));
             let _ = fs::remove_file(&socket);
@@ -813,8 +805,69 @@ impl Drop for Lab {
         if self.root.exists() {
             let _ = self.cleanup();
         }
+        LIVE_ROOTS.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.root);
         LIVE_LABS.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// SIGKILLs every process whose command line mentions `root` or whose root or cwd is under it (containerd, its
+/// shims, ctr, the containers in their overlay rootfs), until none is left (5 rounds at most).
+fn kill_processes_of(root: &Path) -> Vec<String> {
+    let mut notes = Vec::new();
+    for _ in 0..5 {
+        let mut pids: Vec<i32> = processes_mentioning(root);
+        pids.extend(processes_rooted_under(root));
+        pids.retain(|pid| *pid != std::process::id() as i32);
+        pids.sort();
+        pids.dedup();
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
+            notes.push(format!("process {pid} ({}) killed", cmdline(pid).join(" ")));
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    notes
+}
+
+/// Detaches every mount under `root`, deepest first.
+fn unmount_under(root: &Path) -> Vec<String> {
+    let mut mounts = mounts_under(root);
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    mounts
+        .into_iter()
+        .map(|mount| {
+            let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
+            format!("mount {mount} unmounted")
+        })
+        .collect()
+}
+
+/// The last resort of an interrupted run whose threads did not return in time (the [`Lab`]s they hold will
+/// never be dropped): for every lab still alive in this process, kill its containerd, shims and containers,
+/// detach its mounts and remove its directory. What the per-namespace runtime state outside the lab (runc's root
+/// under /run/containerd/runc) holds is left to a later lab's clean-up of the same name, which never comes: it is
+/// named in the notes instead.
+pub fn sweep_live_labs() -> Vec<String> {
+    let roots: Vec<PathBuf> = LIVE_ROOTS.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+    let mut notes = Vec::new();
+    for root in roots {
+        notes.extend(kill_processes_of(&root));
+        notes.extend(unmount_under(&root));
+        if let Some(namespace) = root.file_name() {
+            let runc_root = PathBuf::from("/run/containerd/runc").join(namespace);
+            if runc_root.exists() {
+                let _ = fs::remove_dir_all(&runc_root);
+                notes.push(format!("runtime state {} removed", runc_root.display()));
+            }
+        }
+        if let Err(error) = fs::remove_dir_all(&root) {
+            notes.push(format!("removing {}: {error}", root.display()));
+        }
+    }
+    notes
 }
 
 /// A command running in the background, its stdout and stderr collected by threads.
@@ -836,7 +889,7 @@ impl Background {
             .stdin(if piped_stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|e| format!("{shown}: {e}"))?;
+        let mut child = spawn_owned(&mut command).map_err(|e| format!("{shown}: {e}"))?;
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
@@ -897,7 +950,19 @@ impl Drop for Background {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        crate::reaper::release(self.child.id());
     }
+}
+
+/// Spawns a child this module waits for itself, registered with the harness's reaper (which runs in `run` and
+/// `bench` and reaps every other exited child): unregistered, a lab's ctr could be reaped by it between the exit and
+/// the lab's own wait, which then has no status ("killed by a signal": 1 in 50 `ctr run --rm` references here).
+/// The pid is released after the wait ([`crate::reaper::release`]).
+fn spawn_owned(command: &mut Command) -> std::io::Result<Child> {
+    let mut owned = crate::reaper::registry().lock().unwrap_or_else(|p| p.into_inner());
+    let child = command.spawn()?;
+    owned.insert(child.id());
+    Ok(child)
 }
 
 fn collect(mut pipe: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> std::thread::JoinHandle<()> {
@@ -915,17 +980,19 @@ fn collect(mut pipe: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> s
 /// Waits for `child` up to `deadline`, then kills it. Returns (status, timed out).
 fn wait_deadline(child: &mut Child, deadline: Duration) -> (Option<ExitStatus>, bool) {
     let started = Instant::now();
-    loop {
+    let waited = loop {
         match child.try_wait() {
-            Ok(Some(status)) => return (Some(status), false),
+            Ok(Some(status)) => break (Some(status), false),
             Ok(None) if started.elapsed() < deadline => std::thread::sleep(Duration::from_millis(5)),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return (None, true);
+                break (None, true);
             }
         }
-    }
+    };
+    crate::reaper::release(child.id());
+    waited
 }
 
 /// Blocks until `child` exits, notes the instant, then reaps it; a watchdog thread SIGKILLs it at `deadline`. The
@@ -947,6 +1014,7 @@ fn wait_deadline_exact(child: &mut Child, deadline: Duration) -> (Option<ExitSta
     let _ = stop.send(());
     let timed_out = watchdog.join().unwrap_or(false);
     let status = child.wait().ok();
+    crate::reaper::release(child.id());
     (status.filter(|_| !timed_out), timed_out, exited)
 }
 
@@ -999,7 +1067,7 @@ pub fn run_on_pty(mut command: Command, shown: String, deadline: Duration) -> Ou
             Ok(())
         });
     }
-    let mut child = match command.spawn() {
+    let mut child = match spawn_owned(&mut command) {
         Ok(child) => child,
         Err(error) => return failed(format!("cannot run: {error}")),
     };

@@ -88,6 +88,32 @@ impl Shim {
         self.live_ids.lock().unwrap_or_else(|p| p.into_inner()).retain(|known| known != id);
     }
 
+    /// containerd's end of one task in a shim that goes on serving others (shimTask.delete, 1.6-2.x), once the task
+    /// was deleted: Shutdown (the shim stays while it has tasks), the `delete` action for that bundle when the
+    /// task's connection closes (where the profile runs it, with the cleanup deadline), then bundle.Delete: the
+    /// rootfs unmounted and the bundle removed. Returns what containerd could not clean: a hung `delete` action,
+    /// mounts that had to be detached.
+    pub async fn release_task(&self, id: &str, delete_action: bool) -> Vec<String> {
+        let mut left = Vec::new();
+        // containerd only logs a failed Shutdown here.
+        let _ = self.task.shutdown_after_delete(id).await;
+        let bundle = {
+            let mut bundles = self.bundles.lock().unwrap_or_else(|p| p.into_inner());
+            // The shim's own first bundle stays: the shim runs in it.
+            let at = bundles.iter().position(|b| b.id == id).filter(|at| *at > 0);
+            at.map(|at| bundles.remove(at))
+        };
+        let Some(mut bundle) = bundle else { return left };
+        if delete_action {
+            let spec = LaunchSpec { id: id.to_string(), bundle: bundle.dir.clone(), ..self.launch.clone() };
+            if let Err(error @ launch::LaunchError::DeleteTimeout { .. }) = launch::delete_action(&spec).await {
+                left.push(format!("{id}: {error}"));
+            }
+        }
+        left.extend(bundle.delete_as_containerd().into_iter().map(|m| format!("{id}: mount {m}")));
+        left
+    }
+
     /// containerd's teardown, first phase: for each task State and Delete, then Shutdown (with the shutdown
     /// deadline), and wait for the process to go. Returns whether the shim and everything running in its bundles
     /// went by themselves.
