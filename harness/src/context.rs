@@ -121,11 +121,14 @@ fn usable_tmpfs(dir: &Path) -> bool {
         (fs, vfs)
     };
     let writable = nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK).is_ok();
+    // fsblkcnt_t and c_ulong are u64 here, narrower on 32-bit targets.
+    #[allow(clippy::unnecessary_cast)]
+    let free = (vfs.f_bavail as u64).saturating_mul(vfs.f_frsize as u64);
     fs.f_type == libc::TMPFS_MAGIC
         && writable
         && vfs.f_flag & libc::ST_NOEXEC == 0
         && vfs.f_flag & libc::ST_RDONLY == 0
-        && (vfs.f_bavail as u64).saturating_mul(vfs.f_frsize as u64) >= TMPFS_MIN_FREE
+        && free >= TMPFS_MIN_FREE
 }
 
 impl RunEnv {
@@ -436,7 +439,7 @@ impl Ctx {
 
     /// `SHIMCOMPAT_TRIAL=<marker>`.
     pub fn marker_env(&self) -> String {
-        format!("{}={}", crate::leaks::MARKER_VAR, self.marker)
+        format!("{}={}", crate::process::MARKER_VAR, self.marker)
     }
 
     /// Records what a bundle brings into the world, for the leak check (call for every bundle handed to a shim).
@@ -482,7 +485,7 @@ impl Ctx {
                 .env
                 .iter()
                 .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-                .chain(std::iter::once((crate::leaks::MARKER_VAR.to_string(), self.marker.clone())))
+                .chain(std::iter::once((crate::process::MARKER_VAR.to_string(), self.marker.clone())))
                 .collect(),
         }
     }
@@ -571,9 +574,9 @@ impl Ctx {
 
     /// Cleans up after a shim that never became usable.
     async fn abandon(&mut self, mut bundle: Bundle, events: &EventSink) {
-        let killed: Vec<String> = crate::shim::instance::processes_in(std::slice::from_ref(&bundle.dir))
+        let killed: Vec<String> = crate::process::processes_in(std::slice::from_ref(&bundle.dir))
             .into_iter()
-            .filter_map(crate::shim::instance::kill_pid)
+            .filter_map(crate::process::kill_pid)
             .collect();
         if let Some(sweep) = self.target.sweep(&self.env) {
             sweep.sweep(std::slice::from_ref(&bundle.id)).await;
@@ -815,15 +818,13 @@ impl Ctx {
         if self.target.profile.delete_action_on_disconnect && gone.iter().any(|g| *g) {
             // Processes killed just before (a SIGKILLed container still exiting) get a moment to finish dying.
             let settle = std::time::Instant::now() + Duration::from_millis(300);
-            let mut left = crate::leaks::marked_processes(&self.marker);
+            let mut left = crate::process::marked_processes(&self.marker);
             while !left.is_empty() && std::time::Instant::now() < settle {
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                left = crate::leaks::marked_processes(&self.marker);
+                left = crate::process::marked_processes(&self.marker);
             }
             for leftover in left {
-                report
-                    .left_after_shutdown
-                    .push(format!("pid {leftover} ({})", crate::shim::instance::cmdline(leftover)));
+                report.left_after_shutdown.push(format!("pid {leftover} ({})", crate::process::cmdline(leftover)));
             }
             for (shim, gone) in shims.iter().zip(&gone) {
                 if *gone {

@@ -81,10 +81,10 @@ pub fn version_of(binary: &Path, flag: &str) -> Option<String> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let mut child = crate::reaper::spawn_std(&mut command).ok()?;
+    let mut child = crate::process::reaper::spawn_std(&mut command).ok()?;
     let pid = child.id();
     let result = finish_version(&mut child);
-    crate::reaper::release(pid);
+    crate::process::reaper::release(pid);
     let output = result?;
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
@@ -127,8 +127,8 @@ pub fn sha256_of(path: &Path) -> Option<String> {
 pub fn examine(candidates: Vec<Candidate>, work_base: Option<&Path>) -> (HostFingerprint, Vec<CandidateDoctor>) {
     let env = RunEnv::create(work_base, false).ok().map(Arc::new);
     if env.is_some() {
-        crate::shim::instance::become_subreaper();
-        crate::reaper::start();
+        crate::process::become_subreaper();
+        crate::process::reaper::start();
     }
     let mut rows = Vec::new();
     for candidate in candidates {
@@ -192,7 +192,7 @@ pub fn examine(candidates: Vec<Candidate>, work_base: Option<&Path>) -> (HostFin
         for line in env.cleanup() {
             eprintln!("left after the probes: {line}");
         }
-        crate::shim::instance::reap_orphans();
+        crate::process::reap_orphans();
         crate::leaks::remove_cgroup_parents();
     }
     (fingerprint(), rows)

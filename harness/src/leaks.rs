@@ -5,7 +5,7 @@
 //! `runc init`, container processes, a stray fork — carries it, even after it has been re-parented.
 use std::path::PathBuf;
 
-pub const MARKER_VAR: &str = "SHIMCOMPAT_TRIAL";
+use crate::process::marked_processes;
 
 /// Everything needed to look for one case's leftovers.
 #[derive(Debug, Clone, Default)]
@@ -73,7 +73,7 @@ pub fn cgroup_pids(dir: &std::path::Path) -> Vec<u32> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.trim().parse().ok())
-        .filter(|pid| crate::shim::instance::pid_alive(*pid))
+        .filter(|pid| crate::process::pid_alive(*pid))
         .collect()
 }
 
@@ -87,7 +87,7 @@ pub fn remove_tracking_tree(dir: &std::path::Path) -> Vec<String> {
     }
     for d in &dirs {
         for pid in cgroup_pids(d) {
-            if let Some(line) = crate::shim::instance::kill_pid(pid) {
+            if let Some(line) = crate::process::kill_pid(pid) {
                 killed.push(line);
             }
         }
@@ -95,44 +95,11 @@ pub fn remove_tracking_tree(dir: &std::path::Path) -> Vec<String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     for d in dirs.iter().rev() {
         while std::fs::remove_dir(d).is_err() && d.exists() && std::time::Instant::now() < deadline {
-            crate::shim::instance::reap_orphans();
+            crate::process::reap_orphans();
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
     killed
-}
-
-/// Live processes carrying `marker` in their environment.
-pub fn marked_processes(marker: &str) -> Vec<u32> {
-    marked_where(&format!("{MARKER_VAR}={marker}"), false)
-}
-
-/// Live processes of a whole run (markers are `<run nonce>-<n>`).
-pub fn run_processes(nonce: &str) -> Vec<u32> {
-    marked_where(&format!("{MARKER_VAR}={nonce}-"), true)
-}
-
-fn marked_where(needle: &str, prefix: bool) -> Vec<u32> {
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| {
-                    env.split(|b| *b == 0).any(|kv| {
-                        if prefix {
-                            kv.starts_with(needle.as_bytes())
-                        } else {
-                            kv == needle.as_bytes()
-                        }
-                    })
-                })
-                .unwrap_or(false)
-        })
-        .filter(|pid| crate::shim::instance::pid_alive(*pid))
-        .collect()
 }
 
 /// Mount points at or under any of `dirs`.
@@ -156,7 +123,7 @@ impl Probe {
     pub fn check(&self) -> Vec<String> {
         let mut found = Vec::new();
         for pid in marked_processes(&self.marker) {
-            if let Some(line) = crate::shim::instance::kill_pid(pid) {
+            if let Some(line) = crate::process::kill_pid(pid) {
                 found.push(format!("process {line}"));
             }
         }

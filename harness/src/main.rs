@@ -276,7 +276,7 @@ fn main() -> ExitCode {
             for line in shimcompat::registry::describe(&cleaned) {
                 shimcompat::outln!("{line}");
             }
-            shimcompat::shim::instance::reap_orphans();
+            shimcompat::process::reap_orphans();
             ExitCode::SUCCESS
         }
         Command::Resolve(args) => match shimcompat::resolve::cli::run(&args) {

@@ -123,12 +123,12 @@ fn clean_run(record: &Record, sockets_file: &Path) -> Vec<String> {
         let _ = std::fs::write(cgroup.join("cgroup.freeze"), "0");
     }
     for _ in 0..3 {
-        let found = crate::leaks::run_processes(nonce);
+        let found = crate::process::run_processes(nonce);
         if found.is_empty() {
             break;
         }
         for pid in found {
-            if let Some(line) = crate::shim::instance::kill_pid(pid) {
+            if let Some(line) = crate::process::kill_pid(pid) {
                 lines.push(format!("process {line}"));
             }
         }

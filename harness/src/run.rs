@@ -160,8 +160,8 @@ impl Session {
         // reaps them, as init would under containerd, so a run leaves no zombies behind.
         // First, before any thread exists: the signals must be blocked in every thread but the one that waits.
         install_interrupt_cleanup(env.clone());
-        crate::shim::instance::become_subreaper();
-        crate::reaper::start();
+        crate::process::become_subreaper();
+        crate::process::reaper::start();
         FINISH.store(RUNNING, std::sync::atomic::Ordering::SeqCst);
         Ok(Session { env, host_watch })
     }
@@ -187,17 +187,17 @@ impl Session {
     /// and the namespaces' runtime state are removed; returns what had to be killed or appeared on the host.
     pub fn close(&self, plans: &[Planned]) -> Vec<String> {
         let env = &self.env;
-        let stragglers = crate::shim::instance::processes_naming(std::slice::from_ref(&env.workdir));
+        let stragglers = crate::process::processes_naming(std::slice::from_ref(&env.workdir));
         let mut killed = Vec::new();
         for pid in stragglers {
-            if let Some(line) = crate::shim::instance::kill_pid(pid) {
+            if let Some(line) = crate::process::kill_pid(pid) {
                 killed.push(line);
             }
         }
         killed.extend(env.cleanup());
         remove_state_namespaces(plans, env);
         killed.extend(self.host_watch.appeared(&[env.workdir.clone(), env.sockets.clone()]));
-        crate::shim::instance::reap_orphans();
+        crate::process::reap_orphans();
         crate::leaks::remove_cgroup_parents();
         killed
     }
@@ -568,8 +568,8 @@ fn install_interrupt_cleanup(env: Arc<RunEnv>) {
             // thread does the final sweep once every trial thread has returned. Should that take too long, do it here.
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline && FINISH.load(std::sync::atomic::Ordering::SeqCst) == RUNNING {
-                for pid in crate::leaks::run_processes(&env.nonce) {
-                    crate::shim::instance::kill_pid(pid);
+                for pid in crate::process::run_processes(&env.nonce) {
+                    crate::process::kill_pid(pid);
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -649,10 +649,10 @@ fn kill_run_processes(env: &RunEnv) {
     let mut quiet = 0;
     let deadline = Instant::now() + Duration::from_secs(5);
     while quiet < 3 && Instant::now() < deadline {
-        let found = crate::leaks::run_processes(&env.nonce);
+        let found = crate::process::run_processes(&env.nonce);
         quiet = if found.is_empty() { quiet + 1 } else { 0 };
         for pid in found {
-            crate::shim::instance::kill_pid(pid);
+            crate::process::kill_pid(pid);
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -191,7 +191,7 @@ fn run_probe(probe: &str) -> Result<(), String> {
             Ok(())
         });
     }
-    let mut child = crate::reaper::spawn_std(&mut command).map_err(|e| format!("could not run ({e})"))?;
+    let mut child = crate::process::reaper::spawn_std(&mut command).map_err(|e| format!("could not run ({e})"))?;
     let pid = child.id();
     let deadline = probe_deadline();
     let started = std::time::Instant::now();
@@ -209,7 +209,7 @@ fn run_probe(probe: &str) -> Result<(), String> {
     // The group goes whether the probe finished or not: nothing it started outlives it.
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
     let _ = child.wait();
-    crate::reaper::release(pid);
+    crate::process::reaper::release(pid);
     outcome
 }
 

@@ -81,11 +81,11 @@ fn judge_child(file: &str, line: &str) -> ! {
     };
     let env =
         Arc::new(shimcompat::context::RunEnv::create(None, false).unwrap_or_else(|e| panic!("work directory: {e}")));
-    shimcompat::shim::instance::become_subreaper();
-    shimcompat::reaper::start();
+    shimcompat::process::become_subreaper();
+    shimcompat::process::reaper::start();
     let verdict = shimcompat::run::judge(&target, &env);
     env.cleanup();
-    shimcompat::shim::instance::reap_orphans();
+    shimcompat::process::reap_orphans();
     shimcompat::leaks::remove_cgroup_parents();
     for socket in dead_sockets_named(&format!("{:?} {:?}", verdict.reason, verdict.reply)) {
         if std::fs::remove_file(&socket).is_ok() {

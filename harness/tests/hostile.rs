@@ -693,7 +693,7 @@ fn stdout_closed_mid_run() -> Verdict {
 
 /// Live processes whose working directory is under `dir`.
 fn processes_in(dir: &Path) -> Vec<u32> {
-    shimcompat::shim::instance::processes_in(&[dir.to_path_buf()])
+    shimcompat::process::processes_in(&[dir.to_path_buf()])
 }
 
 /// A long $TMPDIR and a long --work-dir: sockets must still fit a socket address (they go where they fit), so the

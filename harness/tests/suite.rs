@@ -251,13 +251,13 @@ fn leftovers(base: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me && shimcompat::shim::instance::pid_alive(*pid))
+        .filter(|pid| *pid != me && shimcompat::process::pid_alive(*pid))
         .filter_map(|pid| {
             let cwd =
                 std::fs::read_link(format!("/proc/{pid}/cwd")).map(|p| p.display().to_string()).unwrap_or_default();
             let exe =
                 std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
-            let cmdline = shimcompat::shim::instance::cmdline(pid);
+            let cmdline = shimcompat::process::cmdline(pid);
             (cwd.starts_with(&base) || exe.starts_with(&base) || cmdline.contains(&base))
                 .then(|| format!("pid {pid}: {cmdline} (cwd {cwd})"))
         })

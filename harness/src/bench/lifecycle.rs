@@ -80,7 +80,7 @@ pub async fn per_shim(ctx: &mut Ctx, recorder: &mut Recorder, exec: bool) -> Res
     let began = Instant::now();
     shutdown(&shim).await?;
     let pid = shim.shim_pid();
-    if pid > 0 && !crate::shim::instance::wait_gone(pid, ctx.timeout(deadline::TEARDOWN)).await {
+    if pid > 0 && !crate::process::wait_gone(pid, ctx.timeout(deadline::TEARDOWN)).await {
         return Err(fail(format!("the shim (pid {pid}) was still running {:?} after Shutdown", deadline::TEARDOWN)));
     }
     recorder.record(op::SHUTDOWN, began.elapsed());
@@ -201,7 +201,7 @@ pub async fn run_to_exit(ctx: &mut Ctx, recorder: &mut Recorder) -> Result<(), C
     shim.note_deleted(&task.id);
     shutdown(&shim).await?;
     let pid = shim.shim_pid();
-    if pid > 0 && !crate::shim::instance::wait_gone(pid, ctx.timeout(deadline::TEARDOWN)).await {
+    if pid > 0 && !crate::process::wait_gone(pid, ctx.timeout(deadline::TEARDOWN)).await {
         return Err(fail(format!("the shim (pid {pid}) was still running {:?} after Shutdown", deadline::TEARDOWN)));
     }
     recorder.record(op::RUN_TO_EXIT, whole.elapsed());

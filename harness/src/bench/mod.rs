@@ -217,8 +217,8 @@ pub fn bench(plans: Vec<Planned>, config: &BenchConfig) -> Result<BenchReport, S
     session.main_finishes();
     if stopping() {
         // As an interrupted run does: every process of the session goes before its files do.
-        for pid in crate::leaks::run_processes(&env.nonce) {
-            crate::shim::instance::kill_pid(pid);
+        for pid in crate::process::run_processes(&env.nonce) {
+            crate::process::kill_pid(pid);
         }
     }
     let leftovers = session.close(&plans);

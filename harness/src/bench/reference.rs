@@ -56,11 +56,11 @@ impl Reference {
                     .stdout(Stdio::null())
                     .stderr(stderr);
                 let began = Instant::now();
-                let mut child =
-                    crate::reaper::spawn_std(&mut command).map_err(|e| format!("{}: {e}", runtime.display()))?;
+                let mut child = crate::process::reaper::spawn_std(&mut command)
+                    .map_err(|e| format!("{}: {e}", runtime.display()))?;
                 let pid = child.id();
                 // Bounded, and given up on an interrupt, so that the bench always gets to clean up after itself.
-                let exited = crate::shim::instance::wait_exit_blocking(pid, began + FLOOR_LIMIT, || {
+                let exited = crate::process::wait_exit_blocking(pid, began + FLOOR_LIMIT, || {
                     crate::context::STOPPING.load(std::sync::atomic::Ordering::SeqCst)
                 });
                 let took = began.elapsed();
@@ -68,7 +68,7 @@ impl Reference {
                     let _ = child.kill();
                 }
                 let status = child.wait();
-                crate::reaper::release(pid);
+                crate::process::reaper::release(pid);
                 let status = status.map_err(|e| format!("{}: {e}", runtime.display()))?;
                 let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
                 let _ = std::fs::remove_dir_all(&dir);
@@ -99,7 +99,7 @@ impl Reference {
 
 /// `<runtime> --root R delete -f <id>`, output discarded.
 fn force_delete(runtime: &std::path::Path, root: &std::path::Path, id: &str) {
-    let _ = crate::reaper::status(
+    let _ = crate::process::reaper::status(
         std::process::Command::new(runtime)
             .arg("--root")
             .arg(root)
@@ -152,7 +152,7 @@ fn ctr(target: &Arc<Target>, run: &RunEnv) -> Result<Reference, String> {
         .map_err(|e| format!("ctr run --rm ({}): {e}", daemon.label()))?;
     let marker = format!("{}-ctr", run.nonce);
     let mut env: Vec<(&str, &str)> = target.candidate.env.iter().filter_map(|kv| kv.split_once('=')).collect();
-    env.push((crate::leaks::MARKER_VAR, &marker));
+    env.push((crate::process::MARKER_VAR, &marker));
     let lab =
         crate::lab::Lab::start_with(daemon, &env).map_err(|e| format!("ctr run --rm ({}): {e}", daemon.label()))?;
     if let Some((file_name, binary)) = &form.link {
@@ -161,7 +161,7 @@ fn ctr(target: &Arc<Target>, run: &RunEnv) -> Result<Reference, String> {
     let image = lab.import_payload_image().map_err(|e| format!("ctr run --rm: importing the payload image: {e}"))?;
     let mut flags = form.flags.clone();
     flags.extend(["--runtime".to_string(), form.runtime.clone()]);
-    flags.extend(["--env".to_string(), format!("{}={marker}", crate::leaks::MARKER_VAR)]);
+    flags.extend(["--env".to_string(), format!("{}={marker}", crate::process::MARKER_VAR)]);
     // `containerd github.com/containerd/containerd 1.6.20~ds1 <revision>`: the version is the third word.
     let version = lab
         .containerd_version()

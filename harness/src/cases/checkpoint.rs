@@ -27,7 +27,7 @@ async fn criu_unusable() -> Option<String> {
     };
     let mut command = tokio::process::Command::new(&criu);
     command.arg("check").kill_on_drop(true);
-    let check = crate::reaper::output(&mut command);
+    let check = crate::process::reaper::output(&mut command);
     match tokio::time::timeout(std::time::Duration::from_secs(10), check).await {
         Ok(Ok(output)) if output.status.success() => None,
         Ok(Ok(output)) => {

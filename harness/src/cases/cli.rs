@@ -9,8 +9,9 @@ use super::util::{carries_marker, is_process, poll_until, started, wait_exit};
 use super::{fail, Case, CaseError, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::{deadline, Ctx, Task};
+use crate::process::{kill_pid, processes_in, wait_gone};
 use crate::shim::events::EventSink;
-use crate::shim::instance::{kill_pid, processes_in, wait_gone, Shim};
+use crate::shim::instance::Shim;
 use crate::shim::launch::{self, LaunchError};
 use crate::{case, ensure};
 
@@ -188,7 +189,7 @@ async fn sigkill_then_delete(
     ensure!(
         is_process(pid) && carries_marker(ctx, pid),
         "Connect's shim_pid {pid} is not a live process launched by this case ({}); not signalling it",
-        crate::shim::instance::cmdline(pid)
+        crate::process::cmdline(pid)
     );
     kill_pid(pid);
     ensure!(wait_gone(pid, ctx.timeout(deadline::TEARDOWN)).await, "the shim pid {pid} survived SIGKILL");

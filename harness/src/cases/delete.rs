@@ -53,7 +53,7 @@ async fn running_refused(ctx: &mut Ctx) -> CaseResult {
     expect_refused(shim.task.delete(&task.id, "").await, "Delete of a running task")?;
     let state = shim.task.state(&task.id, "").await?;
     expect_status(&state, Status::RUNNING, "after the refused Delete")?;
-    ensure!(crate::shim::instance::pid_alive(task.pid), "the init pid {} is gone after a refused Delete", task.pid);
+    ensure!(crate::process::pid_alive(task.pid), "the init pid {} is gone after a refused Delete", task.pid);
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use super::util::{exec_started, read_until, started, wait_exit};
 use super::{Case, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::{deadline, Ctx};
-use crate::shim::instance::wait_gone;
+use crate::process::wait_gone;
 use crate::{case, ensure};
 
 pub fn cases() -> Vec<Case> {
@@ -38,7 +38,7 @@ async fn nothing_left_after_shutdown(ctx: &mut Ctx) -> CaseResult {
     // A runtime may still be finishing its own cleanup (processes reaped, cgroups removed): give it a moment, then
     // look once (the check removes what it finds, so it must not be repeated).
     let marker = ctx.marker.clone();
-    super::util::poll_until(Duration::from_secs(1), || crate::leaks::marked_processes(&marker).is_empty()).await;
+    super::util::poll_until(Duration::from_secs(1), || crate::process::marked_processes(&marker).is_empty()).await;
     // containerd then removes the bundle, unmounting <bundle>/rootfs itself first (a rootfs the shim left mounted
     // is rootfs::unmounted_by_delete's finding, not a leak containerd keeps).
     crate::bundle::unmount_rootfs_as_containerd(&shim.bundle_dir());

@@ -82,7 +82,7 @@ async fn connect_returns_shim_pid(ctx: &mut Ctx) -> CaseResult {
     ensure!(
         cwd == shim.bundle_dir(),
         "Connect's shim_pid {pid} ({}) does not run in the bundle {} (its cwd is {}): it is not the shim serving this task",
-        crate::shim::instance::cmdline(pid),
+        crate::process::cmdline(pid),
         shim.bundle_dir().display(),
         cwd.display()
     );

@@ -143,7 +143,7 @@ async fn answers_version(ctx: &mut Ctx) -> CaseResult {
     if let Some(faults) = &ctx.target.faults {
         command.env(crate::context::MOCK_FAULTS_ENV, faults);
     }
-    let output = tokio::time::timeout(Duration::from_secs(5), crate::reaper::output(&mut command))
+    let output = tokio::time::timeout(Duration::from_secs(5), crate::process::reaper::output(&mut command))
         .await
         .map_err(|_| fail(format!("`{} -v` did not finish within 5 s", ctx.target.binary.display())))?
         .map_err(|e| fail(format!("cannot run {}: {e}", ctx.target.binary.display())))?;

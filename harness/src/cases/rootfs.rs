@@ -181,10 +181,10 @@ async fn failed_mount_fails_cleanly(ctx: &mut Ctx) -> CaseResult {
     let shim_binary = ctx.target.binary.canonicalize().unwrap_or_else(|_| ctx.target.binary.clone());
     let is_shim =
         |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).map(|exe| exe == shim_binary).unwrap_or(false);
-    let running: Vec<String> = crate::leaks::marked_processes(&ctx.marker)
+    let running: Vec<String> = crate::process::marked_processes(&ctx.marker)
         .into_iter()
         .filter(|pid| !is_shim(*pid))
-        .map(|pid| format!("{pid} {}", crate::shim::instance::cmdline(pid)))
+        .map(|pid| format!("{pid} {}", crate::process::cmdline(pid)))
         .collect();
     ensure!(
         created.is_err(),

@@ -5,7 +5,7 @@ use super::util::{expect_status, hold, is_process, poll_until, run_to_exit, star
 use super::{Case, CaseError, CaseResult};
 use crate::bundle::{ContainerConfig, IoSpec};
 use crate::context::{deadline, Ctx};
-use crate::shim::instance::wait_gone;
+use crate::process::wait_gone;
 use crate::shim::launch;
 use crate::{case, ensure};
 

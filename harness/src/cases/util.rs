@@ -73,7 +73,7 @@ pub async fn stdout_of(ctx: &Ctx, task: &mut Task) -> Result<String, CaseError> 
 pub fn is_process(pid: u32) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
     let tgid = status.lines().find_map(|l| l.strip_prefix("Tgid:")).map(|v| v.trim().parse::<u32>().ok());
-    tgid == Some(Some(pid)) && crate::shim::instance::pid_alive(pid)
+    tgid == Some(Some(pid)) && crate::process::pid_alive(pid)
 }
 
 /// A timestamp as (seconds, nanos); (0, 0) when unset.

@@ -385,7 +385,7 @@ impl Lab {
             }
             if let Some(child) = self.containerd.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    crate::reaper::release(child.id());
+                    crate::process::reaper::release(child.id());
                     self.containerd = None;
                     return Err(format!("containerd exited early: {status}"));
                 }
@@ -415,14 +415,14 @@ impl Lab {
         let started = Instant::now();
         while started.elapsed() < grace {
             if let Ok(Some(_)) = child.try_wait() {
-                crate::reaper::release(child.id());
+                crate::process::reaper::release(child.id());
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = child.kill();
         let _ = child.wait();
-        crate::reaper::release(child.id());
+        crate::process::reaper::release(child.id());
         Err(format!("containerd did not exit within {grace:?} of {signal}; killed"))
     }
 
@@ -461,7 +461,7 @@ impl Lab {
         command.env("TMPDIR", self.path("tmp"));
         // A lab started with the run's marker (the bench's `ctr run --rm` reference) marks its clients too, so that
         // an interrupted run finds and kills a hung ctr with everything else of the run.
-        if let Some((key, value)) = self.env.iter().find(|(key, _)| key == crate::leaks::MARKER_VAR) {
+        if let Some((key, value)) = self.env.iter().find(|(key, _)| key == crate::process::MARKER_VAR) {
             command.env(key, value);
         }
         command
@@ -950,16 +950,16 @@ impl Drop for Background {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        crate::reaper::release(self.child.id());
+        crate::process::reaper::release(self.child.id());
     }
 }
 
 /// Spawns a child this module waits for itself, registered with the harness's reaper (which runs in `run` and
 /// `bench` and reaps every other exited child): unregistered, a lab's ctr could be reaped by it between the exit and
 /// the lab's own wait, which then has no status ("killed by a signal": 1 in 50 `ctr run --rm` references here).
-/// The pid is released after the wait ([`crate::reaper::release`]).
+/// The pid is released after the wait ([`crate::process::reaper::release`]).
 fn spawn_owned(command: &mut Command) -> std::io::Result<Child> {
-    let mut owned = crate::reaper::registry().lock().unwrap_or_else(|p| p.into_inner());
+    let mut owned = crate::process::reaper::registry().lock().unwrap_or_else(|p| p.into_inner());
     let child = command.spawn()?;
     owned.insert(child.id());
     Ok(child)
@@ -991,7 +991,7 @@ fn wait_deadline(child: &mut Child, deadline: Duration) -> (Option<ExitStatus>, 
             }
         }
     };
-    crate::reaper::release(child.id());
+    crate::process::reaper::release(child.id());
     waited
 }
 
@@ -1014,7 +1014,7 @@ fn wait_deadline_exact(child: &mut Child, deadline: Duration) -> (Option<ExitSta
     let _ = stop.send(());
     let timed_out = watchdog.join().unwrap_or(false);
     let status = child.wait().ok();
-    crate::reaper::release(child.id());
+    crate::process::reaper::release(child.id());
     (status.filter(|_| !timed_out), timed_out, exited)
 }
 

@@ -66,11 +66,11 @@ pub fn version_output(program: &Path, deadline: Duration) -> Result<String, Stri
     let mut command = Command::new(program);
     command.arg("--version").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
     // Registered with the harness's reaper, which must not reap a child its waiter is about to wait for.
-    let mut child = crate::reaper::spawn_std(&mut command)
+    let mut child = crate::process::reaper::spawn_std(&mut command)
         .map_err(|error| format!("cannot run {} --version: {error}", program.display()))?;
     let pid = child.id();
     let result = wait_version(&mut child, program, deadline);
-    crate::reaper::release(pid);
+    crate::process::reaper::release(pid);
     result
 }
 

@@ -189,7 +189,7 @@ pub fn spawn(command: &tokio::process::Command, cgroup: &Path, output: Output) -
         cgroup: cgroup_fd.as_raw_fd() as u64,
         ..Default::default()
     };
-    let registry = crate::reaper::registry();
+    let registry = crate::process::reaper::registry();
     let mut owned = registry.lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: clone3 without CLONE_VM is a fork; the child branch below only makes async-signal-safe system calls
     // on memory prepared before the call, then execs or exits.
@@ -252,7 +252,7 @@ pub fn spawn(command: &tokio::process::Command, cgroup: &Path, output: Output) -
         // SAFETY: reaping our own child, which exits at once after a failed exec.
         unsafe { libc::waitpid(pid as libc::pid_t, &mut raw, 0) };
         child.status = Some(ExitStatus::from_raw(raw));
-        crate::reaper::release(pid);
+        crate::process::reaper::release(pid);
         return Err(SpawnError::Failed(error));
     }
     child.stdin = Some(pipe::Sender::from_owned_fd(stdin_write).map_err(failed)?);

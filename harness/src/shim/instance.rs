@@ -10,6 +10,7 @@ use super::events::EventSink;
 use super::launch::{self, LaunchSpec, StartReply};
 use super::task::TaskClient;
 use crate::bundle::Bundle;
+use crate::process::{kill_pid, pid_alive, processes_in, processes_naming, reap, wait_gone};
 
 pub struct Shim {
     pub launch: LaunchSpec,
@@ -204,171 +205,10 @@ impl Shim {
     }
 }
 
-pub fn pid_alive(pid: u32) -> bool {
-    // A zombie is gone for our purposes: it runs nothing and holds no sockets.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit(')').next().map(|rest| !rest.trim_start().starts_with('Z')).unwrap_or(true),
-        Err(_) => false,
-    }
-}
-
-/// Waits until `pid` has exited (or is a zombie), at most `timeout`; reaps it if it is ours. The exit is seen the
-/// moment it happens through a pidfd (Linux 5.3+), so a figure built on it (bench's `shutdown_to_exit`) is not
-/// rounded up to a polling interval; without pidfds it polls every 2 ms.
-pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    if let Some(pidfd) = PidFd::open(pid) {
-        // Readable once the process has exited; a zombie counts as gone (pid_alive), so check after each wake-up.
-        // SAFETY: the AsyncFd owns the pidfd and is the only user of it until it is dropped.
-        if let Ok(watch) =
-            unsafe { tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
-        {
-            loop {
-                if !pid_alive(pid) {
-                    reap(pid);
-                    return true;
-                }
-                match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), watch.readable()).await {
-                    Ok(Ok(mut guard)) => {
-                        if pid_alive(pid) {
-                            // Woken without an exit (should not happen): wait for the next readiness.
-                            guard.clear_ready();
-                        }
-                    }
-                    Ok(Err(_)) => break,
-                    Err(_) => return !pid_alive(pid),
-                }
-            }
-        }
-    }
-    loop {
-        if !pid_alive(pid) {
-            reap(pid);
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Blocking form of [`wait_gone`] for threads without a runtime: waits until `pid` has exited (seen at once through
-/// a pidfd, else polled every 2 ms), `deadline` passes or `stop()` says so (checked at least every 100 ms). Returns
-/// whether it exited; does not reap.
-pub fn wait_exit_blocking(pid: u32, deadline: Instant, stop: impl Fn() -> bool) -> bool {
-    let pidfd = PidFd::open(pid);
-    loop {
-        if !pid_alive(pid) {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline || stop() {
-            return false;
-        }
-        let slice = (deadline - now).min(Duration::from_millis(100));
-        match &pidfd {
-            Some(fd) => {
-                use std::os::fd::AsRawFd;
-                let mut poll = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-                // SAFETY: poll on one descriptor we own, with a local pollfd.
-                unsafe { libc::poll(&mut poll, 1, slice.as_millis().max(1) as libc::c_int) };
-            }
-            None => std::thread::sleep(slice.min(Duration::from_millis(2))),
-        }
-    }
-}
-
-/// A pidfd (pidfd_open(2)): becomes readable when the process exits.
-struct PidFd(std::os::fd::OwnedFd);
-
-impl PidFd {
-    fn open(pid: u32) -> Option<PidFd> {
-        use std::os::fd::FromRawFd;
-        if pid == 0 || pid > i32::MAX as u32 {
-            return None;
-        }
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: fd is a descriptor this process just got and owns alone.
-        Some(PidFd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }))
-    }
-}
-
-impl std::os::fd::AsRawFd for PidFd {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
 /// Whether `pid` is a live process running in one of `dirs` (a shim runs in its bundle); a pid Connect misreported
 /// is not ours to kill.
 fn is_shim_of(pid: u32, dirs: &[PathBuf]) -> bool {
     pid_alive(pid) && std::fs::read_link(format!("/proc/{pid}/cwd")).map(|cwd| dirs.contains(&cwd)).unwrap_or(false)
-}
-
-pub fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " ").trim().to_string())
-        .unwrap_or_default()
-}
-
-/// SIGKILLs `pid` if it is alive; returns a description of what was killed.
-pub fn kill_pid(pid: u32) -> Option<String> {
-    if !pid_alive(pid) {
-        return None;
-    }
-    let line = format!("pid {pid} ({})", cmdline(pid));
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-    std::thread::sleep(Duration::from_millis(5));
-    reap(pid);
-    Some(line)
-}
-
-/// Every live process whose working directory is one of `dirs` (shims run in their bundle).
-pub fn processes_in(dirs: &[PathBuf]) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let me = std::process::id();
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/cwd"))
-                .map(|cwd| dirs.iter().any(|d| cwd == *d || cwd.starts_with(d)))
-                .unwrap_or(false)
-        })
-        .filter(|pid| pid_alive(*pid))
-        .collect()
-}
-
-/// Whether an argument of the process is one of `dirs` or a path under it (`--root=DIR/...` counts): gVisor's
-/// sandbox and gofer run with their cwd elsewhere, and are only recognisable by the bundle and root they were given.
-fn names_dir(pid: u32, dirs: &[PathBuf]) -> bool {
-    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    raw.split(|b| *b == 0).filter(|a| !a.is_empty()).any(|arg| {
-        let arg = String::from_utf8_lossy(arg);
-        let value = arg.split_once('=').map(|(_, v)| v).unwrap_or(&arg);
-        let path = std::path::Path::new(value);
-        dirs.iter().any(|d| path == d.as_path() || path.starts_with(d))
-    })
-}
-
-/// Processes that name one of `dirs` in their arguments (gVisor's `runsc-sandbox`/`runsc-gofer` with `--bundle`
-/// and `--root`, whose cwd is elsewhere), besides those running in them.
-pub fn processes_naming(dirs: &[PathBuf]) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let me = std::process::id();
-    let mut pids: Vec<u32> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me && names_dir(*pid, dirs) && pid_alive(*pid))
-        .collect();
-    pids.extend(processes_in(dirs));
-    pids.sort_unstable();
-    pids.dedup();
-    pids
 }
 
 /// Removes runtime containers a shim left behind (a failed Create can leave one in `created` with a live
@@ -407,33 +247,14 @@ impl RuntimeSweep {
                     .args(["delete", "-f", id])
                     .stdin(std::process::Stdio::null())
                     .kill_on_drop(true);
-                if tokio::time::timeout(Duration::from_secs(10), crate::reaper::output(&mut command)).await.is_ok() {
+                if tokio::time::timeout(Duration::from_secs(10), crate::process::reaper::output(&mut command))
+                    .await
+                    .is_ok()
+                {
                     swept.push(id.clone());
                 }
             }
         }
         swept
-    }
-}
-
-/// Makes this process the reaper of orphaned descendants (daemonized shims).
-pub fn become_subreaper() {
-    unsafe {
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    }
-}
-
-/// Reaps `pid` if it is a zombie child of ours; harmless otherwise.
-pub fn reap(pid: u32) {
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
-}
-
-/// Reaps every exited child; only safe when no tokio-managed child is still running (end of a run).
-pub fn reap_orphans() {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-        if status == WaitStatus::StillAlive {
-            break;
-        }
     }
 }

@@ -273,7 +273,7 @@ struct Release(Option<u32>);
 impl Drop for Release {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
-            crate::reaper::release(pid);
+            crate::process::reaper::release(pid);
         }
     }
 }
@@ -356,7 +356,7 @@ async fn run_with_deadline(
         command.stdout(Stdio::from(write)).stderr(Stdio::from(write_again));
         combined_reader = Some(tokio::net::unix::pipe::Receiver::from_owned_fd(read).map_err(io_error)?);
     }
-    let child = crate::reaper::spawn_tokio(&mut command).map_err(spawn_error)?;
+    let child = crate::process::reaper::spawn_tokio(&mut command).map_err(spawn_error)?;
     // The command holds our copies of the pipe's write end: drop it so the pipe reaches EOF with the child.
     drop(command);
     finish_run(Spawned::Tokio(child, combined_reader), stdin, timeout, binary).await

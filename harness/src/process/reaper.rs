@@ -114,7 +114,7 @@ pub fn start() {
                 let owned = owned().lock().unwrap_or_else(|p| p.into_inner());
                 for pid in zombie_children() {
                     if !owned.contains(&pid) {
-                        crate::shim::instance::reap(pid);
+                        super::reap(pid);
                     }
                 }
             }
