@@ -11,12 +11,30 @@ use containerd_shim_protos::shim::oci::Options;
 
 use crate::bundle::{self, Bundle, ContainerConfig, IoSpec, ProcessIo, RootfsForm};
 use crate::candidate::Candidate;
-use crate::cases::{fail, CaseError};
 use crate::profile::{Line, Profile};
 use crate::shim::events::EventSink;
 use crate::shim::instance::{RuntimeSweep, Shim, TeardownReport};
 use crate::shim::launch::{self, LaunchSpec};
 use crate::shim::task::{RpcResult, TaskClient};
+
+/// Why a case did not pass.
+#[derive(Debug)]
+pub enum CaseError {
+    /// The shim did not behave as containerd expects: what was expected, what came back.
+    Fail(String),
+    /// Not applicable to this candidate or host (with the reason). Never counted as a pass.
+    Skip(String),
+}
+
+impl From<crate::shim::task::RpcError> for CaseError {
+    fn from(error: crate::shim::task::RpcError) -> Self {
+        CaseError::Fail(error.to_string())
+    }
+}
+
+pub fn fail(message: impl Into<String>) -> CaseError {
+    CaseError::Fail(message.into())
+}
 
 /// The mock's fault annotation (shims/mock/FAULTS.md).
 pub const FAULT_ANNOTATION: &str = "io.shimcompat.mock.faults";
@@ -46,7 +64,7 @@ pub struct RunEnv {
     /// interrupted run can remove them.
     pub shim_sockets: std::sync::Mutex<Vec<PathBuf>>,
     /// The run's tracking cgroup, as root (see leaks::Tracking).
-    pub tracking: Option<crate::leaks::Tracking>,
+    pub tracking: Option<crate::process::cgroup::Tracking>,
     /// The run's record in the host's registry, held while it runs (see registry.rs).
     registration: std::sync::Mutex<Option<crate::registry::Registration>>,
 }
@@ -156,7 +174,7 @@ impl RunEnv {
         let nonce_for_tracking = nonce.clone();
         let rootfs_form =
             if crate::host::is_root() { RootfsForm::Overlay } else { RootfsForm::Absolute(rootfs.clone()) };
-        let tracking = crate::leaks::Tracking::create(&nonce_for_tracking);
+        let tracking = crate::process::cgroup::Tracking::create(&nonce_for_tracking);
         let registration = crate::registry::Registration::create(&crate::registry::Record {
             pid: std::process::id(),
             nonce: nonce_for_tracking.clone(),
@@ -204,7 +222,7 @@ impl RunEnv {
     /// still mounted there (detached now) or had to leave, one line each.
     pub fn cleanup(&self) -> Vec<String> {
         for socket in self.shim_sockets.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = crate::shim::launch::remove_socket(socket);
+            let _ = crate::fstree::remove_socket(socket);
         }
         let mut found: Vec<String> = match &self.tracking {
             Some(tracking) => {
@@ -549,7 +567,7 @@ impl Ctx {
                 let tail = bundle.log_tail(20);
                 self.abandon(bundle, &events).await;
                 if let Some(socket) = launch::socket_path(&reply.address) {
-                    let _ = crate::shim::launch::remove_socket(&socket);
+                    let _ = crate::fstree::remove_socket(&socket);
                 }
                 return Err(fail(format!(
                     "connecting to {} as containerd {} would (Task API {}): {error}\nshim log:\n{tail}",
@@ -584,7 +602,7 @@ impl Ctx {
         events.stop().await;
         // The server is gone (killed above): its socket goes too.
         for socket in std::mem::take(&mut self.abandoned_sockets) {
-            let _ = crate::shim::launch::remove_socket(&socket);
+            let _ = crate::fstree::remove_socket(&socket);
         }
         let mounts_left = bundle.remove();
         self.reports.push(TeardownReport { killed, mounts_left, ..Default::default() });

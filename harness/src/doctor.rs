@@ -1,29 +1,15 @@
 //! `shimcompat doctor`: the host fingerprint and, per candidate, whether it can run here and how it speaks.
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::candidate::Candidate;
 use crate::context::{RunEnv, Verdict};
-use crate::host;
+use crate::host::{self, fingerprint, sha256_of, version_of, HostFingerprint};
 use crate::profile::Line;
-use crate::run::Planned;
 use crate::select;
-
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct HostFingerprint {
-    pub kernel: String,
-    pub arch: String,
-    pub os: String,
-    pub cgroup: String,
-    pub cgroup2_controllers: String,
-    pub kvm: bool,
-    pub root: bool,
-    pub containerd: Option<String>,
-}
+use crate::select::Planned;
 
 #[derive(Debug, Serialize)]
 pub struct LineVerdict {
@@ -48,80 +34,6 @@ pub struct CandidateDoctor {
     pub oci_runtime: Option<String>,
     pub missing: Option<String>,
     pub probe_error: Option<String>,
-}
-
-pub fn fingerprint() -> HostFingerprint {
-    let uname = nix::sys::utsname::uname().ok();
-    let os = std::fs::read_to_string("/etc/os-release")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
-        .unwrap_or_default();
-    HostFingerprint {
-        kernel: uname.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
-        arch: uname.as_ref().map(|u| u.machine().to_string_lossy().into_owned()).unwrap_or_default(),
-        os,
-        cgroup: host::cgroup_layout().to_string(),
-        cgroup2_controllers: ["/sys/fs/cgroup/unified/cgroup.controllers", "/sys/fs/cgroup/cgroup.controllers"]
-            .iter()
-            .find_map(|p| std::fs::read_to_string(p).ok())
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
-        kvm: host::kvm_usable(),
-        root: host::is_root(),
-        containerd: host::which("containerd").and_then(|p| version_of(&p, "--version")),
-    }
-}
-
-/// The first line a binary prints for a version flag (bounded in time).
-pub fn version_of(binary: &Path, flag: &str) -> Option<String> {
-    let mut command = std::process::Command::new(binary);
-    command
-        .arg(flag)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = crate::process::reaper::spawn_std(&mut command).ok()?;
-    let pid = child.id();
-    let result = finish_version(&mut child);
-    crate::process::reaper::release(pid);
-    let output = result?;
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    // Go shims print "<binary>:\n  Version: X\n  Revision: Y"; keep what identifies the build.
-    let useful: Vec<&str> = lines.iter().copied().filter(|l| !l.ends_with(':')).take(2).collect();
-    (!useful.is_empty()).then(|| useful.join("; "))
-}
-
-fn finish_version(child: &mut std::process::Child) -> Option<std::process::Output> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                use std::io::Read;
-                let mut stdout = Vec::new();
-                let mut stderr = Vec::new();
-                if let Some(mut pipe) = child.stdout.take() {
-                    let _ = pipe.read_to_end(&mut stdout);
-                }
-                if let Some(mut pipe) = child.stderr.take() {
-                    let _ = pipe.read_to_end(&mut stderr);
-                }
-                return Some(std::process::Output { status, stdout, stderr });
-            }
-            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-}
-
-pub fn sha256_of(path: &Path) -> Option<String> {
-    let bytes = std::fs::read(path).ok()?;
-    Some(hex::encode(Sha256::digest(&bytes)))
 }
 
 pub fn examine(candidates: Vec<Candidate>, work_base: Option<&Path>) -> (HostFingerprint, Vec<CandidateDoctor>) {
@@ -193,7 +105,7 @@ pub fn examine(candidates: Vec<Candidate>, work_base: Option<&Path>) -> (HostFin
             eprintln!("left after the probes: {line}");
         }
         crate::process::reap_orphans();
-        crate::leaks::remove_cgroup_parents();
+        crate::process::cgroup::remove_cgroup_parents();
     }
     (fingerprint(), rows)
 }

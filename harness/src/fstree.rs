@@ -278,6 +278,16 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Removes the socket a shim named, and only if it is a socket: an address is the shim's word, and a shim that
+/// printed `unix:///etc/passwd` must not make the harness delete that file. Returns whether it removed one.
+pub fn remove_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).is_ok(),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use shimcompat::candidate::Candidate;
 use shimcompat::profile::Line;
-use shimcompat::run::{Planned, TestArgs};
+use shimcompat::run::TestArgs;
 use shimcompat::select;
+use shimcompat::select::Planned;
 
 #[derive(Parser)]
 #[command(name = "shimcompat", version, about = "Conformance suite for containerd shims, driven at the shim boundary")]
@@ -516,7 +517,7 @@ fn baseline(
             Ok(report) => report,
             Err(e) => return usage_error(e),
         };
-        let host = shimcompat::doctor::fingerprint();
+        let host = shimcompat::host::fingerprint();
         let describe = |name: &str| {
             let candidate = candidates.iter().find(|c| c.name == name);
             let entry = report.candidates.iter().find(|c| c.name == name);
@@ -525,16 +526,14 @@ fn baseline(
                 name: name.to_string(),
                 description: candidate.map(|c| c.description.clone()).unwrap_or_default(),
                 runtime: candidate.and_then(|c| c.runtime.clone()),
-                version: binary.as_deref().and_then(|b| shimcompat::doctor::version_of(std::path::Path::new(b), "-v")),
+                version: binary.as_deref().and_then(|b| shimcompat::host::version_of(std::path::Path::new(b), "-v")),
                 binary,
                 oci_runtime: candidate.and_then(|c| c.runc_options.as_ref()).map(|o| {
                     let name = if o.binary_name.is_empty() { "runc".to_string() } else { o.binary_name.clone() };
                     let path =
                         if name.contains('/') { Some(PathBuf::from(&name)) } else { shimcompat::host::which(&name) };
-                    let version = path
-                        .as_deref()
-                        .and_then(|p| shimcompat::doctor::version_of(p, "--version"))
-                        .unwrap_or_default();
+                    let version =
+                        path.as_deref().and_then(|p| shimcompat::host::version_of(p, "--version")).unwrap_or_default();
                     // Paths differ per checkout; the wrapper's name and the runtime's version identify it.
                     let shown = name.rsplit('/').next().unwrap_or(&name).to_string();
                     format!("{shown} ({version})")

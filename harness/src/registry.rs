@@ -118,7 +118,7 @@ fn clean_run(record: &Record, sockets_file: &Path) -> Vec<String> {
     let mut lines = Vec::new();
     let nonce = &record.nonce;
     // Frozen containers cannot die: thaw every container cgroup of the run first.
-    for cgroup in crate::leaks::run_cgroups(nonce) {
+    for cgroup in crate::process::cgroup::run_cgroups(nonce) {
         let _ = std::fs::write(cgroup.join("freezer.state"), "THAWED");
         let _ = std::fs::write(cgroup.join("cgroup.freeze"), "0");
     }
@@ -136,7 +136,7 @@ fn clean_run(record: &Record, sockets_file: &Path) -> Vec<String> {
     }
     if let Some(tracking) = &record.tracking {
         if tracking.exists() {
-            for line in crate::leaks::remove_tracking_tree(tracking) {
+            for line in crate::process::cgroup::remove_tracking_tree(tracking) {
                 lines.push(format!("process {line} (in the run's tracking cgroup)"));
             }
             if !tracking.exists() {
@@ -144,14 +144,14 @@ fn clean_run(record: &Record, sockets_file: &Path) -> Vec<String> {
             }
         }
     }
-    for cgroup in crate::leaks::run_cgroups(nonce) {
+    for cgroup in crate::process::cgroup::run_cgroups(nonce) {
         if std::fs::remove_dir(&cgroup).is_ok() {
             lines.push(format!("cgroup {}", cgroup.display()));
         }
     }
-    crate::leaks::remove_cgroup_parents();
+    crate::process::cgroup::remove_cgroup_parents();
     for socket in std::fs::read_to_string(sockets_file).unwrap_or_default().lines() {
-        if crate::shim::launch::remove_socket(Path::new(socket)) {
+        if crate::fstree::remove_socket(Path::new(socket)) {
             lines.push(format!("socket {socket}"));
         }
     }

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::cases::{self, Case, CaseError};
 use crate::context::{Ctx, RunEnv, Target, Verdict};
-use crate::profile::Line;
 use crate::report::stream::{Reporter, RunEvent};
 use crate::report::{Outcome, Report, TrialResult};
+use crate::select::Planned;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
@@ -84,36 +84,6 @@ impl TestArgs {
         } else {
             self.format
         }
-    }
-}
-
-/// A candidate under one containerd line, ready to run, or the reason it cannot run here.
-// One per candidate and line, made once: not worth a box for the candidate record.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-pub enum Planned {
-    Ready(Arc<Target>),
-    Unavailable { candidate: crate::candidate::Candidate, reason: String, line: Line },
-}
-
-impl Planned {
-    pub fn name(&self) -> &str {
-        match self {
-            Planned::Ready(target) => &target.candidate.name,
-            Planned::Unavailable { candidate, .. } => &candidate.name,
-        }
-    }
-
-    pub fn line(&self) -> Line {
-        match self {
-            Planned::Ready(target) => target.profile.line,
-            Planned::Unavailable { line, .. } => *line,
-        }
-    }
-
-    /// `<candidate>@<line>`: the prefix of its trial names.
-    pub fn label(&self) -> String {
-        format!("{}@{}", self.name(), self.line())
     }
 }
 
@@ -198,7 +168,7 @@ impl Session {
         remove_state_namespaces(plans, env);
         killed.extend(self.host_watch.appeared(&[env.workdir.clone(), env.sockets.clone()]));
         crate::process::reap_orphans();
-        crate::leaks::remove_cgroup_parents();
+        crate::process::cgroup::remove_cgroup_parents();
         killed
     }
 }
@@ -413,9 +383,9 @@ fn non_root_refusal(plan: &Planned) -> Option<String> {
 }
 
 /// The host as doctor describes it, taken once per process (it runs `containerd --version`).
-fn host_fingerprint() -> crate::doctor::HostFingerprint {
-    static HOST: std::sync::OnceLock<crate::doctor::HostFingerprint> = std::sync::OnceLock::new();
-    HOST.get_or_init(crate::doctor::fingerprint).clone()
+fn host_fingerprint() -> crate::host::HostFingerprint {
+    static HOST: std::sync::OnceLock<crate::host::HostFingerprint> = std::sync::OnceLock::new();
+    HOST.get_or_init(crate::host::fingerprint).clone()
 }
 
 /// A trial running longer than this is named on a terminal (`SHIMCOMPAT_SLOW_NOTICE` seconds overrides it).
@@ -605,8 +575,8 @@ fn finish_interrupted(env: &RunEnv) -> ! {
     for line in env.cleanup() {
         eprintln!("left after teardown: {line}");
     }
-    crate::leaks::remove_run_cgroups(&env.nonce);
-    crate::leaks::remove_cgroup_parents();
+    crate::process::cgroup::remove_run_cgroups(&env.nonce);
+    crate::process::cgroup::remove_cgroup_parents();
     std::process::exit(130);
 }
 
@@ -656,7 +626,7 @@ fn kill_run_processes(env: &RunEnv) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    crate::leaks::remove_run_cgroups(&env.nonce);
+    crate::process::cgroup::remove_run_cgroups(&env.nonce);
 }
 
 /// What teardown had to force, and what is still there after it.

@@ -10,7 +10,6 @@ use crate::candidate::{Candidate, MOCK_RUNTIME};
 use crate::context::Target;
 use crate::host;
 use crate::profile::Line;
-use crate::run::Planned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError {
@@ -297,5 +296,35 @@ fn at_line(candidate: &Candidate, value: &str) -> String {
     match (line, &candidate.source) {
         (Some(n), Some(path)) => format!("candidate file {}:{n}", path.display()),
         _ => candidate.origin(),
+    }
+}
+
+/// A candidate under one containerd line, ready to run, or the reason it cannot run here.
+// One per candidate and line, made once: not worth a box for the candidate record.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Planned {
+    Ready(Arc<Target>),
+    Unavailable { candidate: crate::candidate::Candidate, reason: String, line: Line },
+}
+
+impl Planned {
+    pub fn name(&self) -> &str {
+        match self {
+            Planned::Ready(target) => &target.candidate.name,
+            Planned::Unavailable { candidate, .. } => &candidate.name,
+        }
+    }
+
+    pub fn line(&self) -> Line {
+        match self {
+            Planned::Ready(target) => target.profile.line,
+            Planned::Unavailable { line, .. } => *line,
+        }
+    }
+
+    /// `<candidate>@<line>`: the prefix of its trial names.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.name(), self.line())
     }
 }

@@ -37,7 +37,7 @@ use daemon::{ctr_form, run_dyn_tests, Daemon, DynTest, Lab, NotStarted, Verdict}
 use shimcompat::candidate::{Candidate, MOCK_RUNTIME};
 use shimcompat::context::Verdict as LineVerdict;
 use shimcompat::profile::Line;
-use shimcompat::run::Planned;
+use shimcompat::select::Planned;
 
 const CANDIDATES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shims/candidates");
 const JUDGE_CHILD: &str = "--judge-child";
@@ -86,7 +86,7 @@ fn judge_child(file: &str, line: &str) -> ! {
     let verdict = shimcompat::run::judge(&target, &env);
     env.cleanup();
     shimcompat::process::reap_orphans();
-    shimcompat::leaks::remove_cgroup_parents();
+    shimcompat::process::cgroup::remove_cgroup_parents();
     for socket in dead_sockets_named(&format!("{:?} {:?}", verdict.reason, verdict.reply)) {
         if std::fs::remove_file(&socket).is_ok() {
             println!(

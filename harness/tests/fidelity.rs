@@ -40,8 +40,9 @@ use serde_json::Value;
 use shimcompat::candidate::Candidate;
 use shimcompat::profile::Line;
 use shimcompat::report::Outcome;
-use shimcompat::run::{self, Planned, RunConfig, TestArgs};
+use shimcompat::run::{self, RunConfig, TestArgs};
 use shimcompat::select;
+use shimcompat::select::Planned;
 
 const MOCK: &str = "io.containerd.mock.v1";
 const TRACE: &str = "SHIMCOMPAT_MOCK_TRACE";

@@ -443,7 +443,7 @@ fn escaped_double_fork() -> Verdict {
     if !is_root() {
         return Verdict::Skip("needs root: tracking by cgroup is a root-only feature".into());
     }
-    if shimcompat::leaks::cgroup2_mount().is_none() {
+    if shimcompat::process::cgroup::cgroup2_mount().is_none() {
         return Verdict::Skip("no cgroup2 mount on this host to track shims by".into());
     }
     let scratch = Scratch::new("escape");
@@ -483,8 +483,9 @@ fn escaped_double_fork() -> Verdict {
     let Some(nonce) = kept.iter().find_map(|n| n.strip_prefix("shimcompat-")) else {
         return Verdict::Fail(format!("--keep kept no work dir: {kept:?}"));
     };
-    let tracking =
-        shimcompat::leaks::cgroup2_mount().unwrap().join(format!("{}{nonce}", shimcompat::leaks::TRACKING_PREFIX));
+    let tracking = shimcompat::process::cgroup::cgroup2_mount()
+        .unwrap()
+        .join(format!("{}{nonce}", shimcompat::process::cgroup::TRACKING_PREFIX));
     check!(!tracking.exists(), "the run's tracking cgroup {} was left", tracking.display());
     Verdict::Pass
 }

@@ -11,8 +11,9 @@ use shimcompat::candidate::{Candidate, MOCK_RUNTIME};
 use shimcompat::cases;
 use shimcompat::profile::Line;
 use shimcompat::report::{Outcome, Report};
-use shimcompat::run::{self, Planned, RunConfig, TestArgs};
+use shimcompat::run::{self, RunConfig, TestArgs};
 use shimcompat::select;
+use shimcompat::select::Planned;
 
 enum Verdict {
     Pass,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::context::{Ctx, RunEnv, Target};
-use crate::run::Planned;
+use crate::select::Planned;
 use stats::{Dist, Memory, Recorder};
 
 pub const SCHEMA: &str = "shimcompat.bench/v1";
@@ -82,7 +82,7 @@ pub struct BenchReport {
     pub schema: String,
     pub tool_version: String,
     pub git_revision: String,
-    pub host: crate::doctor::HostFingerprint,
+    pub host: crate::host::HostFingerprint,
     pub command: Vec<String>,
     pub started_at: u64,
     pub finished_at: u64,
@@ -229,7 +229,7 @@ pub fn bench(plans: Vec<Planned>, config: &BenchConfig) -> Result<BenchReport, S
         schema: SCHEMA.into(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
         git_revision: env!("SHIMCOMPAT_GIT_REVISION").into(),
-        host: crate::doctor::fingerprint(),
+        host: crate::host::fingerprint(),
         command: std::env::args().collect(),
         started_at,
         finished_at: crate::report::unix_now(),
@@ -258,7 +258,7 @@ fn bench_target(target: &Arc<Target>, env: &Arc<RunEnv>, config: &BenchConfig) -
         name: target.candidate.name.clone(),
         containerd: target.profile.line,
         binary: target.binary.display().to_string(),
-        version: crate::doctor::version_of(&target.binary, "-v"),
+        version: crate::host::version_of(&target.binary, "-v"),
         ops: Vec::new(),
         grouped_ops: Vec::new(),
         references: Vec::new(),
@@ -649,7 +649,7 @@ fn soak(
         shim_threads: shim.and_then(stats::threads),
         shim_rss_kib: shim.and_then(stats::memory).map(|m| m.rss_kib),
         host_mounts: stats::host_mounts(),
-        run_cgroups: crate::leaks::run_cgroups(&env.nonce).len() as u64,
+        run_cgroups: crate::process::cgroup::run_cgroups(&env.nonce).len() as u64,
         shim_sockets: stats::entries(&env.sockets.join("s"))
             + stats::entries(std::path::Path::new("/run/containerd/s")),
     };

@@ -512,7 +512,7 @@ mod tests {
             schema: crate::bench::SCHEMA.into(),
             tool_version: "0".into(),
             git_revision: "x".into(),
-            host: crate::doctor::fingerprint(),
+            host: crate::host::fingerprint(),
             command: Vec::new(),
             started_at: 0,
             finished_at: 0,

@@ -112,7 +112,7 @@ pub(crate) async fn join_group(
         let killed: Vec<String> =
             processes_in(std::slice::from_ref(&second_dir)).into_iter().filter_map(kill_pid).collect();
         if let Some(path) = launch::socket_path(&reply.address) {
-            let _ = crate::shim::launch::remove_socket(&path);
+            let _ = crate::fstree::remove_socket(&path);
         }
         return Err(fail(format!(
             "the second `start` for group {group:?} printed {:?}, but the group's shim serves {:?} (killed the new shim: {killed:?})",
@@ -197,7 +197,7 @@ async fn sigkill_then_delete(
     let response = launch::delete_action(&shim.launch).await;
     // containerd removes what a dead shim left; the socket file is no part of what these cases check.
     if let Some(path) = launch::socket_path(&shim.reply.address) {
-        let _ = crate::shim::launch::remove_socket(&path);
+        let _ = crate::fstree::remove_socket(&path);
     }
     Ok((shim, task, response))
 }
@@ -281,7 +281,7 @@ async fn check_broken_start(
     match started {
         Ok(reply) => {
             if let Some(path) = launch::socket_path(&reply.address) {
-                let _ = crate::shim::launch::remove_socket(&path);
+                let _ = crate::fstree::remove_socket(&path);
             }
             Err(fail(format!(
                 "`start` with an unparseable config.json succeeded and printed {:?} (processes killed afterwards: {killed:?})",

@@ -52,20 +52,8 @@ impl std::fmt::Display for Level {
     }
 }
 
-/// Why a case did not pass.
-#[derive(Debug)]
-pub enum CaseError {
-    /// The shim did not behave as containerd expects: what was expected, what came back.
-    Fail(String),
-    /// Not applicable to this candidate or host (with the reason). Never counted as a pass.
-    Skip(String),
-}
-
-impl From<RpcError> for CaseError {
-    fn from(error: RpcError) -> Self {
-        CaseError::Fail(error.to_string())
-    }
-}
+// Defined with the case context, which returns them too; cases name them from here.
+pub use crate::context::{fail, CaseError};
 
 pub type CaseResult = Result<(), CaseError>;
 pub type CaseFuture<'a> = Pin<Box<dyn Future<Output = CaseResult> + Send + 'a>>;
@@ -167,10 +155,6 @@ macro_rules! ensure {
             return Err($crate::cases::CaseError::Fail(format!($($arg)+)));
         }
     };
-}
-
-pub fn fail(message: impl Into<String>) -> CaseError {
-    CaseError::Fail(message.into())
 }
 
 /// Asserts that an RPC failed with `code`.

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod cgroup;
 pub mod reaper;
 mod wait;
 

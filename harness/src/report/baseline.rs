@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{Outcome, Report};
 use crate::cases::Level;
 use crate::context::Verdict;
-use crate::doctor::HostFingerprint;
+use crate::host::HostFingerprint;
 use crate::profile::Line;
 
 pub const SCHEMA: &str = "shimcompat.baseline/v2";

@@ -4,7 +4,8 @@ use std::io::Write;
 use super::stream::{Reporter, RunEvent};
 use super::{Outcome, Report, TrialResult};
 use crate::cases::Level;
-use crate::run::{stdout_is_terminal, ColorWhen, Format, Planned};
+use crate::run::{stdout_is_terminal, ColorWhen, Format};
+use crate::select::Planned;
 
 pub struct Console {
     format: Format,

@@ -13,9 +13,9 @@ pub fn render(report: &Report) -> String {
 }
 
 /// With the hosts of a merged report listed first (`(host N)` in a candidate's name is the N-th).
-pub fn render_hosts(report: &Report, hosts: &[Option<crate::doctor::HostFingerprint>]) -> String {
+pub fn render_hosts(report: &Report, hosts: &[Option<crate::host::HostFingerprint>]) -> String {
     let mut out = String::from("## shimcompat results\n\n");
-    let describe = |host: &Option<crate::doctor::HostFingerprint>| match host {
+    let describe = |host: &Option<crate::host::HostFingerprint>| match host {
         Some(h) => format!(
             "{}, kernel {} ({}), cgroup {}, KVM {}",
             h.os,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::cases::Level;
 use crate::context::Verdict;
 use crate::profile::Line;
-use crate::run::Planned;
+use crate::select::Planned;
 
 pub const SCHEMA: &str = "shimcompat.report/v2";
 
@@ -111,7 +111,7 @@ pub struct Report {
     pub catalogue: String,
     /// The host the run was on.
     #[serde(default)]
-    pub host: Option<crate::doctor::HostFingerprint>,
+    pub host: Option<crate::host::HostFingerprint>,
     /// The command line, as given.
     #[serde(default)]
     pub command_line: Vec<String>,
@@ -308,8 +308,8 @@ impl Report {
 /// Several reports as one (`shimcompat report A.json B.json`). Reports from different hosts keep their hosts apart:
 /// each candidate of host N is renamed `<name> (host N)` (so a case skipped on one host is never merged into a
 /// pass of another), and the hosts are listed in order in `hosts`.
-pub fn merge(reports: Vec<Report>) -> (Report, Vec<Option<crate::doctor::HostFingerprint>>) {
-    let mut hosts: Vec<Option<crate::doctor::HostFingerprint>> = Vec::new();
+pub fn merge(reports: Vec<Report>) -> (Report, Vec<Option<crate::host::HostFingerprint>>) {
+    let mut hosts: Vec<Option<crate::host::HostFingerprint>> = Vec::new();
     for report in &reports {
         if !hosts.contains(&report.host) {
             hosts.push(report.host.clone());
@@ -369,7 +369,7 @@ fn binary_facts(path: &std::path::Path) -> (Option<String>, Option<String>) {
     if let Some(found) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return found.clone();
     }
-    let facts = (crate::doctor::sha256_of(path), crate::doctor::version_of(path, "-v"));
+    let facts = (crate::host::sha256_of(path), crate::host::version_of(path, "-v"));
     cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, facts.clone());
     facts
 }

@@ -2,7 +2,7 @@
 //! The runner emits events as they happen; the console prints them, file writers render the finished report.
 //! `main.rs` only picks reporters from the flags.
 use crate::report::{Report, TrialResult};
-use crate::run::Planned;
+use crate::select::Planned;
 
 pub enum RunEvent<'a> {
     /// Every candidate's verdict is known and `trials` trials are about to run.

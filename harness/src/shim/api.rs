@@ -228,7 +228,7 @@ impl ApiStub {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| fail(format!("creating {}: {e}", parent.display())))?;
         }
-        let _ = crate::shim::launch::remove_socket(path);
+        let _ = crate::fstree::remove_socket(path);
         let listener = tokio::net::UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
         let calls: Arc<Mutex<Vec<ApiCall>>> = Default::default();
         let record = calls.clone();
@@ -248,7 +248,7 @@ impl ApiStub {
     /// Stops accepting and removes the socket (connections already open end with their shim).
     pub fn stop(&self) {
         self.task.abort();
-        let _ = crate::shim::launch::remove_socket(&self.path);
+        let _ = crate::fstree::remove_socket(&self.path);
     }
 }
 

@@ -189,7 +189,7 @@ impl Shim {
         }
         reap(pid);
         if let Some(path) = launch::socket_path(&self.reply.address) {
-            if crate::shim::launch::remove_socket(&path) {
+            if crate::fstree::remove_socket(&path) {
                 report.socket_removed = Some(path);
             }
         }

@@ -649,16 +649,6 @@ pub fn predicted_sockets(spec: &LaunchSpec) -> Vec<PathBuf> {
     dirs.into_iter().map(|d| d.join(&name)).collect()
 }
 
-/// Removes the socket a shim named, and only if it is a socket: an address is the shim's word, and a shim that
-/// printed `unix:///etc/passwd` must not make the harness delete that file. Returns whether it removed one.
-pub fn remove_socket(path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).is_ok(),
-        _ => false,
-    }
-}
-
 /// Runs `<shim> ... -bundle B delete` and decodes its `DeleteResponse`.
 pub async fn delete_action(spec: &LaunchSpec) -> Result<DeleteResponse, LaunchError> {
     let binary = spec.binary.display().to_string();
